@@ -1,0 +1,70 @@
+# Removing what a cluster left behind, whether it was stopped by `down` or killed. Every
+# step is safe to run when there is nothing to remove.
+
+kill_leftover_processes() {
+  local name
+  for name in "${KX_COMPONENTS[@]}" hostpath-permissions; do stop_component "$name"; done
+  # Processes of ours whose pid file was lost: our binaries, and shims serving our socket.
+  pkill -KILL -f "^$KX_BIN/" 2>/dev/null || true
+  pkill -KILL -f "containerd-shim.*$KX_CONTAINERD_SOCK" 2>/dev/null || true
+  pkill -KILL -f "containerd --config $KX_STATE/" 2>/dev/null || true
+  kill_pod_processes
+}
+
+# Container processes outlive a killed shim; they are found through the kubelet's cgroups.
+kill_pod_processes() {
+  local root pass d
+  for pass in 1 2 3; do
+    for root in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
+      [ -d "$root" ] || continue
+      find "$root" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+    done
+    sleep 0.2
+  done
+  for root in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
+    [ -d "$root" ] || continue
+    find "$root" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
+}
+
+unmount_under() {
+  local prefix="$1" m
+  # Deepest first; lazy, so a busy mount does not stop the rest.
+  awk -v p="$prefix" '$2 == p || index($2, p "/") == 1 {print $2}' /proc/mounts | sort -r |
+    while read -r m; do umount -l "$m" 2>/dev/null || true; done
+}
+
+remove_network() {
+  local ns
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^cni-' || true); do
+    ip netns delete "$ns" 2>/dev/null || true
+  done
+  ip link delete "$KX_BRIDGE" 2>/dev/null || true
+  local save restore
+  for save in iptables-save ip6tables-save; do
+    restore=${save/-save/-restore}
+    command -v "$save" >/dev/null || continue
+    if "$save" 2>/dev/null | grep -qE 'KUBE-|CNI-'; then
+      "$save" | grep -vE 'KUBE-|CNI-' | "$restore" || true
+    fi
+  done
+  rm -rf "$KX_STATE/cni/ipam"
+}
+
+remove_host_leftovers() {
+  # The kubelet links container logs here whatever podLogsDir says.
+  if [ -d /var/log/containers ]; then
+    find /var/log/containers -maxdepth 1 -type l -lname "$KX_STATE/*" -delete 2>/dev/null || true
+  fi
+  rm -rf /run/containerd
+}
+
+cleanup_node() {
+  kill_leftover_processes
+  unmount_under "$KX_STATE"
+  unmount_under /run/containerd
+  unmount_under /run/netns
+  remove_network
+  remove_host_leftovers
+  restore_sysctls
+}

@@ -1,0 +1,137 @@
+# Config files of the node components. Every path points into $KX_STATE, so nothing of the
+# cluster is written to /etc or /var/lib.
+
+write_containerd_config() {
+  mkdir -p "$KX_STATE/containerd" "$KX_STATE/cni/net.d"
+  cat > "$KX_STATE/containerd/config.toml" <<CFG
+version = 2
+root = "$KX_STATE/containerd/root"
+state = "/run/containerd"
+
+[grpc]
+  address = "$KX_CONTAINERD_SOCK"
+[ttrpc]
+  address = "$KX_CONTAINERD_SOCK.ttrpc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$KX_STATE/containerd/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "localhost/pause:3.10"
+  # Root here lacks CAP_SYS_RESOURCE: without this, runc fails to lower oom_score_adj
+  # and every pod sandbox dies in nsexec.
+  restrict_oom_score_adj = true
+  disable_hugetlb_controller = true
+  stream_server_address = "127.0.0.1"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$KX_STATE/cni/net.d"
+CFG
+}
+
+write_cni_config() {
+  local dir="$KX_STATE/cni/net.d" tmp
+  mkdir -p "$dir" "$KX_STATE/cni/ipam"
+  tmp=$(mktemp "$dir/.tmp.XXXXXX")
+  cat > "$tmp" <<CNI
+{
+  "cniVersion": "0.4.0",
+  "name": "kubexec",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$KX_BRIDGE",
+      "isGateway": true,
+      "ipMasq": true,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": "$KX_STATE/cni/ipam",
+        "ranges": [[{"subnet": "$KX_POD_CIDR", "gateway": "$KX_NODE_IP"}]],
+        "routes": [{"dst": "0.0.0.0/0"}]
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+CNI
+  # containerd watches this folder: a rename is atomic, a half-written file is not.
+  mv -f "$tmp" "$dir/10-kubexec.conflist"
+}
+
+write_kubelet_config() {
+  mkdir -p "$KX_STATE/kubelet" "$KX_STATE/pod-logs"
+  cat > "$KX_STATE/kubelet/config.yaml" <<CFG
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+containerRuntimeEndpoint: unix://$KX_CONTAINERD_SOCK
+address: $KX_NODE_IP
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $KX_PKI/ca.crt}
+authorization:
+  mode: Webhook
+tlsCertFile: $KX_PKI/kubelet.crt
+tlsPrivateKeyFile: $KX_PKI/kubelet.key
+clusterDomain: cluster.local
+resolvConf: /etc/resolv.conf
+podLogsDir: $KX_STATE/pod-logs
+# Root here may not lower oom_score_adj below its own; -999 (the default) would fail.
+oomScoreAdj: 0
+# Every sandbox gets a process-count limit from the node.
+podPidsLimit: 4096
+maxPods: 110
+serializeImagePulls: false
+# Images are imported, never pulled: never garbage-collect them.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard:
+  memory.available: "100Mi"
+  nodefs.available: "1%"
+  imagefs.available: "1%"
+  nodefs.inodesFree: "1%"
+evictionPressureTransitionPeriod: 5s
+nodeStatusReportFrequency: 10s
+nodeStatusUpdateFrequency: 5s
+syncFrequency: 10s
+fileCheckFrequency: 10s
+shutdownGracePeriod: 0s
+CFG
+}
+
+write_kube_proxy_config() {
+  mkdir -p "$KX_STATE/kube-proxy"
+  cat > "$KX_STATE/kube-proxy/config.yaml" <<CFG
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+clusterCIDR: $KX_POD_CIDR
+hostnameOverride: $KX_NODE_NAME
+bindAddress: 127.0.0.1
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+oomScoreAdj: 0
+clientConnection:
+  kubeconfig: $KX_STATE/kube-proxy.kubeconfig
+conntrack:
+  # Leave the host's conntrack table size alone.
+  maxPerCore: 0
+  min: 0
+iptables:
+  # Needs route_localnet=1 on the host; NodePorts on 127.0.0.1 are not used here.
+  localhostNodePorts: false
+CFG
+}
