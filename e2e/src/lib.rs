@@ -1,0 +1,203 @@
+//! Harness of the end-to-end suites. Every test gets a fresh namespace and, unless the
+//! operator is deployed in the cluster (`KUBEXEC_E2E_OPERATOR=external`), its own
+//! `kubexec operator --namespace <ns>` process, so tests run in parallel without sharing
+//! state and a test may kill and restart "its" operator.
+//!
+//! The suites need a running cluster: `e2e/cluster/up`, then `eval "$(e2e/cluster/env)"`.
+
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, PostParams};
+use kube::runtime::wait::await_condition;
+use kube::{Client, Resource};
+use serde_json::json;
+
+/// Root of the repository (the e2e crate lives in `e2e/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn operator_binary() -> PathBuf {
+    std::env::var_os("KUBEXEC_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug/kubexec"))
+}
+
+fn external_operator() -> bool {
+    std::env::var("KUBEXEC_E2E_OPERATOR").is_ok_and(|v| v == "external")
+}
+
+/// One test's namespace, and the operator serving it.
+pub struct TestNs {
+    pub client: Client,
+    pub name: String,
+    operator: Option<Child>,
+}
+
+impl TestNs {
+    /// Creates `kx-<prefix>-<suffix>` and starts an operator for it.
+    pub async fn new(prefix: &str) -> TestNs {
+        let client = Client::try_default()
+            .await
+            .expect("no cluster: run e2e/cluster/up and eval \"$(e2e/cluster/env)\"");
+        let suffix = format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() % 0xffff_ffff)
+                .unwrap_or_default()
+        );
+        let name = format!("kx-{prefix}-{suffix}");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"kubexec.dev/e2e": "true"}}
+        }))
+        .expect("namespace literal");
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create test namespace");
+        // Pods are refused until the namespace's default ServiceAccount exists.
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+        wait_until(
+            Duration::from_secs(30),
+            "default ServiceAccount",
+            || async { accounts.get_opt("default").await.ok().flatten().is_some() },
+        )
+        .await;
+        let mut test_ns = TestNs {
+            client,
+            name,
+            operator: None,
+        };
+        test_ns.start_operator();
+        test_ns
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Starts this namespace's operator (a no-op with an external operator).
+    pub fn start_operator(&mut self) {
+        if external_operator() || self.operator.is_some() {
+            return;
+        }
+        let logs = repo_root().join("target/e2e-logs");
+        let _ = std::fs::create_dir_all(&logs);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(format!("{}-operator.log", self.name)))
+            .expect("operator log file");
+        let err = log.try_clone().expect("operator log file");
+        let child = Command::new(operator_binary())
+            .args([
+                "operator",
+                "--namespace",
+                &self.name,
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {:?}: {e} (cargo build first)", operator_binary()));
+        self.operator = Some(child);
+    }
+
+    /// Kills the operator abruptly (SIGKILL), as a crash or a node loss would.
+    pub fn kill_operator(&mut self) {
+        if let Some(mut child) = self.operator.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs kubectl against this namespace.
+    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        kubectl(&[&["-n", &self.name], args].concat())
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        self.kill_operator();
+        if std::env::var_os("KUBEXEC_E2E_KEEP").is_none() {
+            let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+        }
+    }
+}
+
+/// Runs kubectl (the one on PATH, which `e2e/cluster/env` puts first).
+pub fn kubectl(args: &[&str]) -> std::process::Output {
+    Command::new("kubectl")
+        .args(args)
+        .output()
+        .expect("kubectl on PATH (eval \"$(e2e/cluster/env)\")")
+}
+
+/// Polls `check` until it returns true; panics with `what` after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Watches one object until `cond` holds, and returns it; panics after `timeout` with the
+/// object's last state.
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    cond: impl Fn(&K) -> bool,
+) -> K
+where
+    K: Resource + Clone + Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let watched = await_condition(api.clone(), name, move |obj: Option<&K>| {
+        obj.is_some_and(&cond)
+    });
+    match tokio::time::timeout(timeout, watched).await {
+        Ok(Ok(Some(obj))) => obj,
+        Ok(Ok(None)) => panic!("{name} was deleted while waiting for {what}"),
+        Ok(Err(e)) => panic!("watch of {name} failed while waiting for {what}: {e}"),
+        Err(_) => {
+            let last = api.get_opt(name).await.ok().flatten();
+            panic!("timed out after {timeout:?} waiting for {name}: {what}; last state: {last:#?}")
+        }
+    }
+}
+
+/// Waits until an object is gone.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str, timeout: Duration)
+where
+    K: Resource + Clone + Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    wait_until(timeout, &format!("{name} to be deleted"), || async {
+        matches!(api.get_opt(name).await, Ok(None))
+    })
+    .await;
+}

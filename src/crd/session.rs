@@ -1,0 +1,319 @@
+//! `Session`: an isolated, resource-limited sandbox Pod with a `/workspace`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::EnvVar;
+
+/// Default `ttlSeconds`: one day.
+pub const DEFAULT_TTL_SECONDS: i64 = 86_400;
+/// Largest `ttlSeconds`: one week.
+pub const MAX_TTL_SECONDS: i64 = 604_800;
+/// Default workspace size.
+pub const DEFAULT_WORKSPACE_SIZE: &str = "1Gi";
+/// Largest total size of `spec.metadata` (keys plus values), in bytes.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Longest Session name: the name is used as a label value on its Pod.
+pub const MAX_SESSION_NAME: usize = 63;
+
+/// A code-execution sandbox: one Pod running the session image with `kubexec-runner init` as
+/// PID 1, and a `/workspace` that persists between executions. Executions (`kubectl get exe`)
+/// run in it.
+// Several printer columns share a type, which clippy takes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kubexec.dev",
+    version = "v1alpha1",
+    kind = "Session",
+    namespaced,
+    status = "SessionStatus",
+    shortname = "ses",
+    category = "kubexec",
+    derive = "PartialEq",
+    cel,
+    doc = "A code-execution sandbox: a hardened, resource-limited Pod with a /workspace. Executions run in it.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Pod", type_ = "string", json_path = ".status.podName"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("size(self.metadata.name) <= 63")
+        .message("Session names are at most 63 characters long (the name is used as a label value)")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionSpec {
+    /// Container image of the sandbox. It needs a shell; code mode also needs `bun` on the PATH.
+    /// Default: the operator's configured sandbox image (`--sandbox-image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: Option<String>,
+
+    /// Resource limits of the sandbox container. Fields left out take the operator's defaults,
+    /// so a sandbox always runs with limits.
+    #[serde(default)]
+    pub resources: SessionResources,
+
+    /// The `/workspace` volume: an emptyDir (default) or a PersistentVolumeClaim.
+    #[serde(default)]
+    pub workspace: WorkspaceSpec,
+
+    /// Environment variables of the sandbox container, visible to every execution. At most 100,
+    /// names unique. Executions can add their own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub env: Vec<EnvVar>,
+
+    /// Lifetime in seconds, counted from the Session's creation. When it has passed the Session
+    /// is marked `Expired` and deleted, together with its Pod and workspace. Default 86400 (one
+    /// day), between 1 and 604800 (one week).
+    #[serde(default = "default_ttl_seconds")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub ttl_seconds: i64,
+
+    /// Suspend the Session after this many seconds without activity (no execution started or
+    /// finished): the Pod is deleted and the workspace kept. The next execution resumes it.
+    /// Unset: never idles out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub idle_timeout_seconds: Option<i64>,
+
+    /// Timeout in seconds for executions that set none, between 1 and 300. Unset: 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 300))]
+    pub default_timeout_seconds: Option<i32>,
+
+    /// When true the Pod is deleted and the workspace kept (a persistent workspace survives;
+    /// an emptyDir does not). Setting it back to false starts a new Pod. Default false.
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// Network policy of the sandbox.
+    #[serde(default)]
+    pub network: NetworkSpec,
+
+    /// Free-form key/value metadata for the Session's owner; kubexec does not interpret it. At
+    /// most 64 entries and 16 KiB in total (keys plus values).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 256 && size(self[k]) <= 16384) && self.map(k, size(k) + size(self[k])).sum() <= 16384")
+        .message("metadata is limited to 16 KiB in total (keys plus values)"))]
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Default for SessionSpec {
+    /// The spec of `spec: {}`: every field at its documented default.
+    fn default() -> Self {
+        Self {
+            image: None,
+            resources: SessionResources::default(),
+            workspace: WorkspaceSpec::default(),
+            env: Vec::new(),
+            ttl_seconds: DEFAULT_TTL_SECONDS,
+            idle_timeout_seconds: None,
+            default_timeout_seconds: None,
+            suspend: false,
+            network: NetworkSpec::default(),
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_ttl_seconds() -> i64 {
+    DEFAULT_TTL_SECONDS
+}
+
+/// Resource limits of the sandbox container, as Kubernetes quantities.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionResources {
+    /// CPU limit, e.g. `500m` or `2`. Default: the operator's `--default-cpu` (1). The request
+    /// is this times the operator's `--request-ratio`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))")
+        .message("must be a positive Kubernetes quantity such as 500m or 2"))]
+    pub cpu: Option<String>,
+
+    /// Memory limit, e.g. `512Mi` or `2Gi`. The sandbox is OOM-killed above it. Default: the
+    /// operator's `--default-memory` (512Mi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))")
+        .message("must be a positive Kubernetes quantity such as 512Mi or 2Gi"))]
+    pub memory: Option<String>,
+
+    /// Ephemeral-storage limit of the container (its writable layer and logs; an emptyDir
+    /// workspace is limited by `workspace.size`). Default: the operator's `--default-storage` (1Gi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))")
+        .message("must be a positive Kubernetes quantity such as 1Gi"))]
+    pub ephemeral_storage: Option<String>,
+
+    /// Most processes (and threads) the sandbox may run at once, between 16 and 32768. Default:
+    /// the operator's `--default-pids` (512). Passed to the runner as `KUBEXEC_PIDS_LIMIT`;
+    /// the hard per-Pod limit is the kubelet's `podPidsLimit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 16, max = 32768))]
+    pub pids: Option<i64>,
+}
+
+/// The `/workspace` volume.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceSpec {
+    /// Size of the workspace, e.g. `1Gi`: the PersistentVolumeClaim's request, or the emptyDir's
+    /// `sizeLimit`. Default 1Gi.
+    #[serde(default = "default_workspace_size")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))")
+        .message("must be a positive Kubernetes quantity such as 1Gi"))]
+    pub size: String,
+
+    /// true: a PersistentVolumeClaim `<session>-workspace` (ReadWriteOnce) that survives Pod
+    /// loss and suspension. false (default): an emptyDir that lives as long as the Pod.
+    #[serde(default)]
+    pub persistent: bool,
+
+    /// StorageClass of the PersistentVolumeClaim. Unset: the cluster's default class. Ignored
+    /// when `persistent` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for WorkspaceSpec {
+    fn default() -> Self {
+        Self {
+            size: default_workspace_size(),
+            persistent: false,
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_workspace_size() -> String {
+    DEFAULT_WORKSPACE_SIZE.to_string()
+}
+
+/// Network policy of the sandbox.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSpec {
+    /// Outbound traffic from the sandbox: `Allow` (default; needed for Bun's auto-install from a
+    /// package registry) or `Deny`.
+    #[serde(default)]
+    pub egress: EgressPolicy,
+}
+
+/// Outbound traffic policy.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EgressPolicy {
+    /// The sandbox may open outbound connections.
+    #[default]
+    Allow,
+    /// The sandbox may not open outbound connections.
+    Deny,
+}
+
+/// Lifecycle phase of a Session.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum SessionPhase {
+    /// The Pod is being created or is starting.
+    #[default]
+    Pending,
+    /// The Pod is ready; executions can run.
+    Ready,
+    /// The Pod was deleted (by `spec.suspend` or idling); the workspace is kept.
+    Suspended,
+    /// The TTL has passed; the Session is being deleted.
+    Expired,
+    /// The spec cannot be turned into a running Pod; see `message`.
+    Failed,
+    /// The Session is being deleted.
+    Terminating,
+}
+
+impl SessionPhase {
+    /// Every phase, for metrics that report a value per phase.
+    pub const ALL: [SessionPhase; 6] = [
+        SessionPhase::Pending,
+        SessionPhase::Ready,
+        SessionPhase::Suspended,
+        SessionPhase::Expired,
+        SessionPhase::Failed,
+        SessionPhase::Terminating,
+    ];
+
+    /// The phase as written in the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionPhase::Pending => "Pending",
+            SessionPhase::Ready => "Ready",
+            SessionPhase::Suspended => "Suspended",
+            SessionPhase::Expired => "Expired",
+            SessionPhase::Failed => "Failed",
+            SessionPhase::Terminating => "Terminating",
+        }
+    }
+}
+
+/// Observed state of a Session, written by the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionStatus {
+    /// Pending, Ready, Suspended, Expired, Failed or Terminating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<SessionPhase>,
+
+    /// `Ready` is True while executions can run; its reason says why not otherwise
+    /// (PodStarting, Suspended, Idle, Expired, InvalidSpec).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// Name of the sandbox Pod, while there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+
+    /// IP address of the sandbox Pod, while it is running.
+    #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+
+    /// When the current Pod became ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<Time>,
+
+    /// When an execution last started or finished in this Session. Written by the execution
+    /// controller; bumping it also resumes a Session suspended for idling (see
+    /// `kubexec::operator::session::RESUME_FIELD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity_at: Option<Time>,
+
+    /// When the Session expires: creationTimestamp + spec.ttlSeconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Human-readable detail about the phase (why the Pod is not ready, why the spec is invalid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Session {
+    /// The phase in the status, `Pending` when there is none yet.
+    pub fn phase(&self) -> SessionPhase {
+        self.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or_default()
+    }
+}

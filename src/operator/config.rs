@@ -1,0 +1,128 @@
+//! Operator settings: command-line flags with environment fallbacks, and the sandbox defaults
+//! that the pure builders read.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+
+use crate::crd::quantity::Quantity;
+
+use super::Error;
+
+/// Default image of sandbox containers (Bun and a shell).
+pub const DEFAULT_SANDBOX_IMAGE: &str = "localhost/kubexec-sandbox:dev";
+/// Default image the runner binary is copied from.
+pub const DEFAULT_RUNNER_IMAGE: &str = "localhost/kubexec-runner:dev";
+
+/// `kubexec operator` flags.
+#[derive(Args, Clone, Debug)]
+pub struct OperatorArgs {
+    /// Image of sandboxes whose Session sets no `spec.image`.
+    #[arg(long, env = "KUBEXEC_SANDBOX_IMAGE", default_value = DEFAULT_SANDBOX_IMAGE)]
+    pub sandbox_image: String,
+
+    /// Image holding `/kubexec-runner`, copied into every sandbox by an init container.
+    #[arg(long, env = "KUBEXEC_RUNNER_IMAGE", default_value = DEFAULT_RUNNER_IMAGE)]
+    pub runner_image: String,
+
+    /// CPU limit of sandboxes whose Session sets none.
+    #[arg(long, env = "KUBEXEC_DEFAULT_CPU", default_value = "1")]
+    pub default_cpu: String,
+
+    /// Memory limit of sandboxes whose Session sets none.
+    #[arg(long, env = "KUBEXEC_DEFAULT_MEMORY", default_value = "512Mi")]
+    pub default_memory: String,
+
+    /// Ephemeral-storage limit of sandboxes whose Session sets none.
+    #[arg(long, env = "KUBEXEC_DEFAULT_STORAGE", default_value = "1Gi")]
+    pub default_storage: String,
+
+    /// Process-count limit of sandboxes whose Session sets none.
+    #[arg(long, env = "KUBEXEC_DEFAULT_PIDS", default_value_t = 512)]
+    pub default_pids: i64,
+
+    /// Requests are the limits times this ratio (0 < ratio <= 1). 1 gives Guaranteed QoS; the
+    /// default 0.1 lets many mostly idle sandboxes share a node.
+    #[arg(long, env = "KUBEXEC_REQUEST_RATIO", default_value_t = 0.1)]
+    pub request_ratio: f64,
+
+    /// Address of the `/metrics` and `/healthz` endpoint. Use 0.0.0.0:9464 inside a cluster.
+    #[arg(long, env = "KUBEXEC_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
+
+    /// Most Sessions reconciled at once.
+    #[arg(long, env = "KUBEXEC_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "KUBEXEC_NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+impl OperatorArgs {
+    /// Checks the flags and resolves the sandbox defaults.
+    pub fn sandbox_config(&self) -> Result<SandboxConfig, Error> {
+        let quantity = |flag: &'static str, value: &str| {
+            Quantity::parse(value)
+                .ok()
+                .filter(|q| !q.is_zero())
+                .map(|_| value.to_string())
+                .ok_or_else(|| {
+                    Error::Config(format!("--{flag} {value:?} is not a positive quantity"))
+                })
+        };
+        if !(self.request_ratio > 0.0 && self.request_ratio <= 1.0) {
+            return Err(Error::Config(format!(
+                "--request-ratio {} must be in (0, 1]",
+                self.request_ratio
+            )));
+        }
+        if !(16..=32768).contains(&self.default_pids) {
+            return Err(Error::Config(
+                "--default-pids must be between 16 and 32768".into(),
+            ));
+        }
+        Ok(SandboxConfig {
+            sandbox_image: self.sandbox_image.clone(),
+            runner_image: self.runner_image.clone(),
+            default_cpu: quantity("default-cpu", &self.default_cpu)?,
+            default_memory: quantity("default-memory", &self.default_memory)?,
+            default_storage: quantity("default-storage", &self.default_storage)?,
+            default_pids: self.default_pids,
+            request_ratio: self.request_ratio,
+        })
+    }
+}
+
+/// What the Pod builder needs to know beyond the Session itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SandboxConfig {
+    /// Image for Sessions without `spec.image`.
+    pub sandbox_image: String,
+    /// Image holding the runner binary.
+    pub runner_image: String,
+    /// Default CPU limit (a valid quantity).
+    pub default_cpu: String,
+    /// Default memory limit (a valid quantity).
+    pub default_memory: String,
+    /// Default ephemeral-storage limit (a valid quantity).
+    pub default_storage: String,
+    /// Default process-count limit.
+    pub default_pids: i64,
+    /// Requests = limits × this.
+    pub request_ratio: f64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            sandbox_image: DEFAULT_SANDBOX_IMAGE.into(),
+            runner_image: DEFAULT_RUNNER_IMAGE.into(),
+            default_cpu: "1".into(),
+            default_memory: "512Mi".into(),
+            default_storage: "1Gi".into(),
+            default_pids: 512,
+            request_ratio: 0.1,
+        }
+    }
+}

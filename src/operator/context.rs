@@ -1,0 +1,96 @@
+//! State shared by every reconcile of every controller.
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use kube::{
+    runtime::events::{Recorder, Reporter},
+    Client,
+};
+
+use super::{config::SandboxConfig, metrics::Metrics};
+
+/// Name under which the operator reports Events and writes with server-side apply.
+pub const REPORTER: &str = "kubexec-operator";
+
+/// Shared by reconciles, behind an `Arc`. The Execution controller gets the same Context.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// Prometheus metrics.
+    pub metrics: std::sync::Arc<Metrics>,
+    /// Sandbox defaults.
+    pub config: SandboxConfig,
+    /// Consecutive failures per object, for error backoff.
+    backoff: Backoff,
+}
+
+impl Context {
+    /// Creates a Context.
+    pub fn new(client: Client, metrics: std::sync::Arc<Metrics>, config: SandboxConfig) -> Self {
+        let reporter = Reporter {
+            controller: REPORTER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            config,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// Records one more failure of `key` and returns how long to wait before retrying.
+    pub fn next_backoff(&self, key: &str) -> Duration {
+        self.backoff.fail(key)
+    }
+
+    /// Forgets the failures of `key` after a successful reconcile.
+    pub fn reset_backoff(&self, key: &str) {
+        self.backoff.reset(key);
+    }
+}
+
+/// Exponential backoff per object: 1 s, 2 s, 4 s, ... capped at 5 minutes.
+#[derive(Default)]
+struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    const CAP: Duration = Duration::from_secs(300);
+
+    fn fail(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        let exp = (*n - 1).min(16);
+        Duration::from_secs(1u64 << exp).min(Self::CAP)
+    }
+
+    fn reset(&self, key: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_resets() {
+        let b = Backoff::default();
+        assert_eq!(b.fail("a"), Duration::from_secs(1));
+        assert_eq!(b.fail("a"), Duration::from_secs(2));
+        assert_eq!(b.fail("a"), Duration::from_secs(4));
+        for _ in 0..20 {
+            b.fail("a");
+        }
+        assert_eq!(b.fail("a"), Backoff::CAP);
+        b.reset("a");
+        assert_eq!(b.fail("a"), Duration::from_secs(1));
+    }
+}

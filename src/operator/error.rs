@@ -1,0 +1,73 @@
+//! The operator's error type.
+
+use thiserror::Error;
+
+use crate::crd::validate::ValidationError;
+
+/// Everything that can go wrong while running the operator or reconciling a resource.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A call to the Kubernetes API failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was being done, e.g. `create pod`.
+        action: &'static str,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// The spec cannot be turned into a Pod; waits for the user to fix it.
+    #[error("invalid spec: {0}")]
+    InvalidSpec(#[from] ValidationError),
+
+    /// An object lacks a field the apiserver always sets (namespace, uid).
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+
+    /// A bad flag or setting.
+    #[error("configuration: {0}")]
+    Config(String),
+
+    /// The metrics server failed.
+    #[error("metrics server: {0}")]
+    Server(#[source] std::io::Error),
+
+    /// Creating the Kubernetes client failed.
+    #[error("kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+}
+
+/// Result with the operator's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A short, bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { source, .. } => match source {
+                kube::Error::Api(status) if status.code == 409 => "conflict",
+                kube::Error::Api(status) if status.code == 404 => "not_found",
+                kube::Error::Api(status) if status.code == 422 => "invalid",
+                kube::Error::Api(status) if status.code == 403 => "forbidden",
+                kube::Error::Api(_) => "api",
+                _ => "transport",
+            },
+            Error::InvalidSpec(_) => "invalid_spec",
+            Error::MissingField(_) => "missing_field",
+            Error::Config(_) => "config",
+            Error::Server(_) => "server",
+            Error::Client(_) => "client",
+        }
+    }
+
+    /// True when retrying cannot help until the object changes.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Error::InvalidSpec(_) | Error::MissingField(_))
+    }
+
+    /// Wraps a client error with what was being done.
+    pub fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Error {
+        move |source| Error::Kube { action, source }
+    }
+}

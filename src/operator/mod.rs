@@ -1,0 +1,102 @@
+//! The operator: the Session controller (and, next to it, the Execution controller), a
+//! metrics endpoint, and graceful shutdown.
+
+pub mod config;
+pub mod context;
+mod error;
+pub mod metrics;
+pub mod server;
+pub mod session;
+
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tracing::info;
+
+pub use config::{OperatorArgs, SandboxConfig};
+pub use context::Context;
+pub use error::{Error, Result};
+pub use metrics::Metrics;
+
+/// A shutdown signal that many tasks can wait on: resolves on SIGTERM or SIGINT.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Starts listening for SIGTERM and SIGINT.
+    pub fn on_signals() -> Self {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!("shutdown requested; finishing in-flight work");
+            let _ = tx.send(true);
+        });
+        Self(rx)
+    }
+
+    /// Resolves once shutdown is requested.
+    pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            // An error means the sender is gone, which also means shutting down.
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs the operator until SIGTERM or SIGINT: connects with the ambient kubeconfig (or the
+/// in-cluster service account), serves metrics, and runs the controllers.
+pub async fn run(args: OperatorArgs) -> Result<()> {
+    let config = args.sandbox_config()?;
+    let client = kube::Client::try_default().await.map_err(Error::Client)?;
+    let shutdown = Shutdown::on_signals();
+
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let ctx = Arc::new(Context::new(client, metrics, config));
+
+    let (sessions, session_store) = session::controller(
+        ctx.clone(),
+        args.namespace.as_deref(),
+        args.concurrency,
+        shutdown.wait(),
+    );
+    registry.register_collector(Box::new(session::SessionPhases(session_store)));
+    let registry = Arc::new(registry);
+
+    info!(
+        namespace = args.namespace.as_deref().unwrap_or("*"),
+        "starting the operator"
+    );
+    let server = server::serve(args.metrics_addr, registry, shutdown.wait());
+    // A server that cannot start ends the operator; otherwise both stop on the signal.
+    tokio::try_join!(server, async {
+        sessions.await;
+        Ok(())
+    })?;
+    info!("operator stopped");
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! Apply (IO): carry out a [`Plan`]'s Pod action, Events and Session deletion.
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::{
+    api::{DeleteParams, PostParams, Preconditions},
+    runtime::events::{Event, EventType},
+    Api, Resource, ResourceExt,
+};
+
+use crate::crd::Session;
+use crate::operator::{Context, Error, Result};
+
+use super::decide::{PodAction, SessionEvent};
+
+fn is_status(err: &kube::Error, code: u16) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == code)
+}
+
+fn delete_params(uid: Option<String>) -> DeleteParams {
+    DeleteParams {
+        preconditions: uid.map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    }
+}
+
+/// Creates or deletes the sandbox Pod (and ensures the workspace claim before a create).
+/// Already-exists on create and not-found on delete count as done: the next watch event
+/// reconciles again with fresh state.
+pub async fn pod_action(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    action: &PodAction,
+) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    match action {
+        PodAction::Keep => Ok(()),
+        PodAction::Create { pod, claim } => {
+            if let Some(claim) = claim {
+                let claims: Api<PersistentVolumeClaim> =
+                    Api::namespaced(ctx.client.clone(), namespace);
+                match claims.create(&PostParams::default(), claim).await {
+                    Ok(_) => {}
+                    Err(e) if is_status(&e, 409) => {}
+                    Err(e) => return Err(Error::kube("create workspace claim")(e)),
+                }
+            }
+            match pods.create(&PostParams::default(), pod).await {
+                Ok(_) => {
+                    ctx.metrics.pods_created.inc();
+                    Ok(())
+                }
+                Err(e) if is_status(&e, 409) => Ok(()),
+                Err(e) => Err(Error::kube("create pod")(e)),
+            }
+        }
+        PodAction::Delete { uid } => match pods.delete(name, &delete_params(uid.clone())).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
+            Err(e) => Err(Error::kube("delete pod")(e)),
+        },
+    }
+}
+
+impl SessionEvent {
+    /// The Kubernetes Event for this transition.
+    pub fn to_event(&self, session: &Session) -> Event {
+        let name = session.name_any();
+        let (type_, reason, action, note) = match self {
+            SessionEvent::PodCreated => (
+                EventType::Normal,
+                "PodCreated",
+                "CreatePod",
+                format!("created sandbox Pod {}", super::build::pod_name(&name)),
+            ),
+            SessionEvent::Ready => (
+                EventType::Normal,
+                "Ready",
+                "Observe",
+                "the sandbox is ready".into(),
+            ),
+            SessionEvent::Suspended { idle: true } => (
+                EventType::Normal,
+                "Suspended",
+                "DeletePod",
+                "idle timeout reached: Pod deleted, workspace kept".into(),
+            ),
+            SessionEvent::Suspended { idle: false } => (
+                EventType::Normal,
+                "Suspended",
+                "DeletePod",
+                "spec.suspend is true: Pod deleted, workspace kept".into(),
+            ),
+            SessionEvent::Resumed => (
+                EventType::Normal,
+                "Resumed",
+                "CreatePod",
+                "resuming: creating a new sandbox Pod".into(),
+            ),
+            SessionEvent::Expired => (
+                EventType::Normal,
+                "Expired",
+                "DeleteSession",
+                format!(
+                    "ttlSeconds {} passed; deleting the Session",
+                    session.spec.ttl_seconds
+                ),
+            ),
+            SessionEvent::PodLost { detail } => {
+                (EventType::Warning, "PodLost", "CreatePod", detail.clone())
+            }
+            SessionEvent::SpecChanged => (
+                EventType::Normal,
+                "SpecChanged",
+                "DeletePod",
+                "the spec changed; replacing the sandbox Pod".into(),
+            ),
+            SessionEvent::InvalidSpec { detail } => (
+                EventType::Warning,
+                "InvalidSpec",
+                "Validate",
+                detail.clone(),
+            ),
+        };
+        Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        }
+    }
+}
+
+/// Publishes Events about the Session.
+pub async fn publish(ctx: &Context, session: &Session, events: &[SessionEvent]) -> Result<()> {
+    let reference = session.object_ref(&());
+    for event in events {
+        ctx.recorder
+            .publish(&event.to_event(session), &reference)
+            .await
+            .map_err(Error::kube("publish event"))?;
+    }
+    Ok(())
+}
+
+/// Deletes the Session (its Pod and claim follow through owner references).
+pub async fn delete_session(ctx: &Context, session: &Session) -> Result<()> {
+    let namespace = session
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let sessions: Api<Session> = Api::namespaced(ctx.client.clone(), &namespace);
+    match sessions
+        .delete(&session.name_any(), &delete_params(session.uid()))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
+        Err(e) => Err(Error::kube("delete session")(e)),
+    }
+}

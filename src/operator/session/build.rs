@@ -1,0 +1,721 @@
+//! Pure builders: the sandbox Pod and the workspace PersistentVolumeClaim of a Session.
+//!
+//! Nothing here does IO; everything is unit-tested from small Session values.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::core::v1::{
+        Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar as K8sEnvVar,
+        EnvVarSource as K8sEnvVarSource, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+        PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, ResourceRequirements,
+        SeccompProfile, SecretKeySelector as K8sSecretKeySelector, SecurityContext, Volume,
+        VolumeMount, VolumeResourceRequirements,
+    },
+    apimachinery::pkg::api::resource::Quantity as K8sQuantity,
+};
+use kube::{api::ObjectMeta, Resource, ResourceExt};
+
+use crate::crd::{
+    annotations, labels, quantity::Quantity, validate::ValidationError, EnvVar, Session,
+    SessionSpec,
+};
+use crate::operator::config::SandboxConfig;
+
+/// Name of the sandbox container, where executions run.
+pub const SANDBOX_CONTAINER: &str = "sandbox";
+/// Name of the init container that installs the runner.
+pub const INSTALL_CONTAINER: &str = "install-runner";
+/// Where the runner binary is installed inside the Pod (a read-only emptyDir in the sandbox).
+pub const RUNNER_DIR: &str = "/kubexec/bin";
+/// Path of the runner binary inside the sandbox container.
+pub const RUNNER_PATH: &str = "/kubexec/bin/kubexec-runner";
+/// Path of the runner binary inside the runner image.
+pub const RUNNER_IMAGE_PATH: &str = "/kubexec-runner";
+/// Mount point of the workspace.
+pub const WORKSPACE_DIR: &str = "/workspace";
+/// User and group id sandboxes run as.
+pub const SANDBOX_UID: i64 = 1000;
+/// Port an execution can serve a preview on; the api proxies to it.
+pub const PREVIEW_PORT: i32 = 8080;
+/// Environment variable telling the runner the process-count limit to enforce.
+pub const PIDS_LIMIT_ENV: &str = "KUBEXEC_PIDS_LIMIT";
+/// Environment variable naming the Session inside its sandbox.
+pub const SESSION_ENV: &str = "KUBEXEC_SESSION";
+
+const RUNNER_VOLUME: &str = "runner-bin";
+const WORKSPACE_VOLUME: &str = "workspace";
+const GRACE_PERIOD_SECONDS: i64 = 5;
+
+/// The sandbox Pod of a Session is named `<session>-sandbox`, so it can be found without a
+/// lookup and there is never more than one.
+pub fn pod_name(session_name: &str) -> String {
+    format!("{session_name}-sandbox")
+}
+
+/// The workspace claim of a persistent Session is named `<session>-workspace`.
+pub fn workspace_claim_name(session_name: &str) -> String {
+    format!("{session_name}-workspace")
+}
+
+/// Resolved limits and requests of the sandbox container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxResources {
+    /// `limits` of the sandbox container.
+    pub limits: BTreeMap<String, String>,
+    /// `requests` of the sandbox container (limits × the request ratio).
+    pub requests: BTreeMap<String, String>,
+    /// Process-count limit handed to the runner.
+    pub pids: i64,
+}
+
+/// Maps the Session's resources onto container limits, filling gaps from the operator's
+/// defaults, and derives the requests as `limit × request_ratio` (at least 1m CPU and 1 MiB).
+pub fn sandbox_resources(
+    spec: &SessionSpec,
+    config: &SandboxConfig,
+) -> Result<SandboxResources, ValidationError> {
+    let pick = |field: &str, value: Option<&String>, default: &str| {
+        let text = value.map(String::as_str).unwrap_or(default);
+        Quantity::parse(text)
+            .ok()
+            .filter(|q| !q.is_zero())
+            .ok_or_else(|| ValidationError {
+                field: field.to_string(),
+                message: format!("{text:?} is not a positive Kubernetes quantity"),
+            })
+    };
+    let cpu = pick(
+        "spec.resources.cpu",
+        spec.resources.cpu.as_ref(),
+        &config.default_cpu,
+    )?;
+    let memory = pick(
+        "spec.resources.memory",
+        spec.resources.memory.as_ref(),
+        &config.default_memory,
+    )?;
+    let storage = pick(
+        "spec.resources.ephemeralStorage",
+        spec.resources.ephemeral_storage.as_ref(),
+        &config.default_storage,
+    )?;
+    const MIB_MILLIS: u128 = 1024 * 1024 * 1000;
+    let ratio = config.request_ratio;
+    let limits = BTreeMap::from([
+        ("cpu".to_string(), cpu.to_cpu_string()),
+        ("memory".to_string(), memory.to_bytes_string()),
+        ("ephemeral-storage".to_string(), storage.to_bytes_string()),
+    ]);
+    let requests = BTreeMap::from([
+        ("cpu".to_string(), cpu.scaled(ratio, 1).to_cpu_string()),
+        (
+            "memory".to_string(),
+            memory.scaled(ratio, MIB_MILLIS).to_bytes_string(),
+        ),
+        (
+            "ephemeral-storage".to_string(),
+            storage.scaled(ratio, MIB_MILLIS).to_bytes_string(),
+        ),
+    ]);
+    Ok(SandboxResources {
+        limits,
+        requests,
+        pids: spec.resources.pids.unwrap_or(config.default_pids),
+    })
+}
+
+/// Labels on every object owned by a Session.
+pub fn owned_labels(session_name: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            labels::MANAGED_BY.to_string(),
+            labels::MANAGED_BY_VALUE.to_string(),
+        ),
+        (labels::SESSION.to_string(), session_name.to_string()),
+        (labels::COMPONENT.to_string(), component.to_string()),
+    ])
+}
+
+/// A stable hash (FNV-1a, hex) of the spec fields the Pod is built from. The Pod carries it
+/// in [`annotations::SPEC_HASH`]; a different hash means the Pod must be replaced.
+pub fn pod_spec_hash(spec: &SessionSpec) -> String {
+    let relevant = serde_json::json!({
+        "image": spec.image,
+        "resources": spec.resources,
+        "workspace": spec.workspace,
+        "env": spec.env,
+        "network": spec.network,
+    });
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in relevant.to_string().bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+fn object_meta(session: &Session, name: String, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: session.namespace(),
+        labels: Some(owned_labels(&session.name_any(), component)),
+        owner_references: session.controller_owner_ref(&()).map(|r| vec![r]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn quantity_map(map: &BTreeMap<String, String>) -> BTreeMap<String, K8sQuantity> {
+    map.iter()
+        .map(|(k, v)| (k.clone(), K8sQuantity(v.clone())))
+        .collect()
+}
+
+fn to_k8s_env(var: &EnvVar) -> K8sEnvVar {
+    K8sEnvVar {
+        name: var.name.clone(),
+        value: var.value.clone(),
+        value_from: var.value_from.as_ref().map(|from| K8sEnvVarSource {
+            secret_key_ref: Some(K8sSecretKeySelector {
+                name: from.secret_key_ref.name.clone(),
+                key: from.secret_key_ref.key.clone(),
+                optional: Some(false),
+            }),
+            ..K8sEnvVarSource::default()
+        }),
+    }
+}
+
+fn literal_env(name: &str, value: impl Into<String>) -> K8sEnvVar {
+    K8sEnvVar {
+        name: name.to_string(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+/// A container security context with nothing to escalate to.
+fn hardened_container(read_only_root: bool) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        read_only_root_filesystem: Some(read_only_root),
+        run_as_non_root: Some(true),
+        ..SecurityContext::default()
+    }
+}
+
+/// Builds the sandbox Pod of a Session.
+///
+/// - `install-runner` (init, runner image) copies the runner into the `runner-bin` emptyDir.
+/// - `sandbox` (session image) runs `kubexec-runner init` as PID 1 in `/workspace`, with the
+///   runner mounted read-only, the session's env, and limits that are always set.
+/// - Non-root (uid/gid 1000), no privilege escalation, all capabilities dropped,
+///   RuntimeDefault seccomp, no service account token, no service links.
+/// - `restartPolicy: Always`: if PID 1 dies the sandbox comes back in the same Pod with the
+///   same workspace.
+pub fn build_pod(session: &Session, config: &SandboxConfig) -> Result<Pod, ValidationError> {
+    let name = session.name_any();
+    let spec = &session.spec;
+    let resources = sandbox_resources(spec, config)?;
+
+    let mut meta = object_meta(session, pod_name(&name), "sandbox");
+    meta.annotations = Some(BTreeMap::from([(
+        annotations::SPEC_HASH.to_string(),
+        pod_spec_hash(spec),
+    )]));
+
+    let mut env = vec![literal_env("HOME", WORKSPACE_DIR)];
+    env.extend(spec.env.iter().map(to_k8s_env));
+    env.push(literal_env(SESSION_ENV, name.clone()));
+    env.push(literal_env(PIDS_LIMIT_ENV, resources.pids.to_string()));
+
+    let install = Container {
+        name: INSTALL_CONTAINER.into(),
+        image: Some(config.runner_image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec![
+            RUNNER_IMAGE_PATH.into(),
+            "install".into(),
+            RUNNER_PATH.into(),
+        ]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: RUNNER_VOLUME.into(),
+            mount_path: RUNNER_DIR.into(),
+            ..VolumeMount::default()
+        }]),
+        resources: Some(ResourceRequirements {
+            limits: Some(quantity_map(&BTreeMap::from([
+                ("cpu".to_string(), "200m".to_string()),
+                ("memory".to_string(), "64Mi".to_string()),
+            ]))),
+            requests: Some(quantity_map(&BTreeMap::from([
+                ("cpu".to_string(), "10m".to_string()),
+                ("memory".to_string(), "16Mi".to_string()),
+            ]))),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(hardened_container(true)),
+        ..Container::default()
+    };
+
+    let sandbox = Container {
+        name: SANDBOX_CONTAINER.into(),
+        image: Some(
+            spec.image
+                .clone()
+                .unwrap_or_else(|| config.sandbox_image.clone()),
+        ),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec![RUNNER_PATH.into(), "init".into()]),
+        working_dir: Some(WORKSPACE_DIR.into()),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("preview".into()),
+            container_port: PREVIEW_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: WORKSPACE_VOLUME.into(),
+                mount_path: WORKSPACE_DIR.into(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: RUNNER_VOLUME.into(),
+                mount_path: RUNNER_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
+        resources: Some(ResourceRequirements {
+            limits: Some(quantity_map(&resources.limits)),
+            requests: Some(quantity_map(&resources.requests)),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(hardened_container(false)),
+        ..Container::default()
+    };
+
+    let workspace = if spec.workspace.persistent {
+        Volume {
+            name: WORKSPACE_VOLUME.into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: workspace_claim_name(&name),
+                read_only: Some(false),
+            }),
+            ..Volume::default()
+        }
+    } else {
+        Volume {
+            name: WORKSPACE_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: None,
+                size_limit: Some(K8sQuantity(spec.workspace.size.clone())),
+            }),
+            ..Volume::default()
+        }
+    };
+    let runner_bin = Volume {
+        name: RUNNER_VOLUME.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: None,
+            size_limit: Some(K8sQuantity("128Mi".into())),
+        }),
+        ..Volume::default()
+    };
+
+    Ok(Pod {
+        metadata: meta,
+        spec: Some(PodSpec {
+            init_containers: Some(vec![install]),
+            containers: vec![sandbox],
+            volumes: Some(vec![workspace, runner_bin]),
+            restart_policy: Some("Always".into()),
+            termination_grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(SANDBOX_UID),
+                run_as_group: Some(SANDBOX_UID),
+                fs_group: Some(SANDBOX_UID),
+                fs_group_change_policy: Some("OnRootMismatch".into()),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    localhost_profile: None,
+                }),
+                ..PodSecurityContext::default()
+            }),
+            ..PodSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// Builds the workspace claim of a persistent Session (ReadWriteOnce, `workspace.size`,
+/// optional storage class), owned by the Session so it is deleted with it.
+pub fn build_workspace_claim(session: &Session) -> PersistentVolumeClaim {
+    let name = session.name_any();
+    let workspace = &session.spec.workspace;
+    PersistentVolumeClaim {
+        metadata: object_meta(session, workspace_claim_name(&name), "workspace"),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: workspace.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    K8sQuantity(workspace.size.clone()),
+                )])),
+                limits: None,
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The owner reference a Session puts on what it creates (used by tests and the Execution
+/// controller to recognise a session's Pod).
+pub fn is_owned_by(obj: &impl Resource, session: &Session) -> bool {
+    let uid = session.uid();
+    obj.meta().owner_references.as_ref().is_some_and(|refs| {
+        refs.iter()
+            .any(|r| Some(&r.uid) == uid.as_ref() && r.controller == Some(true))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{EnvVarSource, SecretKeySelector, SessionResources, WorkspaceSpec};
+
+    fn session(spec: SessionSpec) -> Session {
+        let mut s = Session::new("demo", spec);
+        s.metadata.namespace = Some("team-a".into());
+        s.metadata.uid = Some("uid-1".into());
+        s
+    }
+
+    fn sandbox(pod: &Pod) -> &Container {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|c| c.name == SANDBOX_CONTAINER))
+            .expect("sandbox container")
+    }
+
+    fn q(map: &Option<BTreeMap<String, K8sQuantity>>, key: &str) -> String {
+        map.as_ref()
+            .and_then(|m| m.get(key))
+            .map(|q| q.0.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn names_are_derived_from_the_session() {
+        assert_eq!(pod_name("abc"), "abc-sandbox");
+        assert_eq!(workspace_claim_name("abc"), "abc-workspace");
+    }
+
+    #[test]
+    fn pod_has_labels_owner_and_name() {
+        let s = session(SessionSpec::default());
+        let pod = build_pod(&s, &SandboxConfig::default()).expect("pod");
+        assert_eq!(pod.metadata.name.as_deref(), Some("demo-sandbox"));
+        assert_eq!(pod.metadata.namespace.as_deref(), Some("team-a"));
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels
+                .get("app.kubernetes.io/managed-by")
+                .map(String::as_str),
+            Some("kubexec")
+        );
+        assert_eq!(
+            labels.get("kubexec.dev/session").map(String::as_str),
+            Some("demo")
+        );
+        let owner = &pod.metadata.owner_references.clone().unwrap_or_default()[0];
+        assert_eq!(owner.kind, "Session");
+        assert_eq!(owner.api_version, "kubexec.dev/v1alpha1");
+        assert_eq!(owner.uid, "uid-1");
+        assert_eq!(owner.controller, Some(true));
+        assert!(is_owned_by(&pod, &s));
+        assert!(pod
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(annotations::SPEC_HASH));
+    }
+
+    #[test]
+    fn default_limits_are_always_set() {
+        let pod =
+            build_pod(&session(SessionSpec::default()), &SandboxConfig::default()).expect("pod");
+        let res = sandbox(&pod).resources.clone().expect("resources");
+        assert_eq!(q(&res.limits, "cpu"), "1000m");
+        assert_eq!(q(&res.limits, "memory"), (512u64 << 20).to_string());
+        assert_eq!(
+            q(&res.limits, "ephemeral-storage"),
+            (1u64 << 30).to_string()
+        );
+        assert_eq!(q(&res.requests, "cpu"), "100m");
+        assert_eq!(
+            q(&res.requests, "memory"),
+            ((512u64 << 20) / 10 + 1).to_string()
+        );
+        let init = &pod
+            .spec
+            .as_ref()
+            .expect("spec")
+            .init_containers
+            .as_ref()
+            .expect("init")[0];
+        assert!(init
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .is_some());
+    }
+
+    #[test]
+    fn session_limits_win_and_requests_scale() {
+        let spec = SessionSpec {
+            resources: SessionResources {
+                cpu: Some("2".into()),
+                memory: Some("128Mi".into()),
+                ephemeral_storage: Some("2Gi".into()),
+                pids: Some(100),
+            },
+            ..SessionSpec::default()
+        };
+        let config = SandboxConfig {
+            request_ratio: 1.0,
+            ..SandboxConfig::default()
+        };
+        let res = sandbox_resources(&spec, &config).expect("resources");
+        assert_eq!(res.limits["cpu"], "2000m");
+        assert_eq!(res.limits["memory"], (128u64 << 20).to_string());
+        assert_eq!(res.requests, res.limits, "ratio 1 gives Guaranteed QoS");
+        assert_eq!(res.pids, 100);
+        let pod = build_pod(&session(spec), &config).expect("pod");
+        let env = sandbox(&pod).env.clone().unwrap_or_default();
+        assert!(env
+            .iter()
+            .any(|e| e.name == PIDS_LIMIT_ENV && e.value.as_deref() == Some("100")));
+    }
+
+    #[test]
+    fn requests_have_a_floor() {
+        let spec = SessionSpec {
+            resources: SessionResources {
+                cpu: Some("5m".into()),
+                memory: Some("2Mi".into()),
+                ..SessionResources::default()
+            },
+            ..SessionSpec::default()
+        };
+        let res = sandbox_resources(&spec, &SandboxConfig::default()).expect("resources");
+        assert_eq!(res.requests["cpu"], "1m");
+        assert_eq!(res.requests["memory"], (1u64 << 20).to_string());
+    }
+
+    #[test]
+    fn bad_quantity_is_an_invalid_spec() {
+        let spec = SessionSpec {
+            resources: SessionResources {
+                memory: Some("a lot".into()),
+                ..SessionResources::default()
+            },
+            ..SessionSpec::default()
+        };
+        let err = build_pod(&session(spec), &SandboxConfig::default()).expect_err("invalid");
+        assert_eq!(err.field, "spec.resources.memory");
+    }
+
+    #[test]
+    fn pod_is_hardened() {
+        let pod =
+            build_pod(&session(SessionSpec::default()), &SandboxConfig::default()).expect("pod");
+        let spec = pod.spec.clone().expect("spec");
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert_eq!(spec.enable_service_links, Some(false));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(spec.termination_grace_period_seconds, Some(5));
+        let psc = spec.security_context.clone().expect("pod security context");
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.run_as_user, Some(1000));
+        assert_eq!(psc.run_as_group, Some(1000));
+        assert_eq!(psc.fs_group, Some(1000));
+        assert_eq!(
+            psc.seccomp_profile.map(|p| p.type_).as_deref(),
+            Some("RuntimeDefault")
+        );
+        let containers = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten());
+        for c in containers {
+            let sc = c
+                .security_context
+                .clone()
+                .expect("container security context");
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+            assert_eq!(
+                sc.capabilities.and_then(|c| c.drop),
+                Some(vec!["ALL".to_string()])
+            );
+            assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
+        }
+        assert_eq!(
+            sandbox(&pod)
+                .security_context
+                .as_ref()
+                .and_then(|s| s.read_only_root_filesystem),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn runner_is_installed_by_an_init_container() {
+        let config = SandboxConfig::default();
+        let pod = build_pod(&session(SessionSpec::default()), &config).expect("pod");
+        let spec = pod.spec.clone().expect("spec");
+        let init = &spec.init_containers.clone().expect("init containers")[0];
+        assert_eq!(init.image.as_deref(), Some("localhost/kubexec-runner:dev"));
+        assert_eq!(
+            init.command.clone().unwrap_or_default(),
+            ["/kubexec-runner", "install", "/kubexec/bin/kubexec-runner"]
+        );
+        let sb = sandbox(&pod);
+        assert_eq!(sb.image.as_deref(), Some("localhost/kubexec-sandbox:dev"));
+        assert_eq!(
+            sb.command.clone().unwrap_or_default(),
+            ["/kubexec/bin/kubexec-runner", "init"]
+        );
+        assert_eq!(sb.working_dir.as_deref(), Some("/workspace"));
+        let mounts = sb.volume_mounts.clone().unwrap_or_default();
+        let bin = mounts
+            .iter()
+            .find(|m| m.mount_path == RUNNER_DIR)
+            .expect("runner mount");
+        assert_eq!(bin.read_only, Some(true));
+        assert!(mounts.iter().any(|m| m.mount_path == "/workspace"));
+        let env = sb.env.clone().unwrap_or_default();
+        assert!(env
+            .iter()
+            .any(|e| e.name == "HOME" && e.value.as_deref() == Some("/workspace")));
+    }
+
+    #[test]
+    fn session_image_and_env_are_used() {
+        let spec = SessionSpec {
+            image: Some("oven/bun:1".into()),
+            env: vec![
+                EnvVar::literal("GREETING", "hi"),
+                EnvVar {
+                    name: "TOKEN".into(),
+                    value: None,
+                    value_from: Some(EnvVarSource {
+                        secret_key_ref: SecretKeySelector {
+                            name: "creds".into(),
+                            key: "token".into(),
+                        },
+                    }),
+                },
+            ],
+            ..SessionSpec::default()
+        };
+        let pod = build_pod(&session(spec), &SandboxConfig::default()).expect("pod");
+        let sb = sandbox(&pod);
+        assert_eq!(sb.image.as_deref(), Some("oven/bun:1"));
+        let env = sb.env.clone().unwrap_or_default();
+        assert!(env
+            .iter()
+            .any(|e| e.name == "GREETING" && e.value.as_deref() == Some("hi")));
+        let token = env.iter().find(|e| e.name == "TOKEN").expect("TOKEN");
+        let key = token
+            .value_from
+            .as_ref()
+            .and_then(|f| f.secret_key_ref.as_ref())
+            .expect("secret ref");
+        assert_eq!((key.name.as_str(), key.key.as_str()), ("creds", "token"));
+    }
+
+    #[test]
+    fn ephemeral_workspace_is_a_sized_empty_dir() {
+        let pod =
+            build_pod(&session(SessionSpec::default()), &SandboxConfig::default()).expect("pod");
+        let volumes = pod.spec.expect("spec").volumes.unwrap_or_default();
+        let ws = volumes
+            .iter()
+            .find(|v| v.name == "workspace")
+            .expect("workspace volume");
+        assert_eq!(
+            ws.empty_dir
+                .as_ref()
+                .and_then(|e| e.size_limit.clone())
+                .map(|q| q.0)
+                .as_deref(),
+            Some("1Gi")
+        );
+        assert!(ws.persistent_volume_claim.is_none());
+    }
+
+    #[test]
+    fn persistent_workspace_is_a_claim() {
+        let spec = SessionSpec {
+            workspace: WorkspaceSpec {
+                size: "5Gi".into(),
+                persistent: true,
+                storage_class_name: Some("fast".into()),
+            },
+            ..SessionSpec::default()
+        };
+        let s = session(spec);
+        let pod = build_pod(&s, &SandboxConfig::default()).expect("pod");
+        let volumes = pod.spec.expect("spec").volumes.unwrap_or_default();
+        let ws = volumes
+            .iter()
+            .find(|v| v.name == "workspace")
+            .expect("workspace volume");
+        assert_eq!(
+            ws.persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.as_str()),
+            Some("demo-workspace")
+        );
+        let pvc = build_workspace_claim(&s);
+        assert_eq!(pvc.metadata.name.as_deref(), Some("demo-workspace"));
+        assert!(is_owned_by(&pvc, &s));
+        let spec = pvc.spec.expect("pvc spec");
+        assert_eq!(spec.access_modes, Some(vec!["ReadWriteOnce".to_string()]));
+        assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
+        let size = spec
+            .resources
+            .and_then(|r| r.requests)
+            .and_then(|r| r.get("storage").cloned());
+        assert_eq!(size.map(|q| q.0).as_deref(), Some("5Gi"));
+    }
+
+    #[test]
+    fn spec_hash_tracks_pod_fields_only() {
+        let base = SessionSpec::default();
+        let suspended = SessionSpec {
+            suspend: true,
+            ttl_seconds: 5,
+            ..SessionSpec::default()
+        };
+        assert_eq!(pod_spec_hash(&base), pod_spec_hash(&suspended));
+        let other_image = SessionSpec {
+            image: Some("x".into()),
+            ..SessionSpec::default()
+        };
+        assert_ne!(pod_spec_hash(&base), pod_spec_hash(&other_image));
+    }
+}

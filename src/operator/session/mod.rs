@@ -1,0 +1,423 @@
+//! The Session controller: every Session gets one hardened sandbox Pod, kept alive until the
+//! Session is suspended, idles out, expires or is deleted.
+//!
+//! Each reconcile is a pipeline:
+//! [`observe`] (IO: read the Pod) → [`decide`] (pure: validate and plan) → [`build`] (pure: the
+//! Pod and claim, called by `decide`) → [`apply`] (IO: Pod, Events, Session deletion) →
+//! [`status`] (IO: server-side apply of the status).
+//!
+//! ## Lifecycle
+//! - **Create**: the Pod `<name>-sandbox` (and, for a persistent workspace, the claim
+//!   `<name>-workspace`) is created with a controller owner reference. Phase `Pending` until
+//!   the Pod is Ready, then `Ready` with `podName`, `podIP` and `readyAt`.
+//! - **TTL**: `expiresAt` = creationTimestamp + `ttlSeconds`. Once passed, phase `Expired`
+//!   (Event `Expired`) and the Session is deleted; the Pod and claim are garbage-collected.
+//! - **Suspend**: `spec.suspend: true`, or `idleTimeoutSeconds` since the later of
+//!   `status.lastActivityAt` and `readyAt` while Ready, deletes the Pod and keeps the claim.
+//!   Phase `Suspended`, `Ready` False with reason `Suspended` or `Idle`.
+//! - **Resume**: setting `spec.suspend` back to false, or (for an idle suspension) recording
+//!   activity in [`RESUME_FIELD`] with [`record_activity`], creates a new Pod.
+//! - **Lost Pod**: a Pod that vanished, failed or was evicted is replaced, with a Warning Event
+//!   `PodLost` and `kubexec_session_pods_recreated_total`.
+//! - **Spec change**: a Pod built from an older spec (annotation `kubexec.dev/spec-hash`) is
+//!   replaced.
+//! - **Deletion**: no finalizer. Everything the Session creates carries its owner reference,
+//!   so the garbage collector removes it, and there is no external state to clean up.
+
+pub mod apply;
+pub mod build;
+pub mod decide;
+pub mod observe;
+pub mod status;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::{
+    api::{Patch, PatchParams},
+    runtime::{
+        controller::{self, Action, Controller},
+        reflector::Store,
+        watcher,
+    },
+    Api, ResourceExt,
+};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{family::Family, gauge::Gauge, MetricType},
+};
+use serde_json::json;
+use tracing::{debug, info, instrument, warn};
+
+use crate::crd::{labels, Session, SessionPhase, API_VERSION};
+
+use super::{Context, Error, Result};
+
+pub use build::{pod_name, workspace_claim_name};
+pub use status::FIELD_MANAGER;
+
+/// Metric and log name of this controller.
+pub const CONTROLLER: &str = "session";
+
+/// The resume (and activity) mechanism: the status field the execution path sets to the
+/// current time when an execution starts or finishes. A Session suspended for idling resumes
+/// as soon as this is more recent than `idleTimeoutSeconds` ago; a Ready Session's idle clock
+/// restarts from it. It does not override `spec.suspend: true`, which only the user lifts.
+pub const RESUME_FIELD: &str = "status.lastActivityAt";
+
+/// Field manager of activity writes ([`record_activity`]). Distinct from the Session
+/// controller's, so neither writer removes the other's fields.
+pub const ACTIVITY_FIELD_MANAGER: &str = "kubexec-execution-controller";
+
+/// The server-side apply patch that records activity at `now` (see [`RESUME_FIELD`]).
+pub fn activity_patch(now: Timestamp) -> serde_json::Value {
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": "Session",
+        "status": { "lastActivityAt": now },
+    })
+}
+
+/// Records activity on a Session, which also resumes it if it is suspended for idling.
+pub async fn record_activity(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    now: Timestamp,
+) -> Result<()> {
+    let sessions: Api<Session> = Api::namespaced(client.clone(), namespace);
+    sessions
+        .patch_status(
+            name,
+            &PatchParams::apply(ACTIVITY_FIELD_MANAGER).force(),
+            &Patch::Apply(activity_patch(now)),
+        )
+        .await
+        .map_err(Error::kube("record session activity"))?;
+    Ok(())
+}
+
+fn backoff_key(session: &Session) -> String {
+    format!(
+        "session/{}/{}",
+        session.namespace().unwrap_or_default(),
+        session.name_any()
+    )
+}
+
+/// Reconciles one Session. Thin: times it, runs the pipeline, records the result.
+#[instrument(skip_all, fields(session = %session.name_any(), namespace = session.namespace().unwrap_or_default()))]
+pub async fn reconcile(session: Arc<Session>, ctx: Arc<Context>) -> Result<Action> {
+    let timer = ctx.metrics.reconcile_started(CONTROLLER);
+    let result = reconcile_session(&session, &ctx, Timestamp::now()).await;
+    match &result {
+        Ok(_) => {
+            ctx.reset_backoff(&backoff_key(&session));
+            timer.finish("ok");
+        }
+        Err(e) => timer.finish(e.metric_label()),
+    }
+    result
+}
+
+/// The pipeline: observe → decide → apply → status.
+pub async fn reconcile_session(session: &Session, ctx: &Context, now: Timestamp) -> Result<Action> {
+    let namespace = session
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let observed = observe::observe(&ctx.client, session).await?;
+    let plan = decide::plan(session, &observed, &ctx.config, now);
+    let pod_action = match &plan.pod {
+        decide::PodAction::Keep => "keep",
+        decide::PodAction::Create { .. } => "create",
+        decide::PodAction::Delete { .. } => "delete",
+    };
+    debug!(events = ?plan.events, pod_action, "planned");
+
+    apply::pod_action(ctx, &namespace, &pod_name(&session.name_any()), &plan.pod).await?;
+    if let Some(why) = plan.recreate {
+        ctx.metrics
+            .pods_recreated
+            .get_or_create(&super::metrics::RecreateLabels {
+                reason: why.label(),
+            })
+            .inc();
+    }
+    apply::publish(ctx, session, &plan.events).await?;
+    if let Some(status) = &plan.status {
+        status::write(&ctx.client, session, status).await?;
+    }
+    if plan.delete_session {
+        info!("TTL passed; deleting the Session");
+        apply::delete_session(ctx, session).await?;
+    }
+    if let Some(invalid) = plan.invalid {
+        return Err(Error::InvalidSpec(invalid));
+    }
+    Ok(match plan.requeue_after {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    })
+}
+
+/// How long to wait after a failed reconcile: an invalid spec waits for a change (with a
+/// long safety requeue); anything else backs off exponentially per Session.
+pub fn error_policy(session: Arc<Session>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.is_permanent() {
+        warn!(session = %session.name_any(), %error, "waiting for the Session to change");
+        Action::requeue(Duration::from_secs(3600))
+    } else {
+        let wait = ctx.next_backoff(&backoff_key(&session));
+        warn!(session = %session.name_any(), %error, retry_in = ?wait, "reconcile failed");
+        Action::requeue(wait)
+    }
+}
+
+/// Builds the Session controller. Returns the future that runs it until `shutdown`
+/// resolves, and its cache of Sessions (for the phase gauge).
+pub fn controller(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> (impl Future<Output = ()>, Store<Session>) {
+    let client = ctx.client.clone();
+    let (sessions, pods, claims) = match namespace {
+        Some(ns) => (
+            Api::<Session>::namespaced(client.clone(), ns),
+            Api::<Pod>::namespaced(client.clone(), ns),
+            Api::<PersistentVolumeClaim>::namespaced(client, ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client),
+        ),
+    };
+    let owned = watcher::Config::default().labels(labels::MANAGED_SELECTOR);
+    let controller = Controller::new(sessions, watcher::Config::default())
+        .owns(pods, owned.clone())
+        .owns(claims, owned)
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown);
+    let store = controller.store();
+    let run = controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => debug!(session = %obj.name, "reconciled"),
+                Err(controller::Error::ReconcilerFailed(err, obj)) => {
+                    debug!(session = %obj.name, %err, "reconcile failed")
+                }
+                Err(err) => warn!(%err, "session controller"),
+            }
+        });
+    (run, store)
+}
+
+/// The `kubexec_sessions{phase}` gauge, counted from the controller's cache at scrape time.
+pub struct SessionPhases(pub Store<Session>);
+
+impl std::fmt::Debug for SessionPhases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionPhases")
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+impl Collector for SessionPhases {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let family = Family::<PhaseLabels, Gauge>::default();
+        for phase in SessionPhase::ALL {
+            let _ = family.get_or_create(&PhaseLabels {
+                phase: phase.as_str(),
+            });
+        }
+        for session in self.0.state() {
+            family
+                .get_or_create(&PhaseLabels {
+                    phase: session.phase().as_str(),
+                })
+                .inc();
+        }
+        let metric = encoder.encode_descriptor(
+            "kubexec_sessions",
+            "Sessions by phase",
+            None,
+            MetricType::Gauge,
+        )?;
+        family.encode(metric)
+    }
+}
+
+/// Reconcile scenarios against a mocked apiserver (see `crate::fixtures`).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{SessionPhase, WorkspaceSpec};
+    use crate::fixtures::{ready_pod, timeout_after_1s, Scenario};
+    use crate::operator::{config::SandboxConfig, metrics::RecreateLabels};
+
+    async fn reconcile_with(
+        session: Session,
+        scenario: impl FnOnce(Session) -> Scenario,
+    ) -> (Result<Action>, Arc<Context>) {
+        let (ctx, apiserver) = Context::test();
+        let mocked = apiserver.run(scenario(session.clone()));
+        let result = tokio::time::timeout(
+            Duration::from_secs(2),
+            reconcile(Arc::new(session), ctx.clone()),
+        )
+        .await
+        .expect("reconcile finished");
+        timeout_after_1s(mocked).await;
+        (result, ctx)
+    }
+
+    #[tokio::test]
+    async fn a_new_session_creates_its_pod_and_reports_pending() {
+        let (result, ctx) = reconcile_with(Session::test(), Scenario::Create).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(ctx.metrics.pods_created.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_persistent_session_creates_its_claim_first() {
+        let mut session = Session::test();
+        session.spec.workspace = WorkspaceSpec {
+            persistent: true,
+            ..WorkspaceSpec::default()
+        };
+        let (result, _) = reconcile_with(session, Scenario::CreatePersistent).await;
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_ready_pod_makes_the_session_ready() {
+        let session = Session::test().with_phase(SessionPhase::Pending, Some("demo-sandbox"));
+        let (result, _) = reconcile_with(session, Scenario::BecomesReady).await;
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_steady_session_writes_nothing() {
+        let session = Session::test();
+        let observed = observe::Observed {
+            pod: Some(ready_pod(&session)),
+        };
+        let first = decide::plan(
+            &session,
+            &observed,
+            &SandboxConfig::default(),
+            Timestamp::now(),
+        );
+        let mut ready = session.clone();
+        ready.status = first.status;
+        let (result, _) = reconcile_with(ready, Scenario::Steady).await;
+        let action = result.expect("reconciled");
+        assert!(
+            action != Action::await_change(),
+            "requeues for expiry or resync"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_session_is_deleted() {
+        let mut session = Session::test().with_phase(SessionPhase::Ready, Some("demo-sandbox"));
+        session.spec.ttl_seconds = 5;
+        let (result, _) = reconcile_with(session, Scenario::Expire).await;
+        assert_eq!(result.expect("reconciled"), Action::await_change());
+    }
+
+    #[tokio::test]
+    async fn a_suspended_session_loses_its_pod() {
+        let mut session = Session::test().with_phase(SessionPhase::Ready, Some("demo-sandbox"));
+        session.spec.suspend = true;
+        let (result, _) = reconcile_with(session, Scenario::Suspend).await;
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lost_pod_is_recreated_with_a_warning() {
+        let session = Session::test().with_phase(SessionPhase::Ready, Some("demo-sandbox"));
+        let (result, ctx) = reconcile_with(session, Scenario::PodLost).await;
+        assert!(result.is_ok(), "{result:?}");
+        let lost = ctx
+            .metrics
+            .pods_recreated
+            .get_or_create(&RecreateLabels { reason: "missing" })
+            .get();
+        assert_eq!(lost, 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_apiserver_is_a_transient_error() {
+        let (ctx, apiserver) = Context::test();
+        drop(apiserver);
+        let session = Arc::new(Session::test());
+        let err = reconcile(session.clone(), ctx.clone())
+            .await
+            .expect_err("no apiserver");
+        assert!(!err.is_permanent());
+        assert_eq!(
+            error_policy(session.clone(), &err, ctx.clone()),
+            Action::requeue(Duration::from_secs(1))
+        );
+        assert_eq!(
+            error_policy(session, &err, ctx),
+            Action::requeue(Duration::from_secs(2))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalid_spec_waits_for_a_change() {
+        let (ctx, _) = Context::test();
+        let err = Error::InvalidSpec(crate::crd::validate::ValidationError {
+            field: "spec.resources.memory".into(),
+            message: "bad".into(),
+        });
+        assert!(err.is_permanent());
+        assert_eq!(
+            error_policy(Arc::new(Session::test()), &err, ctx),
+            Action::requeue(Duration::from_secs(3600))
+        );
+    }
+
+    #[test]
+    fn sessions_are_counted_by_phase() {
+        let (store, mut writer) = kube::runtime::reflector::store::<Session>();
+        writer.apply_watcher_event(&watcher::Event::Apply(
+            Session::test().with_phase(SessionPhase::Ready, Some("demo-sandbox")),
+        ));
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(SessionPhases(store)));
+        let text = crate::operator::metrics::render(&registry).expect("renders");
+        assert!(
+            text.contains("kubexec_sessions{phase=\"Ready\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kubexec_sessions{phase=\"Suspended\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn activity_patch_sets_only_last_activity() {
+        let now = Timestamp::from_second(1_700_000_000).expect("valid");
+        let patch = activity_patch(now);
+        assert_eq!(
+            patch["status"],
+            json!({"lastActivityAt": "2023-11-14T22:13:20Z"})
+        );
+        assert_eq!(RESUME_FIELD, "status.lastActivityAt");
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(kubexec_runner::cli::main(std::env::args_os()));
+}

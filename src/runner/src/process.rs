@@ -1,0 +1,115 @@
+//! `ps` and `kill`: the processes of the sandbox, background ones included.
+
+use std::io;
+
+use crate::error::{Error, Result};
+use crate::procfs;
+use crate::protocol::{ProcessInfo, ProcessList, Signalled};
+
+/// Every process visible in /proc except the runner's own (PID 1, this `ps`, other runner
+/// processes such as in-flight `exec`s) and kernel threads.
+pub fn list_processes() -> Result<ProcessList> {
+    let pids = procfs::list_pids().map_err(|source| Error::Io {
+        context: "listing /proc".into(),
+        source,
+    })?;
+    let own_exe = std::fs::read_link("/proc/self/exe").ok();
+    let boot_ms = procfs::boot_time_secs().unwrap_or(0) * 1000;
+    let ticks = procfs::clock_ticks_per_sec();
+    let page = procfs::page_size();
+    let me = std::process::id() as i32;
+
+    let processes = pids
+        .into_iter()
+        .filter(|&pid| pid != 1 && pid != me)
+        .filter(|&pid| {
+            own_exe.is_none() || std::fs::read_link(format!("/proc/{pid}/exe")).ok() != own_exe
+        })
+        // A process may exit between the directory listing and these reads; it is skipped.
+        .filter_map(|pid| {
+            let stat = procfs::read_stat(pid)?;
+            let command = match procfs::read_cmdline(pid) {
+                Some(command) => command,
+                None if stat.is_zombie() => format!("[{}]", stat.comm),
+                None => return None, // kernel thread
+            };
+            Some(ProcessInfo {
+                pid,
+                ppid: stat.ppid,
+                command,
+                started_at: boot_ms + stat.start_ticks * 1000 / ticks,
+                rss_bytes: stat.rss_pages * page,
+                state: stat.state.to_string(),
+            })
+        })
+        .collect();
+    Ok(ProcessList { processes })
+}
+
+/// Sends `signal` to `pid`, or to its whole process group with `group` (an execution's
+/// processes share the group of its main process).
+pub fn signal(pid: i32, signal: i32, group: bool) -> Result<Signalled> {
+    if pid <= 1 {
+        return Err(Error::Usage(format!("refusing to signal pid {pid}")));
+    }
+    let target = if group { -pid } else { pid };
+    // SAFETY: kill has no memory-safety preconditions.
+    if unsafe { libc::kill(target, signal) } != 0 {
+        let source = io::Error::last_os_error();
+        return Err(match source.raw_os_error() {
+            Some(libc::ESRCH) => Error::NotFound(format!("process {pid}")),
+            _ => Error::Io {
+                context: format!("signalling {pid}"),
+                source,
+            },
+        });
+    }
+    Ok(Signalled { pid, signal, group })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_a_child_and_signals_it() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        let listed = list_processes().expect("ps");
+        let found = listed
+            .processes
+            .iter()
+            .find(|p| p.pid == pid)
+            .expect("sleep is listed");
+        assert_eq!(found.command, "sleep 30");
+        assert!(found.rss_bytes > 0 && found.started_at > 1_600_000_000_000);
+        assert!(listed
+            .processes
+            .iter()
+            .all(|p| p.pid != 1 && p.pid != std::process::id() as i32));
+
+        assert!(signal(pid, libc::SIGKILL, false).is_ok());
+        let status = child.wait().expect("reaped");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
+        assert!(matches!(
+            signal(pid, libc::SIGKILL, false),
+            Err(Error::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_init_and_nonsense_pids() {
+        for pid in [1, 0, -1, -42] {
+            assert!(
+                matches!(signal(pid, libc::SIGTERM, false), Err(Error::Usage(_))),
+                "{pid}"
+            );
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The `exec` spec (stdin) and the events the runner reports (stdout).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Version of [`ExecSpec`] and [`ExecResult`].
+pub const PROTOCOL_VERSION: u32 = 1;
+pub const DEFAULT_WORKSPACE: &str = "/workspace";
+pub const DEFAULT_TIMEOUT_SECONDS: u32 = 30;
+/// Per stream; the first half and the last half of the output are kept.
+pub const DEFAULT_OUTPUT_CAP_BYTES: u64 = 64 * 1024;
+const MAX_RUN_ID_LEN: usize = 128;
+
+/// One execution, sent as the single frame on `kubexec-runner exec`'s stdin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecSpec {
+    /// Must be [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The Execution's UID; names the run directory. Only `[A-Za-z0-9-]`.
+    pub run_id: String,
+    /// TypeScript/JavaScript run by `bun`. At most one of `code` and `command`; neither means
+    /// the execution only writes files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Shell command run by `/bin/sh -c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Written atomically before the code or command runs.
+    #[serde(default)]
+    pub files: Vec<FileSpec>,
+    /// Merged over the environment the runner inherited.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default = "default_timeout_seconds")]
+    pub timeout_seconds: u32,
+    /// Absolute, or relative to the workspace. Defaults to the workspace. Must exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Fed to the process's stdin; without it stdin is `/dev/null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+    /// Root that file paths are confined to and that holds `.kubexec/runs/`.
+    #[serde(default = "default_workspace")]
+    pub workspace: String,
+    /// Cap per stream in the result; defaults to [`DEFAULT_OUTPUT_CAP_BYTES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_cap_bytes: Option<u64>,
+    /// Emit `stdout`/`stderr` events while the process runs. On by default.
+    #[serde(default = "default_stream")]
+    pub stream: bool,
+}
+
+fn default_timeout_seconds() -> u32 {
+    DEFAULT_TIMEOUT_SECONDS
+}
+fn default_workspace() -> String {
+    DEFAULT_WORKSPACE.into()
+}
+fn default_stream() -> bool {
+    true
+}
+
+impl ExecSpec {
+    /// A spec with defaults, mainly for building one in code and tests.
+    pub fn new(run_id: impl Into<String>) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            run_id: run_id.into(),
+            code: None,
+            command: None,
+            files: Vec::new(),
+            env: BTreeMap::new(),
+            timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
+            working_dir: None,
+            stdin: None,
+            workspace: DEFAULT_WORKSPACE.into(),
+            output_cap_bytes: None,
+            stream: true,
+        }
+    }
+
+    /// The complete stdin payload for `kubexec-runner exec`: this spec as one frame.
+    pub fn to_frame(&self) -> Vec<u8> {
+        super::encode_frame(&serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub fn output_cap_bytes(&self) -> u64 {
+        self.output_cap_bytes.unwrap_or(DEFAULT_OUTPUT_CAP_BYTES)
+    }
+
+    /// Checks what can be checked without touching the filesystem.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |message: String| Err(Error::InvalidSpec(message));
+        if self.version != PROTOCOL_VERSION {
+            return invalid(format!(
+                "unsupported version {} (this runner speaks {PROTOCOL_VERSION})",
+                self.version
+            ));
+        }
+        validate_run_id(&self.run_id)?;
+        if self.code.is_some() && self.command.is_some() {
+            return invalid("set at most one of code and command".into());
+        }
+        if self.timeout_seconds == 0 {
+            return invalid("timeoutSeconds must be at least 1".into());
+        }
+        if !self.workspace.starts_with('/') {
+            return invalid(format!(
+                "workspace {:?} must be an absolute path",
+                self.workspace
+            ));
+        }
+        // The kernel takes C strings: a NUL would silently cut a value short.
+        let texts = [&self.code, &self.command, &self.working_dir]
+            .into_iter()
+            .flatten()
+            .chain(self.env.values())
+            .chain(self.files.iter().map(|file| &file.path));
+        if texts.into_iter().any(|text| text.contains('\0')) {
+            return invalid(
+                "code, command, workingDir, env values and file paths must not contain NUL".into(),
+            );
+        }
+        if let Some(key) = self
+            .env
+            .keys()
+            .find(|key| key.is_empty() || key.contains(['=', '\0']))
+        {
+            return invalid(format!(
+                "env name {key:?} must be non-empty without '=' or NUL"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Run IDs name a directory, so only a charset that cannot traverse or hide is accepted.
+pub fn validate_run_id(run_id: &str) -> Result<()> {
+    let charset_ok = run_id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if run_id.is_empty() || run_id.len() > MAX_RUN_ID_LEN || !charset_ok {
+        return Err(Error::InvalidSpec(format!(
+            "runId {run_id:?} must be 1-{MAX_RUN_ID_LEN} characters of [A-Za-z0-9-]"
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileSpec {
+    /// Relative to the workspace, or absolute inside it.
+    pub path: String,
+    pub content: String,
+    #[serde(default)]
+    pub encoding: Encoding,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    #[default]
+    Utf8,
+    Base64,
+}
+
+/// The outcome of one execution, stored as `result.json` in the run directory and sent as the
+/// final `result` event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecResult {
+    pub version: u32,
+    pub run_id: String,
+    /// The process's exit code, or 128 + N when signal N killed it.
+    pub exit_code: i32,
+    /// Capped: head and tail kept, with a marker between them when truncated.
+    pub stdout: String,
+    pub stderr: String,
+    /// Total bytes produced, including what the cap dropped.
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub execution_time_ms: u64,
+    /// Peak resident memory of the process tree the runner waited for.
+    pub memory_used_bytes: u64,
+    /// User + system CPU time of that tree.
+    pub cpu_time_ms: u64,
+    pub timed_out: bool,
+    pub oom_killed: bool,
+    /// Normalized paths relative to the workspace.
+    pub files_written: Vec<String>,
+    /// Unix milliseconds.
+    pub started_at: u64,
+    pub finished_at: u64,
+    /// True when this result was read back from an earlier run of the same runId rather than
+    /// produced by running now (at most once).
+    #[serde(default)]
+    pub recovered: bool,
+}
+
+/// One frame on the runner's stdout. Only the runner writes there: user output goes to files,
+/// so it cannot forge an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum RunnerEvent {
+    /// Live output, UTF-8 (lossy). Chunks never split a character.
+    Stdout {
+        data: String,
+    },
+    Stderr {
+        data: String,
+    },
+    /// Last event of a successful exec.
+    Result(ExecResult),
+    /// Last event when the runner itself failed; the user's process did not produce a result.
+    Error(RunnerError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    InvalidSpec,
+    PathEscapesWorkspace,
+    WorkingDirMissing,
+    SpawnFailed,
+    Io,
+    /// A runner started this run earlier, is gone, and left no result.
+    Lost,
+    NotFound,
+    LimitExceeded,
+    Usage,
+    /// A code from a newer runner.
+    #[serde(other)]
+    Unknown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_defaults_apply_to_a_minimal_spec() {
+        let spec: ExecSpec =
+            serde_json::from_str(r#"{"version":1,"runId":"abc-1","command":"true"}"#)
+                .expect("minimal spec parses");
+        assert_eq!(spec.timeout_seconds, DEFAULT_TIMEOUT_SECONDS);
+        assert_eq!(spec.workspace, "/workspace");
+        assert_eq!(spec.output_cap_bytes(), 64 * 1024);
+        assert!(spec.stream && spec.files.is_empty() && spec.env.is_empty());
+        assert!(spec.validate().is_ok());
+    }
+
+    #[test]
+    fn spec_fields_are_camel_case() {
+        let json = r#"{"version":1,"runId":"r","code":"1","files":[{"path":"a","content":"eA==","encoding":"base64"}],
+            "env":{"A":"b"},"timeoutSeconds":5,"workingDir":"/tmp","stdin":"in","workspace":"/w","outputCapBytes":10,
+            "language":"typescript"}"#;
+        let spec: ExecSpec = serde_json::from_str(json).expect("full spec parses");
+        assert_eq!(spec.files[0].encoding, Encoding::Base64);
+        assert_eq!(spec.working_dir.as_deref(), Some("/tmp"));
+        assert_eq!(spec.output_cap_bytes, Some(10));
+    }
+
+    #[test]
+    fn validation_rejects_bad_specs() {
+        let base = || {
+            let mut spec = ExecSpec::new("run-1");
+            spec.command = Some("true".into());
+            spec
+        };
+        type Mutation = fn(&mut ExecSpec);
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("version", |s| s.version = 2),
+            ("empty runId", |s| s.run_id.clear()),
+            ("traversing runId", |s| s.run_id = "../x".into()),
+            ("dotted runId", |s| s.run_id = "a.b".into()),
+            ("code and command", |s| s.code = Some("1".into())),
+            ("zero timeout", |s| s.timeout_seconds = 0),
+            ("relative workspace", |s| s.workspace = "ws".into()),
+            ("NUL in command", |s| s.command = Some("a\0b".into())),
+            ("= in env name", |s| {
+                drop(s.env.insert("A=B".into(), "1".into()))
+            }),
+        ];
+        assert!(base().validate().is_ok());
+        for (name, mutate) in cases {
+            let mut spec = base();
+            mutate(&mut spec);
+            assert!(
+                matches!(spec.validate(), Err(Error::InvalidSpec(_))),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn events_are_tagged_by_type() {
+        let out =
+            serde_json::to_string(&RunnerEvent::Stdout { data: "x".into() }).unwrap_or_default();
+        assert_eq!(out, r#"{"type":"stdout","data":"x"}"#);
+
+        let error = RunnerEvent::Error(RunnerError {
+            code: ErrorCode::SpawnFailed,
+            message: "m".into(),
+        });
+        let out = serde_json::to_string(&error).unwrap_or_default();
+        assert_eq!(
+            out,
+            r#"{"type":"error","code":"SpawnFailed","message":"m"}"#
+        );
+
+        let result = RunnerEvent::Result(ExecResult {
+            exit_code: 3,
+            run_id: "r".into(),
+            ..Default::default()
+        });
+        let out = serde_json::to_value(&result).unwrap_or_default();
+        assert_eq!(out["type"], "result");
+        assert_eq!(out["exitCode"], 3);
+        assert_eq!(out["runId"], "r");
+        assert_eq!(
+            serde_json::from_value::<RunnerEvent>(out).ok(),
+            Some(result)
+        );
+    }
+
+    #[test]
+    fn unknown_error_codes_still_decode() {
+        let event: RunnerEvent =
+            serde_json::from_str(r#"{"type":"error","code":"FromTheFuture","message":"m"}"#)
+                .expect("decodes");
+        assert!(matches!(
+            event,
+            RunnerEvent::Error(RunnerError {
+                code: ErrorCode::Unknown,
+                ..
+            })
+        ));
+    }
+}

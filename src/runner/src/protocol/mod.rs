@@ -1,0 +1,30 @@
+//! Everything that crosses the exec stream: framing, the exec spec and its events, and the
+//! helper subcommands' requests and responses. The operator and api depend on these types.
+//!
+//! # `exec`
+//! - stdin: one frame (`KUBEXEC/1 <len>\n` + `<len>` bytes of JSON [`ExecSpec`]), e.g. from
+//!   [`ExecSpec::to_frame`]. The runner reads exactly that frame and never waits for EOF.
+//! - stdout: frames of JSON [`RunnerEvent`]s only: any number of `stdout`/`stderr` chunks, then
+//!   exactly one `result` or `error`. Parse with [`FrameDecoder`]. User output goes to files,
+//!   never to this stream, so it cannot forge an event.
+//! - exit status: 0 with a `result` (whatever the user's exit code), non-zero with an `error`.
+//! - The same run ID never runs twice: a repeated exec reports the stored outcome (or waits for
+//!   the running one) with `recovered: true`.
+//!
+//! # `write-files`
+//! - stdin: per file a [`WriteFilesFrame::File`] frame followed by exactly `size` raw bytes,
+//!   then a [`WriteFilesFrame::End`] frame. All files or none are renamed into place.
+//! - stdout: [`FilesWritten`].
+//!
+//! # Other helpers
+//! `ls` → [`FileList`], `ps` → [`ProcessList`], `kill` → [`Signalled`], `install` →
+//! [`Installed`], `result` → [`RunStatus`], `cat` → raw bytes. Each prints one JSON line on
+//! stdout; a failure prints a [`RunnerError`] JSON line on stderr and exits non-zero.
+
+mod exec;
+mod frame;
+mod helpers;
+
+pub use exec::*;
+pub use frame::*;
+pub use helpers::*;
