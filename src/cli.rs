@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::{crdgen, operator};
+use crate::{api, crdgen, operator};
 
 /// Kubernetes-native code-execution sandboxes.
 #[derive(Parser, Debug)]
@@ -24,6 +24,10 @@ pub enum Command {
     Operator(operator::OperatorArgs),
     /// Print the CustomResourceDefinitions as YAML, or write them to a directory.
     Crdgen(CrdgenArgs),
+    /// Run the REST API (buntime-compatible) against KUBECONFIG, or in-cluster.
+    Api(api::ApiArgs),
+    /// Manage API keys: create (prints the key once), list, revoke.
+    Keys(api::KeysArgs),
 }
 
 /// `kubexec crdgen` flags.
@@ -50,6 +54,11 @@ pub fn init_logging() {
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Crdgen(args) => crdgen_command(&args),
+        Command::Api(args) => {
+            init_logging();
+            report("api", api::run(args).await)
+        }
+        Command::Keys(args) => report("keys", api::keys_cli::run(args).await),
         Command::Operator(args) => {
             init_logging();
             match operator::run(args).await {
@@ -59,6 +68,16 @@ pub async fn run(cli: Cli) -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn report(command: &str, result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kubexec {command}: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -3,10 +3,12 @@
 //! One library, thin binaries. [`crd`] holds the resource types, [`crdgen`] renders them as
 //! CRDs, [`operator`] reconciles them, and [`cli`] is the `kubexec` command line.
 
+pub mod api;
 pub mod cli;
 pub mod crd;
 pub mod crdgen;
 pub mod operator;
+pub mod sandbox;
 
 #[cfg(test)]
 mod fixtures;

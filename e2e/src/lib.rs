@@ -5,6 +5,8 @@
 //!
 //! The suites need a running cluster: `e2e/cluster/up`, then `eval "$(e2e/cluster/env)"`.
 
+pub mod api;
+
 use std::fmt::Debug;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

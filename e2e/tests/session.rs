@@ -13,7 +13,7 @@ use serde_json::json;
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn phase(s: &Session) -> Option<SessionPhase> {
-    s.status.as_ref().and_then(|st| st.phase.clone())
+    s.status.as_ref().and_then(|st| st.phase)
 }
 
 fn is_ready(s: &Session) -> bool {

@@ -204,9 +204,10 @@ pub enum ExecutionPhase {
     Pending,
     /// Running in the sandbox.
     Running,
-    /// Ran to the end; `exitCode` says how it went (non-zero is still Succeeded).
+    /// Ran to the end with exit code 0.
     Succeeded,
-    /// Could not run or did not finish; see `reason` and `message`.
+    /// Exited non-zero, timed out, was OOM-killed, or could not run; see `reason`, `message`
+    /// and `exitCode`.
     Failed,
 }
 
@@ -218,8 +219,9 @@ pub struct ExecutionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ExecutionPhase>,
 
-    /// `Complete` (True when it ran to the end) or `Failed` (True when it could not run), like a
-    /// Job, so `kubectl wait --for=condition=Complete` works.
+    /// `Complete` (True when it exited 0) or `Failed` (True otherwise: non-zero exit, timeout,
+    /// OOM kill, or it could not run), like a Job, so `kubectl wait --for=condition=Complete`
+    /// works.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -296,6 +298,11 @@ pub struct ExecutionStatus {
     /// The Pod the execution ran in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
+
+    /// UID of that Pod. A Running execution whose Pod has since been replaced (same name, new
+    /// UID) has lost its run and fails with reason `PodLost`.
+    #[serde(default, rename = "podUID", skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
 
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]

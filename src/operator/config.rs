@@ -54,9 +54,39 @@ pub struct OperatorArgs {
     #[arg(long, env = "KUBEXEC_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
 
+    /// Most Executions reconciled at once. Runs happen in their own tasks and are not limited
+    /// by this.
+    #[arg(long, env = "KUBEXEC_EXECUTION_CONCURRENCY", default_value_t = super::execution::DEFAULT_CONCURRENCY)]
+    pub execution_concurrency: u16,
+
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "KUBEXEC_NAMESPACE")]
     pub namespace: Option<String>,
+
+    /// Act only while holding a Lease, so that several replicas can run and one acts.
+    #[arg(long, env = "KUBEXEC_LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "KUBEXEC_LEASE_NAME", default_value = "kubexec-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the leader-election Lease (in a cluster: the operator's own namespace).
+    #[arg(
+        long,
+        env = "KUBEXEC_LEASE_NAMESPACE",
+        default_value = "kubexec-system"
+    )]
+    pub lease_namespace: String,
+
+    /// This replica's identity in the Lease (in a cluster: the Pod name). Default: host name
+    /// and process id.
+    #[arg(long, env = "KUBEXEC_POD_NAME")]
+    pub identity: Option<String>,
+
+    /// Seconds a Lease stays valid without renewal; a standby replica takes over after it.
+    #[arg(long, env = "KUBEXEC_LEASE_DURATION", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
 }
 
 impl OperatorArgs {
@@ -124,5 +154,26 @@ impl Default for SandboxConfig {
             default_pids: 512,
             request_ratio: 0.1,
         }
+    }
+}
+
+impl OperatorArgs {
+    /// The leader-election settings, when leader election is on.
+    pub fn leader_config(&self) -> Option<super::leader::LeaderConfig> {
+        if !self.leader_election {
+            return None;
+        }
+        let identity = self.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+        let duration = std::time::Duration::from_secs(self.lease_duration_seconds.max(3));
+        Some(super::leader::LeaderConfig {
+            lease_name: self.lease_name.clone(),
+            namespace: self.lease_namespace.clone(),
+            identity,
+            lease_duration: duration,
+            renew_every: duration / 3,
+        })
     }
 }

@@ -7,7 +7,7 @@ use kube::{
     Client,
 };
 
-use super::{config::SandboxConfig, metrics::Metrics};
+use super::{config::SandboxConfig, execution::Tracker, metrics::Metrics};
 
 /// Name under which the operator reports Events and writes with server-side apply.
 pub const REPORTER: &str = "kubexec-operator";
@@ -22,6 +22,8 @@ pub struct Context {
     pub metrics: std::sync::Arc<Metrics>,
     /// Sandbox defaults.
     pub config: SandboxConfig,
+    /// Execution runs started by this process (see [`Tracker`]).
+    pub runs: Tracker,
     /// Consecutive failures per object, for error backoff.
     backoff: Backoff,
 }
@@ -36,6 +38,7 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            runs: Tracker::new(metrics.executions_in_flight.clone()),
             metrics,
             config,
             backoff: Backoff::default(),

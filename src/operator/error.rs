@@ -36,6 +36,10 @@ pub enum Error {
     /// Creating the Kubernetes client failed.
     #[error("kubernetes client: {0}")]
     Client(#[source] kube::Error),
+
+    /// Another replica took the leader-election Lease, or it could not be renewed in time.
+    #[error("lost the leader-election lease")]
+    LeadershipLost,
 }
 
 /// Result with the operator's [`Error`].
@@ -58,6 +62,7 @@ impl Error {
             Error::Config(_) => "config",
             Error::Server(_) => "server",
             Error::Client(_) => "client",
+            Error::LeadershipLost => "leadership_lost",
         }
     }
 

@@ -7,19 +7,22 @@
 //! | `kubexec_session_pods_created_total` | counter | |
 //! | `kubexec_session_pods_recreated_total` | counter | `reason` (`missing`, `failed`) |
 //! | `kubexec_sessions` | gauge (on scrape) | `phase` |
+//! | `kubexec_executions_total` | counter | `result` (`succeeded`, `failed`, `timed_out`, `oom_killed`, `error`) |
+//! | `kubexec_execution_duration_seconds` | histogram (run wall time, from the runner) | |
+//! | `kubexec_executions_in_flight` | gauge | |
 
 use std::time::Instant;
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
 /// Labels of a reconcile outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
-    /// `session` (later also `execution`).
+    /// `session` or `execution`.
     pub controller: &'static str,
     /// `ok` or the error's metric label.
     pub result: &'static str,
@@ -39,12 +42,27 @@ pub struct RecreateLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a finished Execution.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExecutionResultLabels {
+    /// `succeeded` (exit 0), `failed` (non-zero exit), `timed_out`, `oom_killed`, or `error`
+    /// (it could not run: missing session or secret, lost Pod, runner error).
+    pub result: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
     // 1 ms .. ~16 s
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
         0.001, 2.0, 15,
+    ))
+}
+
+fn execution_histogram() -> Histogram {
+    // 5 ms .. ~5.5 min (the longest timeout is 300 s)
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.005, 2.0, 17,
     ))
 }
 
@@ -59,6 +77,12 @@ pub struct Metrics {
     pub pods_created: Counter,
     /// Sandbox Pods recreated after they were lost.
     pub pods_recreated: Family<RecreateLabels, Counter>,
+    /// Finished Executions by result.
+    pub executions: Family<ExecutionResultLabels, Counter>,
+    /// Wall time of runs, as the runner measured it.
+    pub execution_duration: Histogram,
+    /// Runs whose exec is in progress in this process.
+    pub executions_in_flight: Gauge,
 }
 
 impl Default for Metrics {
@@ -68,6 +92,9 @@ impl Default for Metrics {
             reconcile_duration: Family::new_with_constructor(duration_histogram),
             pods_created: Counter::default(),
             pods_recreated: Family::default(),
+            executions: Family::default(),
+            execution_duration: execution_histogram(),
+            executions_in_flight: Gauge::default(),
         }
     }
 }
@@ -95,6 +122,21 @@ impl Metrics {
             "kubexec_session_pods_recreated",
             "Sandbox Pods recreated after being lost, by reason",
             metrics.pods_recreated.clone(),
+        );
+        registry.register(
+            "kubexec_executions",
+            "Finished Executions by result",
+            metrics.executions.clone(),
+        );
+        registry.register(
+            "kubexec_execution_duration_seconds",
+            "Wall time of execution runs in seconds, as measured by the runner",
+            metrics.execution_duration.clone(),
+        );
+        registry.register(
+            "kubexec_executions_in_flight",
+            "Execution runs in progress in this operator",
+            metrics.executions_in_flight.clone(),
         );
         metrics
     }

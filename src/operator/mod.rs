@@ -1,9 +1,11 @@
-//! The operator: the Session controller (and, next to it, the Execution controller), a
-//! metrics endpoint, and graceful shutdown.
+//! The operator: the Session controller and the Execution controller, a metrics endpoint, and
+//! graceful shutdown.
 
 pub mod config;
 pub mod context;
 mod error;
+pub mod execution;
+pub mod leader;
 pub mod metrics;
 pub mod server;
 pub mod session;
@@ -85,6 +87,12 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         shutdown.wait(),
     );
     registry.register_collector(Box::new(session::SessionPhases(session_store)));
+    let executions = execution::controller(
+        ctx.clone(),
+        args.namespace.as_deref(),
+        args.execution_concurrency,
+        shutdown.wait(),
+    );
     let registry = Arc::new(registry);
 
     info!(
@@ -92,11 +100,32 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         "starting the operator"
     );
     let server = server::serve(args.metrics_addr, registry, shutdown.wait());
+    let elector = args
+        .leader_config()
+        .map(|config| leader::LeaderElector::new(ctx.client.clone(), config));
+    let controllers = async {
+        tokio::join!(sessions, executions);
+    };
+    let work = async {
+        let Some(elector) = &elector else {
+            controllers.await;
+            return Ok(());
+        };
+        // A standby replica serves /healthz and waits; only the Lease holder reconciles.
+        if !elector.acquire(shutdown.wait()).await {
+            return Ok(());
+        }
+        tokio::select! {
+            () = controllers => {
+                // Hand over at once: Running executions are recovered by the next leader.
+                elector.release().await;
+                Ok(())
+            }
+            () = elector.hold() => Err(Error::LeadershipLost),
+        }
+    };
     // A server that cannot start ends the operator; otherwise both stop on the signal.
-    tokio::try_join!(server, async {
-        sessions.await;
-        Ok(())
-    })?;
+    tokio::try_join!(server, work)?;
     info!("operator stopped");
     Ok(())
 }

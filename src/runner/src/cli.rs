@@ -30,9 +30,10 @@ usage: kubexec-runner <command> [args]
   kill PID [--signal SIG] [--group]       signal a process (or its process group)
   install DEST                            copy this binary to DEST (mode 0755)
   result RUN_ID                           stored outcome or state of a run as JSON
+  follow RUN_ID [--wait-seconds N]        a run's output from the start, then its result (framed)
   --version
 
-ls, cat, result and write-files take --workspace DIR (default $KUBEXEC_WORKSPACE or /workspace).
+ls, cat, result, follow and write-files take --workspace DIR (default $KUBEXEC_WORKSPACE or /workspace).
 Helpers print JSON on stdout; on failure they print {\"code\",\"message\"} JSON on stderr and exit
 non-zero (2 for usage errors).
 ";
@@ -70,6 +71,11 @@ pub enum Command {
     Result {
         workspace: PathBuf,
         run_id: String,
+    },
+    Follow {
+        workspace: PathBuf,
+        run_id: String,
+        wait: Duration,
     },
     Version,
     Help,
@@ -239,6 +245,17 @@ pub fn parse(args: &[String]) -> Result<Command> {
                 run_id: p.positional(0, "RUN_ID")?,
             }
         }
+        "follow" => {
+            let p = parse(&["workspace", "wait-seconds"], &[])?;
+            p.at_most(1)?;
+            Command::Follow {
+                workspace: p.workspace(),
+                run_id: p.positional(0, "RUN_ID")?,
+                wait: p
+                    .number("wait-seconds")?
+                    .map_or(crate::follow_run::DEFAULT_WAIT, Duration::from_secs),
+            }
+        }
         "--version" | "version" => Command::Version,
         "--help" | "-h" | "help" => Command::Help,
         other => return Err(Error::Usage(format!("unknown command {other:?}"))),
@@ -318,6 +335,11 @@ fn dispatch(command: Command) -> Result<()> {
             let workspace = Workspace::open(&workspace)?;
             print_json(&RunDir::new(workspace.root(), &run_id)?.status()?)
         }
+        Command::Follow {
+            workspace,
+            run_id,
+            wait,
+        } => crate::follow_run::follow(&workspace, &run_id, wait, io::stdout().lock()),
         Command::Version => print_line(&format!(
             "kubexec-runner {} (protocol {PROTOCOL_VERSION})",
             env!("CARGO_PKG_VERSION")

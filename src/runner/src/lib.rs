@@ -14,6 +14,7 @@ pub mod error;
 pub mod exec;
 pub mod files;
 pub mod follow;
+pub mod follow_run;
 pub mod init;
 pub mod install;
 pub mod invocation;

@@ -1,0 +1,323 @@
+//! The REST API in end-to-end tests: a `kubexec api` process per test, keys made with
+//! `kubexec keys create`, and a small HTTP client (plain and Server-Sent Events).
+//!
+//! The api serves the test's namespaces with an empty `--namespace-prefix`, so a tenant is a
+//! namespace name, and keeps its key Secrets in the test's namespace (deleted with it).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+use crate::repo_root;
+
+fn kubexec_binary() -> PathBuf {
+    std::env::var_os("KUBEXEC_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug/kubexec"))
+}
+
+/// A running `kubexec api`.
+pub struct ApiServer {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    keys_namespace: String,
+}
+
+impl ApiServer {
+    /// Starts an api whose keys live in `keys_namespace`; extra flags are appended.
+    pub fn start(keys_namespace: &str, extra: &[&str]) -> ApiServer {
+        let logs = repo_root().join("target/e2e-logs");
+        let _ = std::fs::create_dir_all(&logs);
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(format!("{keys_namespace}-api.log")))
+            .expect("api log file");
+        let mut child = Command::new(kubexec_binary())
+            .args([
+                "api",
+                "--listen",
+                "127.0.0.1:0",
+                "--keys-namespace",
+                keys_namespace,
+                "--namespace-prefix",
+                "",
+                "--session-ready-timeout",
+                "90",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info,kubexec=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {:?}: {e} (cargo build first)", kubexec_binary()));
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("kubexec api listening on ") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr.trim().to_string());
+                    }
+                }
+                let _ = writeln!(log, "{line}");
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the api printed its address")
+            .parse()
+            .expect("a socket address");
+        ApiServer {
+            child,
+            addr,
+            keys_namespace: keys_namespace.to_string(),
+        }
+    }
+
+    /// A client of this api.
+    pub fn client(&self) -> Http {
+        Http { addr: self.addr }
+    }
+
+    /// Runs `kubexec keys <args>` against this api's keys namespace; returns stdout.
+    pub fn keys(&self, args: &[&str]) -> String {
+        let output = Command::new(kubexec_binary())
+            .arg("keys")
+            .args(args)
+            .args([
+                "--keys-namespace",
+                &self.keys_namespace,
+                "--namespace-prefix",
+                "",
+            ])
+            .output()
+            .expect("kubexec keys");
+        assert!(
+            output.status.success(),
+            "keys {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Creates a key for `tenant` (a namespace) with `kubexec keys create`, and waits until the
+    /// api accepts it.
+    pub async fn create_key(&self, tenant: &str, tier: &str) -> String {
+        let output = Command::new(kubexec_binary())
+            .args([
+                "keys",
+                "create",
+                "--tenant",
+                tenant,
+                "--tier",
+                tier,
+                "--keys-namespace",
+                &self.keys_namespace,
+                "--namespace-prefix",
+                "",
+            ])
+            .output()
+            .expect("kubexec keys create");
+        assert!(
+            output.status.success(),
+            "keys create: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let key = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        assert!(key.starts_with("kx_"), "a key on stdout, got {key:?}");
+        let client = self.client();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let reply = client.get("/sessions", Some(&key)).await;
+            if reply.status == StatusCode::OK {
+                return key;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the api never accepted the new key: {}",
+                reply.text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: hyper::HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON (`Null` if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One Server-Sent Event and when it arrived.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    /// When it arrived.
+    pub at: Instant,
+    /// The `event:` name.
+    pub event: String,
+    /// The `data:` lines joined.
+    pub data: String,
+}
+
+/// A minimal HTTP/1.1 client (one connection per request).
+#[derive(Clone, Copy)]
+pub struct Http {
+    addr: SocketAddr,
+}
+
+impl Http {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> hyper::Response<hyper::body::Incoming> {
+        let stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect to the api");
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("http handshake");
+        tokio::spawn(connection);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string());
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        if !body.is_empty() {
+            request = request.header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(Bytes::from(body))).expect("request");
+        sender.send_request(request).await.expect("response")
+    }
+
+    /// Sends a request and reads the whole response.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let response = self.send(method, path, key, headers, body).await;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str, key: Option<&str>) -> Reply {
+        self.request(Method::GET, path, key, &[], Vec::new()).await
+    }
+
+    /// POST JSON.
+    pub async fn post(&self, path: &str, key: Option<&str>, body: &Value) -> Reply {
+        self.request(Method::POST, path, key, &[], body.to_string().into_bytes())
+            .await
+    }
+
+    /// POST JSON and read the response as Server-Sent Events, timestamped on arrival.
+    pub async fn post_sse(
+        &self,
+        path: &str,
+        key: &str,
+        body: &Value,
+    ) -> (StatusCode, Vec<SseEvent>) {
+        let response = self
+            .send(
+                Method::POST,
+                path,
+                Some(key),
+                &[],
+                body.to_string().into_bytes(),
+            )
+            .await;
+        let status = response.status();
+        let mut body = response.into_body();
+        let mut buffer = String::new();
+        let mut events = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            let Some(chunk) = frame.data_ref() else {
+                continue;
+            };
+            let at = Instant::now();
+            buffer.push_str(&String::from_utf8_lossy(chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let mut event = String::from("message");
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    if let Some(name) = line.strip_prefix("event:") {
+                        event = name.trim().to_string();
+                    } else if let Some(line) = line.strip_prefix("data:") {
+                        data.push(line.strip_prefix(' ').unwrap_or(line).to_string());
+                    }
+                }
+                if !data.is_empty() {
+                    events.push(SseEvent {
+                        at,
+                        event,
+                        data: data.join("\n"),
+                    });
+                }
+            }
+        }
+        (status, events)
+    }
+}

@@ -1,0 +1,547 @@
+//! The REST API over a real socket, against the real cluster, with the operator running: the
+//! hosted API's examples, files, processes, streaming, auth and tenancy, and the benchmark.
+
+use std::time::{Duration, Instant};
+
+use base64::{engine::general_purpose::STANDARD, Engine};
+use kubexec::crd::Execution;
+use kubexec_e2e::api::{ApiServer, Http};
+use kubexec_e2e::TestNs;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// A test namespace with its operator, an api, a free-tier key and a session.
+struct Fixture {
+    ns: TestNs,
+    api: ApiServer,
+    http: Http,
+    key: String,
+    session: String,
+}
+
+async fn fixture(prefix: &str) -> Fixture {
+    let ns = TestNs::new(prefix).await;
+    let api = ApiServer::start(&ns.name, &[]);
+    let key = api.create_key(&ns.name, "free").await;
+    let http = api.client();
+    let created = http.post("/sessions/create", Some(&key), &json!({})).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let session = created.json()["sessionId"]
+        .as_str()
+        .expect("sessionId")
+        .to_string();
+    Fixture {
+        ns,
+        api,
+        http,
+        key,
+        session,
+    }
+}
+
+impl Fixture {
+    async fn execute(&self, mut body: Value) -> Value {
+        body["sessionId"] = json!(self.session);
+        let reply = self.http.post("/execute", Some(&self.key), &body).await;
+        assert_eq!(reply.status, 200, "{body}: {}", reply.text());
+        reply.json()
+    }
+}
+
+#[tokio::test]
+async fn seed_examples_env_commands_timeouts_and_secrets() {
+    let f = fixture("api-seed").await;
+
+    // Execute Inline Code.
+    let sum = f
+        .execute(json!({"code": "const numbers = [1, 2, 3, 4, 5];\nconst sum = numbers.reduce((a, b) => a + b, 0);\nconsole.log(`Sum: ${sum}`);"}))
+        .await;
+    assert_eq!(sum["stdout"], "Sum: 15\n", "{sum}");
+    assert_eq!(sum["exitCode"], 0);
+    assert_eq!(sum["timedOut"], false);
+    for field in [
+        "stderr",
+        "executionTime",
+        "memoryUsed",
+        "cpuTime",
+        "filesWritten",
+    ] {
+        assert!(sum.get(field).is_some(), "{field} missing: {sum}");
+    }
+
+    // Execute with Multiple Files.
+    let result = f
+        .execute(json!({
+            "files": [
+                {"path": "utils.ts", "content": "export function add(a: number, b: number) { return a + b; }\n"},
+                {"path": "index.ts", "content": "import { add } from './utils';\nconsole.log(`Result: ${add(5, 3)}`);\n"}
+            ],
+            "command": "bun run index.ts"
+        }))
+        .await;
+    assert_eq!(result["stdout"], "Result: 8\n", "{result}");
+    assert_eq!(result["filesWritten"], json!(["utils.ts", "index.ts"]));
+
+    // Execute with Environment Variables.
+    let env = f
+        .execute(json!({
+            "code": "const key = process.env.API_KEY ?? '';\nconsole.log(`Key: ${key.slice(0, 3)}... (${key.length} characters)`)",
+            "env": {"API_KEY": "sk-very-secret-value"}
+        }))
+        .await;
+    // (Not printed whole: the output is kept in the Execution's status.)
+    assert_eq!(env["stdout"], "Key: sk-... (20 characters)\n", "{env}");
+
+    // Execute Shell Command, with env and a working directory.
+    let shell = f
+        .execute(json!({
+            "files": [{"path": "app/data.txt", "content": "hello"}],
+            "command": "pwd && cat data.txt && echo \" $GREETING\"",
+            "workingDir": "/workspace/app",
+            "env": {"GREETING": "from env"}
+        }))
+        .await;
+    assert_eq!(
+        shell["stdout"], "/workspace/app\nhello from env\n",
+        "{shell}"
+    );
+
+    // Long-Running with Timeout.
+    let slow = f
+        .execute(json!({"code": "await new Promise(r => setTimeout(r, 20000)); console.log('done')", "timeout": 2}))
+        .await;
+    assert_eq!(slow["timedOut"], true, "{slow}");
+    assert_ne!(slow["stdout"], "done\n");
+    assert!(
+        slow["executionTime"].as_i64().unwrap_or(0) < 10_000,
+        "{slow}"
+    );
+
+    // A non-zero exit is a result, not an error.
+    let failing = f.execute(json!({"command": "echo oops >&2; exit 3"})).await;
+    assert_eq!(
+        (failing["exitCode"].clone(), failing["stderr"].clone()),
+        (json!(3), json!("oops\n"))
+    );
+
+    // Package Installation: Bun installs on import.
+    let package = f
+        .execute(json!({"code": "import isNumber from 'is-number';\nconsole.log(`isNumber: ${isNumber(5)}`);", "timeout": 30}))
+        .await;
+    assert_eq!(package["stdout"], "isNumber: true\n", "{package}");
+
+    // Env values are secrets: never in an Execution.
+    let yaml = f.ns.kubectl(&["get", "executions", "-o", "yaml"]);
+    let yaml = String::from_utf8_lossy(&yaml.stdout);
+    assert!(yaml.contains("envFrom"), "{yaml}");
+    assert!(
+        !yaml.contains("sk-very-secret-value"),
+        "an env value leaked into an Execution"
+    );
+    let executions: Vec<Execution> =
+        f.ns.api::<Execution>()
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items;
+    let secret_name = executions
+        .iter()
+        .find_map(|e| e.spec.env_from.as_ref().map(|r| r.secret_ref.name.clone()))
+        .expect("an execution with envFrom");
+    let secret = f.ns.kubectl(&["get", "secret", &secret_name, "-o", "json"]);
+    let secret: Value = serde_json::from_slice(&secret.stdout).expect("secret json");
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["kind"], "Execution",
+        "the env Secret is owned by its Execution"
+    );
+}
+
+fn sse_stdout(events: &[kubexec_e2e::api::SseEvent]) -> String {
+    events
+        .iter()
+        .filter(|e| e.event == "stdout")
+        .map(|e| {
+            serde_json::from_str::<Value>(&e.data).expect("json")["data"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn streaming_sends_output_as_it_is_produced() {
+    let f = fixture("api-stream").await;
+    let command = "for i in 1 2 3 4 5 6 7 8 9 10; do echo line $i; sleep 0.2; done";
+    // Warm the session up so the stream measures the run, not the Pod start.
+    f.execute(json!({"command": "true"})).await;
+    let body = json!({"sessionId": f.session, "command": command, "stream": true});
+    let started = Instant::now();
+    let (status, events) = f.http.post_sse("/execute", &f.key, &body).await;
+    assert_eq!(status, 200);
+    let first = events
+        .iter()
+        .find(|e| e.event == "stdout")
+        .expect("a stdout event");
+    let result = events.last().expect("events");
+    assert_eq!(result.event, "result", "{events:?}");
+    let lead = result.at.duration_since(first.at);
+    println!(
+        "first chunk after {:?}, result after {:?} (first chunk {lead:?} before the end)",
+        first.at.duration_since(started),
+        result.at.duration_since(started)
+    );
+    assert!(
+        lead > Duration::from_millis(1200),
+        "the first chunk came {lead:?} before the result: not streamed"
+    );
+    let streamed: Value = serde_json::from_str(&result.data).expect("result json");
+    let expected: String = (1..=10).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(sse_stdout(&events), expected);
+    assert_eq!(streamed["stdout"], expected);
+
+    let plain = f.execute(json!({"command": command})).await;
+    let keys = |v: &Value| {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(keys(&streamed), keys(&plain));
+    for field in ["stdout", "stderr", "exitCode", "timedOut", "filesWritten"] {
+        assert_eq!(streamed[field], plain[field], "{field}");
+    }
+}
+
+fn pseudo_random(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn files_are_written_listed_and_read_with_tier_limits() {
+    let f = fixture("api-files").await;
+    let big = pseudo_random(9 * 1024 * 1024);
+    let digest: String = Sha256::digest(&big)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let written = f
+        .http
+        .post(
+            "/files/write",
+            Some(&f.key),
+            &json!({"sessionId": f.session, "files": [
+                {"path": "data/big.bin", "content": STANDARD.encode(&big), "encoding": "base64"},
+                {"path": "notes.txt", "content": "remember"}
+            ]}),
+        )
+        .await;
+    assert_eq!(written.status, 200, "{}", written.text());
+    assert_eq!(
+        written.json()["filesWritten"],
+        json!(["data/big.bin", "notes.txt"])
+    );
+    drop(big);
+
+    let sum = f
+        .execute(json!({"command": "sha256sum data/big.bin | cut -d' ' -f1"}))
+        .await;
+    assert_eq!(sum["stdout"].as_str().map(str::trim), Some(digest.as_str()));
+
+    let list = f
+        .http
+        .get(
+            &format!("/files/list?sessionId={}&recursive=true", f.session),
+            Some(&f.key),
+        )
+        .await;
+    assert_eq!(list.status, 200, "{}", list.text());
+    let files = list.json()["files"].clone();
+    let entry = files
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["path"] == "data/big.bin"))
+        .cloned()
+        .expect("big.bin listed");
+    assert_eq!(entry["size"], 9 * 1024 * 1024);
+    assert_eq!(entry["type"], "file");
+
+    let read = f
+        .http
+        .get(
+            &format!("/files/read?sessionId={}&path=notes.txt", f.session),
+            Some(&f.key),
+        )
+        .await;
+    assert_eq!(read.json()["content"], "remember", "{}", read.text());
+
+    // 11 MB is over the free tier's 10 MB: refused whole, nothing written.
+    let too_big = "z".repeat(11_000_000);
+    let refused = f
+        .http
+        .post(
+            "/files/write",
+            Some(&f.key),
+            &json!({"sessionId": f.session, "files": [
+                {"path": "first.txt", "content": "small"},
+                {"path": "huge.txt", "content": too_big}
+            ]}),
+        )
+        .await;
+    assert_eq!(refused.status, 413, "{}", refused.text());
+    assert_eq!(refused.json()["error"]["code"], "FILE_TOO_LARGE");
+    let after = f.execute(json!({"command": "ls"})).await;
+    let names = after["stdout"].as_str().unwrap_or_default();
+    assert!(
+        !names.contains("huge.txt") && !names.contains("first.txt"),
+        "{names}"
+    );
+
+    let escape = f
+        .http
+        .post(
+            "/files/write",
+            Some(&f.key),
+            &json!({"sessionId": f.session, "files": [{"path": "../etc/x", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(escape.status, 400);
+    assert_eq!(escape.json()["error"]["details"]["field"], "files[0].path");
+}
+
+#[tokio::test]
+async fn background_servers_processes_and_the_preview() {
+    let f = fixture("api-procs").await;
+    let started = f
+        .execute(json!({
+            "files": [{"path": "server.ts", "content": "Bun.serve({ port: 8080, fetch: () => new Response('hello from 8080') });\nconsole.log('listening');\n"}],
+            "command": "nohup bun run server.ts > server.log 2>&1 &"
+        }))
+        .await;
+    assert_eq!(started["exitCode"], 0, "{started}");
+    let fetched = f
+        .execute(json!({"command": "for i in $(seq 1 50); do curl -sf localhost:8080 && exit 0; sleep 0.2; done; exit 1"}))
+        .await;
+    assert_eq!(fetched["stdout"], "hello from 8080", "{fetched}");
+
+    let preview = f
+        .http
+        .get(&format!("/preview/{}/", f.session), Some(&f.key))
+        .await;
+    assert_eq!(preview.status, 200, "{}", preview.text());
+    assert_eq!(preview.text(), "hello from 8080");
+
+    let list = f
+        .http
+        .get(
+            &format!("/processes/list?sessionId={}", f.session),
+            Some(&f.key),
+        )
+        .await;
+    assert_eq!(list.status, 200, "{}", list.text());
+    let server = list.json()["processes"]
+        .as_array()
+        .and_then(|p| {
+            p.iter()
+                .find(|p| {
+                    p["command"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("server.ts")
+                })
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("the server is listed: {}", list.text()));
+    let pid = server["pid"].as_i64().expect("pid");
+    let killed = f
+        .http
+        .post(
+            "/processes/kill",
+            Some(&f.key),
+            &json!({"sessionId": f.session, "pid": pid, "signal": "KILL"}),
+        )
+        .await;
+    assert_eq!(killed.status, 200, "{}", killed.text());
+    let gone = f
+        .execute(json!({"command": "sleep 0.5; curl -s localhost:8080 || echo down"}))
+        .await;
+    assert_eq!(gone["stdout"], "down\n", "{gone}");
+    let again = f
+        .http
+        .post(
+            "/processes/kill",
+            Some(&f.key),
+            &json!({"sessionId": f.session, "pid": pid}),
+        )
+        .await;
+    assert_eq!(again.status, 404, "{}", again.text());
+}
+
+#[tokio::test]
+async fn keys_tenants_and_idempotent_sessions() {
+    let ns = TestNs::new("api-auth").await;
+    let rival_ns = TestNs::new("api-rival").await;
+    let api = ApiServer::start(&ns.name, &[]);
+    let http = api.client();
+    let key = api.create_key(&ns.name, "free").await;
+    let rival = api.create_key(&rival_ns.name, "paid").await;
+
+    let none = http.get("/sessions", None).await;
+    assert_eq!(none.status, 401);
+    assert_eq!(none.json()["error"]["code"], "UNAUTHORIZED");
+    let wrong = http.get("/sessions", Some("kx_0123456789")).await;
+    assert_eq!(wrong.status, 401);
+
+    let create = |idempotency: &'static str| {
+        let key = key.clone();
+        async move {
+            http.request(
+                hyper::Method::POST,
+                "/sessions/create",
+                Some(&key),
+                &[("idempotency-key", idempotency)],
+                json!({"ttl": 3600, "metadata": {"owner": "e2e"}})
+                    .to_string()
+                    .into_bytes(),
+            )
+            .await
+        }
+    };
+    let first = create("same-request").await;
+    assert_eq!(first.status, 201, "{}", first.text());
+    let again = create("same-request").await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.json()["sessionId"], first.json()["sessionId"]);
+    assert_eq!(again.json()["metadata"]["owner"], "e2e");
+    let listed = http.get("/sessions", Some(&key)).await;
+    assert_eq!(listed.json()["sessions"].as_array().map(Vec::len), Some(1));
+
+    let theirs = http
+        .post("/sessions/create", Some(&rival), &json!({}))
+        .await;
+    assert_eq!(theirs.status, 201, "{}", theirs.text());
+    let theirs = theirs.json()["sessionId"].as_str().expect("id").to_string();
+    let peek = http.get(&format!("/sessions/{theirs}"), Some(&key)).await;
+    assert_eq!(peek.status, 404);
+    assert_eq!(peek.json()["error"]["code"], "SESSION_NOT_FOUND");
+    let run = http
+        .post(
+            "/execute",
+            Some(&key),
+            &json!({"sessionId": theirs, "command": "true"}),
+        )
+        .await;
+    assert_eq!(run.status, 404, "{}", run.text());
+
+    let mine = first.json()["sessionId"].as_str().expect("id").to_string();
+    let deleted = http
+        .request(
+            hyper::Method::DELETE,
+            &format!("/sessions/{mine}"),
+            Some(&key),
+            &[],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+
+    // Keys are listed without their secret, and a revoked key stops working.
+    let listing = api.keys(&["list", "--tenant", &rival_ns.name]);
+    assert!(
+        !listing.contains(&rival[12..]),
+        "a key is never listed: {listing}"
+    );
+    let id = listing
+        .lines()
+        .nth(1)
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap_or_else(|| panic!("one key listed: {listing}"))
+        .to_string();
+    api.keys(&["revoke", &id]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http.get("/sessions", Some(&rival)).await.status != 401 {
+        assert!(Instant::now() < deadline, "the revoked key still works");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let health = http.get("/readyz", None).await;
+    assert_eq!(health.status, 200, "{}", health.text());
+    let metrics = http.get("/metrics", None).await;
+    assert!(metrics.text().contains("kubexec_api_requests_total"));
+    let openapi = http.get("/openapi.json", None).await;
+    assert!(openapi.json()["paths"]["/execute"]["post"].is_object());
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// REST `/execute` of `true` against raw pod exec of `true` on the same Pod, in one run.
+/// Prints p50, p99 and their ratio; asserts no timing. Runs with KUBEXEC_BENCH=1.
+#[tokio::test]
+async fn bench_rest_execute_against_raw_exec() {
+    if std::env::var("KUBEXEC_BENCH").ok().as_deref() != Some("1") {
+        println!("skipped: set KUBEXEC_BENCH=1 to run the REST-vs-exec benchmark");
+        return;
+    }
+    let rounds: usize = std::env::var("KUBEXEC_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(100);
+    let f = fixture("api-bench").await;
+    f.execute(json!({"command": "true"})).await;
+    let session: kubexec::crd::Session =
+        f.ns.api::<kubexec::crd::Session>()
+            .get(&f.session)
+            .await
+            .expect("session");
+    let pod = session.status.and_then(|s| s.pod_name).expect("pod");
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = f.ns.api();
+    let params = kube::api::AttachParams::default()
+        .container("sandbox")
+        .stdin(false)
+        .stdout(true)
+        .stderr(true);
+
+    let mut rest = Vec::with_capacity(rounds);
+    let mut raw = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        // Interleaved, so both see the same cluster load.
+        let start = Instant::now();
+        let reply = f
+            .http
+            .post(
+                "/execute",
+                Some(&f.key),
+                &json!({"sessionId": f.session, "command": "true"}),
+            )
+            .await;
+        rest.push(start.elapsed());
+        assert_eq!(reply.status, 200, "{}", reply.text());
+
+        let start = Instant::now();
+        let mut attached = pods.exec(&pod, ["true"], &params).await.expect("exec");
+        let status = attached.take_status().expect("status").await;
+        raw.push(start.elapsed());
+        assert_eq!(status.and_then(|s| s.status).as_deref(), Some("Success"));
+    }
+    rest.sort();
+    raw.sort();
+    let (rest50, rest99) = (percentile(&rest, 0.5), percentile(&rest, 0.99));
+    let (raw50, raw99) = (percentile(&raw, 0.5), percentile(&raw, 0.99));
+    println!("REST /execute of `true` ({rounds} runs): p50 {rest50:?}, p99 {rest99:?}");
+    println!("raw pod exec of `true` ({rounds} runs):  p50 {raw50:?}, p99 {raw99:?}");
+    println!(
+        "ratio REST/raw: p50 {:.2}, p99 {:.2}",
+        rest50.as_secs_f64() / raw50.as_secs_f64(),
+        rest99.as_secs_f64() / raw99.as_secs_f64()
+    );
+    let _ = &f.api;
+}

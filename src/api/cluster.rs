@@ -1,0 +1,464 @@
+//! The api's only door to Kubernetes: the [`Cluster`] trait, and [`KubeCluster`], its
+//! implementation over a `kube::Client` and the shared [`Sandbox`] exec client. Routes depend on
+//! the trait, so route tests run against an in-memory fake without an apiserver.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{future::BoxFuture, stream::BoxStream, FutureExt, StreamExt};
+use jiff::Timestamp;
+use k8s_openapi::{
+    api::core::v1::{Namespace, Secret},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
+};
+use kube::{
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    runtime::wait::await_condition,
+    Api, Client,
+};
+use kubexec_runner::protocol::RunnerEvent;
+use serde_json::json;
+
+use crate::{
+    crd::{Execution, Session},
+    sandbox::{HelperOutput, Process, Sandbox, SandboxError},
+};
+
+use super::{
+    errors::{ApiError, ApiResult},
+    informer::ExecutionWaiters,
+};
+
+/// What creating an object did.
+#[derive(Debug)]
+pub enum Created<K> {
+    /// The object was created; here it is as stored.
+    New(K),
+    /// An object of that name exists already.
+    Exists,
+}
+
+/// A streamed upload to a helper's stdin (`write-files`).
+pub trait Upload: Send {
+    /// Sends bytes to the helper's stdin.
+    fn write<'a>(&'a mut self, bytes: &'a [u8]) -> BoxFuture<'a, Result<(), SandboxError>>;
+    /// Waits for the helper to end and returns its output.
+    fn finish(
+        self: Box<Self>,
+        max_stdout: usize,
+    ) -> BoxFuture<'static, Result<HelperOutput, SandboxError>>;
+}
+
+/// Everything the api does to the cluster. Namespaced operations take the tenant's namespace.
+pub trait Cluster: Send + Sync + 'static {
+    /// A Session, or `None`.
+    fn get_session<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, ApiResult<Option<Session>>>;
+    /// Every Session of a namespace.
+    fn list_sessions<'a>(&'a self, ns: &'a str) -> BoxFuture<'a, ApiResult<Vec<Session>>>;
+    /// Creates a Session (its name is set).
+    fn create_session<'a>(
+        &'a self,
+        ns: &'a str,
+        session: &'a Session,
+    ) -> BoxFuture<'a, ApiResult<Created<Session>>>;
+    /// Deletes a Session; false when there was none.
+    fn delete_session<'a>(&'a self, ns: &'a str, name: &'a str) -> BoxFuture<'a, ApiResult<bool>>;
+    /// Records activity on a Session, which resumes one suspended for idling.
+    fn touch_session<'a>(&'a self, ns: &'a str, name: &'a str) -> BoxFuture<'a, ApiResult<()>>;
+    /// Watches a Session until `done` holds or `timeout` passes; returns its last state
+    /// (`None` once deleted).
+    fn wait_session<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        timeout: Duration,
+        done: fn(&Session) -> bool,
+    ) -> BoxFuture<'a, ApiResult<Option<Session>>>;
+    /// Creates a Secret.
+    fn create_secret<'a>(&'a self, ns: &'a str, secret: &'a Secret)
+        -> BoxFuture<'a, ApiResult<()>>;
+    /// Makes `owner` the owner of a Secret.
+    fn own_secret<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        owner: OwnerReference,
+    ) -> BoxFuture<'a, ApiResult<()>>;
+    /// Deletes a Secret (missing is fine).
+    fn delete_secret<'a>(&'a self, ns: &'a str, name: &'a str) -> BoxFuture<'a, ApiResult<()>>;
+    /// Creates an Execution.
+    fn create_execution<'a>(
+        &'a self,
+        ns: &'a str,
+        execution: &'a Execution,
+    ) -> BoxFuture<'a, ApiResult<Created<Execution>>>;
+    /// Watches an Execution until `done` holds or `timeout` passes; returns its last state.
+    fn wait_execution<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        timeout: Duration,
+        done: fn(&Execution) -> bool,
+    ) -> BoxFuture<'a, ApiResult<Option<Execution>>>;
+    /// Runs a `kubexec-runner` helper to the end.
+    fn helper<'a>(
+        &'a self,
+        ns: &'a str,
+        pod: &'a str,
+        args: Vec<String>,
+        max_stdout: usize,
+    ) -> BoxFuture<'a, Result<HelperOutput, SandboxError>>;
+    /// Starts a helper whose stdin the caller streams.
+    fn upload<'a>(
+        &'a self,
+        ns: &'a str,
+        pod: &'a str,
+        args: Vec<String>,
+    ) -> BoxFuture<'a, Result<Box<dyn Upload>, SandboxError>>;
+    /// Follows a run's output: `kubexec-runner follow <runId>`.
+    fn follow<'a>(
+        &'a self,
+        ns: &'a str,
+        pod: &'a str,
+        run_id: &'a str,
+    ) -> BoxFuture<'a, Result<BoxStream<'static, Result<RunnerEvent, SandboxError>>, SandboxError>>;
+    /// True when the apiserver answers.
+    fn ping(&self) -> BoxFuture<'_, bool>;
+}
+
+/// [`Cluster`] over a real apiserver.
+#[derive(Clone)]
+pub struct KubeCluster {
+    client: Client,
+    executions: Arc<ExecutionWaiters>,
+}
+
+impl KubeCluster {
+    /// Wraps a client, and starts the shared watch of Executions (see [`super::informer`]).
+    pub fn new(client: Client) -> Arc<Self> {
+        let executions = Arc::new(ExecutionWaiters::default());
+        tokio::spawn(executions.clone().run(client.clone()));
+        Arc::new(Self { client, executions })
+    }
+
+    fn sessions(&self, ns: &str) -> Api<Session> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    fn executions(&self, ns: &str) -> Api<Execution> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    fn secrets(&self, ns: &str) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+}
+
+fn is_status(err: &kube::Error, code: u16) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == code)
+}
+
+async fn watch_until<K>(
+    api: Api<K>,
+    name: &str,
+    timeout: Duration,
+    done: fn(&K) -> bool,
+) -> ApiResult<Option<K>>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let watched = await_condition(api.clone(), name, move |obj: Option<&K>| {
+        obj.is_none_or(done)
+    });
+    match tokio::time::timeout(timeout, watched).await {
+        Ok(Ok(obj)) => Ok(obj),
+        Ok(Err(e)) => Err(ApiError::internal("watch", e)),
+        Err(_) => api
+            .get_opt(name)
+            .await
+            .map_err(ApiError::internal_from("get after watch timeout")),
+    }
+}
+
+impl Cluster for KubeCluster {
+    fn get_session<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, ApiResult<Option<Session>>> {
+        async move {
+            self.sessions(ns)
+                .get_opt(name)
+                .await
+                .map_err(ApiError::internal_from("get session"))
+        }
+        .boxed()
+    }
+
+    fn list_sessions<'a>(&'a self, ns: &'a str) -> BoxFuture<'a, ApiResult<Vec<Session>>> {
+        async move {
+            self.sessions(ns)
+                .list(&ListParams::default())
+                .await
+                .map(|list| list.items)
+                .map_err(ApiError::internal_from("list sessions"))
+        }
+        .boxed()
+    }
+
+    fn create_session<'a>(
+        &'a self,
+        ns: &'a str,
+        session: &'a Session,
+    ) -> BoxFuture<'a, ApiResult<Created<Session>>> {
+        async move {
+            match self
+                .sessions(ns)
+                .create(&PostParams::default(), session)
+                .await
+            {
+                Ok(created) => Ok(Created::New(created)),
+                Err(e) if is_status(&e, 409) => Ok(Created::Exists),
+                Err(e) => Err(ApiError::internal("create session", e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn delete_session<'a>(&'a self, ns: &'a str, name: &'a str) -> BoxFuture<'a, ApiResult<bool>> {
+        async move {
+            match self
+                .sessions(ns)
+                .delete(name, &DeleteParams::background())
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e) if is_status(&e, 404) => Ok(false),
+                Err(e) => Err(ApiError::internal("delete session", e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn touch_session<'a>(&'a self, ns: &'a str, name: &'a str) -> BoxFuture<'a, ApiResult<()>> {
+        async move {
+            crate::operator::session::record_activity(&self.client, ns, name, Timestamp::now())
+                .await
+                .map_err(ApiError::internal_from("record session activity"))
+        }
+        .boxed()
+    }
+
+    fn wait_session<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        timeout: Duration,
+        done: fn(&Session) -> bool,
+    ) -> BoxFuture<'a, ApiResult<Option<Session>>> {
+        watch_until(self.sessions(ns), name, timeout, done).boxed()
+    }
+
+    fn create_secret<'a>(
+        &'a self,
+        ns: &'a str,
+        secret: &'a Secret,
+    ) -> BoxFuture<'a, ApiResult<()>> {
+        async move {
+            self.secrets(ns)
+                .create(&PostParams::default(), secret)
+                .await
+                .map(drop)
+                .map_err(ApiError::internal_from("create env secret"))
+        }
+        .boxed()
+    }
+
+    fn own_secret<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        owner: OwnerReference,
+    ) -> BoxFuture<'a, ApiResult<()>> {
+        async move {
+            let patch = json!({ "metadata": { "ownerReferences": [owner] } });
+            self.secrets(ns)
+                .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .map(drop)
+                .map_err(ApiError::internal_from("set env secret owner"))
+        }
+        .boxed()
+    }
+
+    fn delete_secret<'a>(&'a self, ns: &'a str, name: &'a str) -> BoxFuture<'a, ApiResult<()>> {
+        async move {
+            match self
+                .secrets(ns)
+                .delete(name, &DeleteParams::default())
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if is_status(&e, 404) => Ok(()),
+                Err(e) => Err(ApiError::internal("delete env secret", e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn create_execution<'a>(
+        &'a self,
+        ns: &'a str,
+        execution: &'a Execution,
+    ) -> BoxFuture<'a, ApiResult<Created<Execution>>> {
+        async move {
+            match self
+                .executions(ns)
+                .create(&PostParams::default(), execution)
+                .await
+            {
+                Ok(created) => Ok(Created::New(created)),
+                Err(e) if is_status(&e, 409) => Ok(Created::Exists),
+                Err(e) => Err(ApiError::internal("create execution", e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn wait_execution<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        timeout: Duration,
+        done: fn(&Execution) -> bool,
+    ) -> BoxFuture<'a, ApiResult<Option<Execution>>> {
+        async move {
+            if !self.executions.is_synced() {
+                return watch_until(self.executions(ns), name, timeout, done).await;
+            }
+            let mut subscription = self.executions.subscribe(ns, name);
+            // Versions from before the subscription are not delivered: look once.
+            let current = self
+                .executions(ns)
+                .get_opt(name)
+                .await
+                .map_err(ApiError::internal_from("get execution"))?;
+            match current {
+                Some(execution) if !done(&execution) => {}
+                other => return Ok(other),
+            }
+            match tokio::time::timeout(timeout, subscription.until(done)).await {
+                Ok(Some(execution)) => Ok(Some((*execution).clone())),
+                _ => self
+                    .executions(ns)
+                    .get_opt(name)
+                    .await
+                    .map_err(ApiError::internal_from("get execution")),
+            }
+        }
+        .boxed()
+    }
+
+    fn helper<'a>(
+        &'a self,
+        ns: &'a str,
+        pod: &'a str,
+        args: Vec<String>,
+        max_stdout: usize,
+    ) -> BoxFuture<'a, Result<HelperOutput, SandboxError>> {
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Sandbox::new(self.client.clone(), ns, pod)
+                .run_helper(&args, None, max_stdout)
+                .await
+        }
+        .boxed()
+    }
+
+    fn upload<'a>(
+        &'a self,
+        ns: &'a str,
+        pod: &'a str,
+        args: Vec<String>,
+    ) -> BoxFuture<'a, Result<Box<dyn Upload>, SandboxError>> {
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let process = Sandbox::new(self.client.clone(), ns, pod)
+                .spawn(&args, true)
+                .await?;
+            Ok(Box::new(ProcessUpload(process)) as Box<dyn Upload>)
+        }
+        .boxed()
+    }
+
+    fn follow<'a>(
+        &'a self,
+        ns: &'a str,
+        pod: &'a str,
+        run_id: &'a str,
+    ) -> BoxFuture<'a, Result<BoxStream<'static, Result<RunnerEvent, SandboxError>>, SandboxError>>
+    {
+        async move {
+            let run = Sandbox::new(self.client.clone(), ns, pod)
+                .start_framed(&["follow", run_id])
+                .await?;
+            Ok(run.into_events().boxed())
+        }
+        .boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, bool> {
+        async move {
+            let namespaces: Api<Namespace> = Api::all(self.client.clone());
+            // Any answer, even a refusal, means the apiserver is up.
+            match namespaces
+                .list_metadata(&ListParams::default().limit(1))
+                .await
+            {
+                Ok(_) => true,
+                Err(kube::Error::Api(_)) => true,
+                Err(_) => false,
+            }
+        }
+        .boxed()
+    }
+}
+
+struct ProcessUpload(Process);
+
+impl Upload for ProcessUpload {
+    fn write<'a>(&'a mut self, bytes: &'a [u8]) -> BoxFuture<'a, Result<(), SandboxError>> {
+        self.0.write_stdin(bytes).boxed()
+    }
+
+    fn finish(
+        self: Box<Self>,
+        max_stdout: usize,
+    ) -> BoxFuture<'static, Result<HelperOutput, SandboxError>> {
+        async move {
+            let mut process = self.0;
+            let mut stdout = Vec::new();
+            let mut chunk = vec![0; 16 * 1024];
+            loop {
+                let n = process.read_stdout(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                if stdout.len() + n > max_stdout {
+                    return Err(SandboxError::TooLarge { limit: max_stdout });
+                }
+                stdout.extend_from_slice(&chunk[..n]);
+            }
+            let exit = process.wait().await?;
+            Ok(HelperOutput {
+                exit_code: exit.code,
+                stdout,
+                stderr: exit.stderr,
+            })
+        }
+        .boxed()
+    }
+}

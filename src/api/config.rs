@@ -1,0 +1,170 @@
+//! `kubexec api` and `kubexec keys` flags, and the tenant → namespace mapping.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Subcommand};
+
+use super::tiers::Tier;
+
+/// Default prefix of tenant namespaces.
+pub const DEFAULT_NAMESPACE_PREFIX: &str = "kubexec-";
+/// Default namespace of the key Secrets.
+pub const DEFAULT_KEYS_NAMESPACE: &str = "kubexec-system";
+
+/// Flags shared by `kubexec api` and `kubexec keys`: where keys live and how a tenant maps to
+/// its namespace.
+#[derive(Args, Clone, Debug)]
+pub struct TenancyArgs {
+    /// Namespace holding one Secret per API key (SHA-256 only).
+    #[arg(long, env = "KUBEXEC_KEYS_NAMESPACE", default_value = DEFAULT_KEYS_NAMESPACE, global = true)]
+    pub keys_namespace: String,
+
+    /// A tenant's sessions live in the namespace `<prefix><tenant>`. An empty prefix makes the
+    /// tenant name the namespace name.
+    #[arg(long, env = "KUBEXEC_NAMESPACE_PREFIX", default_value = DEFAULT_NAMESPACE_PREFIX, global = true)]
+    pub namespace_prefix: String,
+}
+
+impl TenancyArgs {
+    /// The namespace of a tenant.
+    pub fn namespace_of(&self, tenant: &str) -> String {
+        format!("{}{tenant}", self.namespace_prefix)
+    }
+
+    /// Checks a tenant name: its namespace must be a valid DNS label.
+    pub fn check_tenant(&self, tenant: &str) -> Result<(), String> {
+        let namespace = self.namespace_of(tenant);
+        if tenant.is_empty() || !is_dns_label(&namespace) || !is_dns_label(tenant) {
+            return Err(format!(
+                "tenant {tenant:?}: the tenant and its namespace {namespace:?} must be lowercase letters, digits and '-', at most 63 characters"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// True for a valid Kubernetes DNS label (namespace and Session names).
+pub fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// `kubexec api` flags.
+#[derive(Args, Clone, Debug)]
+pub struct ApiArgs {
+    /// Address to serve the REST API on. Use 0.0.0.0:8080 inside a cluster.
+    #[arg(long, env = "KUBEXEC_API_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// YAML file overriding tier limits (see docs/api.md).
+    #[arg(long, env = "KUBEXEC_TIERS_FILE")]
+    pub tiers_file: Option<PathBuf>,
+
+    /// Seconds an execute or file request waits for its session to become ready.
+    #[arg(long, env = "KUBEXEC_SESSION_READY_TIMEOUT", default_value_t = 60)]
+    pub session_ready_timeout: u64,
+
+    /// Base URL clients reach this api at, for `previewUrl` (default: http://<listen>).
+    #[arg(long, env = "KUBEXEC_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Seconds a finished Execution created by the api is kept (`ttlSecondsAfterFinished`).
+    #[arg(long, env = "KUBEXEC_EXECUTION_TTL", default_value_t = 3600)]
+    pub execution_ttl: i32,
+
+    /// Upper bound of any non-streaming request, in seconds.
+    #[arg(long, env = "KUBEXEC_REQUEST_TIMEOUT", default_value_t = 420)]
+    pub request_timeout: u64,
+
+    /// Where keys live and how tenants map to namespaces.
+    #[command(flatten)]
+    pub tenancy: TenancyArgs,
+}
+
+impl ApiArgs {
+    /// `--session-ready-timeout` as a duration.
+    pub fn ready_timeout(&self) -> Duration {
+        Duration::from_secs(self.session_ready_timeout)
+    }
+
+    /// The base of preview URLs, without a trailing slash.
+    pub fn public_base(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+}
+
+/// `kubexec keys` flags.
+#[derive(Args, Clone, Debug)]
+pub struct KeysArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: KeysCommand,
+
+    /// Where keys live and how tenants map to namespaces.
+    #[command(flatten)]
+    pub tenancy: TenancyArgs,
+}
+
+/// `kubexec keys` subcommands.
+#[derive(Subcommand, Clone, Debug)]
+pub enum KeysCommand {
+    /// Creates a key (and the tenant's namespace if missing) and prints it once.
+    Create {
+        /// The tenant the key belongs to.
+        #[arg(long)]
+        tenant: String,
+        /// free, paid or enterprise.
+        #[arg(long, default_value = "free")]
+        tier: Tier,
+    },
+    /// Lists keys (ids, tenants and tiers; never the keys themselves).
+    List {
+        /// Only this tenant's keys.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revokes a key by id.
+    Revoke {
+        /// The key id shown by `create` and `list`.
+        id: String,
+    },
+}
+
+impl clap::ValueEnum for Tier {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Tier::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants_map_to_namespaces() {
+        let tenancy = TenancyArgs {
+            keys_namespace: DEFAULT_KEYS_NAMESPACE.into(),
+            namespace_prefix: DEFAULT_NAMESPACE_PREFIX.into(),
+        };
+        assert_eq!(tenancy.namespace_of("acme"), "kubexec-acme");
+        assert!(tenancy.check_tenant("acme").is_ok());
+        assert!(tenancy.check_tenant("Acme").is_err());
+        assert!(tenancy.check_tenant("").is_err());
+        assert!(tenancy.check_tenant(&"a".repeat(60)).is_err());
+        assert!(is_dns_label("ses-abc1"));
+        assert!(!is_dns_label("-x") && !is_dns_label("a/b") && !is_dns_label("a.b"));
+    }
+}

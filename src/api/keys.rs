@@ -1,0 +1,291 @@
+//! API keys. A key is `kx_` followed by 64 hex digits (32 random bytes). Only its SHA-256 is
+//! stored: one Secret per key in the keys namespace, labelled with the key's tenant and tier.
+//! The api keeps an in-memory index of those Secrets, fed by a watcher, so checking a key costs
+//! no apiserver call and a revoked key stops working within moments.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, RwLock,
+    },
+};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::{api::core::v1::Secret, ByteString};
+use kube::{
+    api::ObjectMeta,
+    runtime::{watcher, WatchStreamExt},
+    Api, Client, ResourceExt,
+};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use super::tiers::Tier;
+use crate::crd::labels;
+
+/// Label marking a Secret as an API key.
+pub const KEY_LABEL: &str = "kubexec.dev/api-key";
+/// Label naming the key's tenant.
+pub const TENANT_LABEL: &str = "kubexec.dev/tenant";
+/// Label naming the key's tier.
+pub const TIER_LABEL: &str = "kubexec.dev/tier";
+/// Annotation with the first characters of the key, to recognise it in `keys list`.
+pub const PREFIX_ANNOTATION: &str = "kubexec.dev/key-prefix";
+/// Data field holding the key's hex SHA-256.
+pub const HASH_FIELD: &str = "sha256";
+/// Prefix of every key's Secret name; the rest is the key id.
+pub const SECRET_PREFIX: &str = "kubexec-key-";
+/// Selector of key Secrets.
+pub const KEY_SELECTOR: &str = "kubexec.dev/api-key=true";
+
+/// What a valid key stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The key id (its Secret is `kubexec-key-<id>`).
+    pub id: String,
+    /// The tenant the key belongs to.
+    pub tenant: String,
+    /// The key's tier.
+    pub tier: Tier,
+}
+
+/// Fills `buf` with random bytes from the OS.
+fn random_bytes(buf: &mut [u8]) -> Result<(), String> {
+    getrandom::fill(buf).map_err(|e| format!("no randomness from the OS: {e}"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A random lowercase alphanumeric string (for object names).
+pub fn random_name_suffix(len: usize) -> Result<String, String> {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = vec![0u8; len];
+    random_bytes(&mut bytes)?;
+    // 256 % 36 != 0 skews a few letters slightly; names only need to be unlikely to collide.
+    Ok(bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect())
+}
+
+/// A new key id and plaintext key.
+pub fn generate_key() -> Result<(String, String), String> {
+    let mut id = [0u8; 4];
+    let mut secret = [0u8; 32];
+    random_bytes(&mut id)?;
+    random_bytes(&mut secret)?;
+    Ok((hex(&id), format!("kx_{}", hex(&secret))))
+}
+
+/// The hex SHA-256 of a key, as stored.
+pub fn hash_key(key: &str) -> String {
+    hex(&Sha256::digest(key.as_bytes()))
+}
+
+/// The hex SHA-256 of any text (also used for idempotency keys).
+pub fn sha256_hex(text: &[u8]) -> String {
+    hex(&Sha256::digest(text))
+}
+
+/// The Secret that stores a key.
+pub fn key_secret(id: &str, key: &str, tenant: &str, tier: Tier) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("{SECRET_PREFIX}{id}")),
+            labels: Some(BTreeMap::from([
+                (KEY_LABEL.to_string(), "true".to_string()),
+                (TENANT_LABEL.to_string(), tenant.to_string()),
+                (TIER_LABEL.to_string(), tier.as_str().to_string()),
+                (
+                    labels::MANAGED_BY.to_string(),
+                    labels::MANAGED_BY_VALUE.to_string(),
+                ),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                PREFIX_ANNOTATION.to_string(),
+                key.chars().take(9).collect(),
+            )])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            HASH_FIELD.to_string(),
+            ByteString(hash_key(key).into_bytes()),
+        )])),
+        type_: Some("Opaque".to_string()),
+        ..Default::default()
+    }
+}
+
+/// Reads a key Secret back: its hash and what the key stands for. `None` if it is not a
+/// well-formed key Secret.
+pub fn parse_key_secret(secret: &Secret) -> Option<(String, KeyInfo)> {
+    let name = secret.metadata.name.as_deref()?;
+    let id = name.strip_prefix(SECRET_PREFIX)?.to_string();
+    let labels = secret.metadata.labels.as_ref()?;
+    let tenant = labels.get(TENANT_LABEL)?.clone();
+    let tier = labels.get(TIER_LABEL)?.parse().ok()?;
+    let hash = secret.data.as_ref()?.get(HASH_FIELD)?;
+    let hash = String::from_utf8(hash.0.clone()).ok()?;
+    Some((hash.trim().to_string(), KeyInfo { id, tenant, tier }))
+}
+
+/// The index of valid keys, by hash.
+#[derive(Default)]
+pub struct KeyCache {
+    by_hash: RwLock<HashMap<String, KeyInfo>>,
+    /// Secret name → hash, to forget a deleted Secret.
+    by_secret: RwLock<HashMap<String, String>>,
+    synced: AtomicBool,
+}
+
+impl KeyCache {
+    /// An empty cache.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The key's owner, if the key is valid.
+    pub fn lookup(&self, key: &str) -> Option<KeyInfo> {
+        let hash = hash_key(key);
+        self.by_hash
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&hash)
+            .cloned()
+    }
+
+    /// True once the first complete list of keys is in.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
+    }
+
+    /// Adds or replaces a key Secret.
+    pub fn insert(&self, secret: &Secret) {
+        let name = secret.name_any();
+        self.remove(&name);
+        if let Some((hash, info)) = parse_key_secret(secret) {
+            self.by_secret
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name, hash.clone());
+            self.by_hash
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(hash, info);
+        }
+    }
+
+    /// Forgets a key Secret.
+    pub fn remove(&self, secret_name: &str) {
+        let hash = self
+            .by_secret
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(secret_name);
+        if let Some(hash) = hash {
+            self.by_hash
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&hash);
+        }
+    }
+
+    /// Replaces everything with a complete list.
+    pub fn replace_all(&self, secrets: &[Secret]) {
+        self.by_hash
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.by_secret
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        for secret in secrets {
+            self.insert(secret);
+        }
+        self.synced.store(true, Ordering::Relaxed);
+    }
+
+    /// Applies one watcher event.
+    pub fn apply(&self, event: watcher::Event<Secret>, relisting: &mut Vec<Secret>) {
+        match event {
+            watcher::Event::Apply(secret) => self.insert(&secret),
+            watcher::Event::Delete(secret) => self.remove(&secret.name_any()),
+            watcher::Event::Init => relisting.clear(),
+            watcher::Event::InitApply(secret) => relisting.push(secret),
+            watcher::Event::InitDone => {
+                self.replace_all(relisting);
+                relisting.clear();
+            }
+        }
+    }
+}
+
+/// Keeps `cache` in step with the key Secrets of `namespace` until the stream ends (never, in
+/// practice: the watcher retries with backoff).
+pub async fn watch_keys(client: Client, namespace: String, cache: Arc<KeyCache>) {
+    let secrets: Api<Secret> = Api::namespaced(client, &namespace);
+    let config = watcher::Config::default().labels(KEY_SELECTOR);
+    let mut relisting = Vec::new();
+    let mut events = watcher(secrets, config)
+        .default_backoff()
+        .map_err(|e| warn!(error = %e, "watching API keys"))
+        .boxed();
+    info!(namespace, "watching API keys");
+    while let Some(event) = events.next().await {
+        if let Ok(event) = event {
+            cache.apply(event, &mut relisting);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_random_and_stored_hashed() {
+        let (id, key) = generate_key().expect("random");
+        let (_, other) = generate_key().expect("random");
+        assert_ne!(key, other);
+        assert!(key.starts_with("kx_") && key.len() == 67, "{key}");
+        assert_eq!(id.len(), 8);
+        let secret = key_secret(&id, &key, "acme", Tier::Paid);
+        let stored = serde_json::to_string(&secret).expect("json");
+        assert!(!stored.contains(&key[3..]), "plaintext must not be stored");
+        let (hash, info) = parse_key_secret(&secret).expect("parses");
+        assert_eq!(hash, hash_key(&key));
+        assert_eq!(
+            info,
+            KeyInfo {
+                id,
+                tenant: "acme".into(),
+                tier: Tier::Paid
+            }
+        );
+    }
+
+    #[test]
+    fn the_cache_follows_the_watcher() {
+        let cache = KeyCache::new();
+        let (id, key) = generate_key().expect("random");
+        let secret = key_secret(&id, &key, "acme", Tier::Free);
+        let mut relisting = Vec::new();
+        assert!(!cache.is_synced());
+        cache.apply(watcher::Event::Init, &mut relisting);
+        cache.apply(watcher::Event::InitApply(secret.clone()), &mut relisting);
+        assert!(
+            cache.lookup(&key).is_none(),
+            "not before the list is complete"
+        );
+        cache.apply(watcher::Event::InitDone, &mut relisting);
+        assert!(cache.is_synced());
+        assert_eq!(cache.lookup(&key).map(|k| k.tenant), Some("acme".into()));
+        assert!(cache.lookup("kx_wrong").is_none());
+        cache.apply(watcher::Event::Delete(secret), &mut relisting);
+        assert!(cache.lookup(&key).is_none());
+    }
+}

@@ -1,0 +1,566 @@
+//! `POST /execute`: one Execution per request, in the caller's namespace. The api validates
+//! everything, delivers large files, stores env values in a Secret, creates the Execution, and
+//! then watches it to the end (or streams it, see [`crate::api::stream`]).
+
+use std::{collections::BTreeMap, time::Duration};
+
+use axum::{
+    extract::State,
+    response::{IntoResponse, Response},
+    Json,
+};
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::OwnerReference};
+use kube::{api::ObjectMeta, Resource};
+
+use super::{ready_session, ReadySession};
+use crate::{
+    api::{
+        auth::Caller,
+        cluster::Created,
+        errors::{codes, ApiError, ApiResult},
+        extract::{parse_json, JsonBody},
+        files::{choose_delivery, inline_specs, plan_files, stream_files, Delivery, PlannedFile},
+        keys::random_name_suffix,
+        model::{ExecuteRequest, ExecuteResponse},
+        state::AppState,
+        stream,
+    },
+    crd::{
+        conditions, find_condition, labels,
+        validate::{is_env_name, validate_execution},
+        EnvFromSource, Execution, ExecutionPhase, ExecutionSpec, SecretReference, SessionReference,
+        DEFAULT_WORKING_DIR,
+    },
+};
+
+/// Label naming the key that created an Execution.
+pub const KEY_LABEL: &str = "kubexec.dev/api-key-id";
+/// Label naming the Execution an env Secret belongs to.
+pub const EXECUTION_LABEL: &str = "kubexec.dev/execution";
+/// Most bytes of env names and values together (a Secret holds at most 1 MiB).
+pub const MAX_ENV_BYTES: usize = 512 * 1024;
+/// Largest `code` or `command` (the Execution's own limit).
+pub const MAX_SOURCE_BYTES: usize = 256 * 1024;
+/// Slack on top of the execution timeout for the operator to start and report the run.
+pub const RESULT_GRACE: Duration = Duration::from_secs(60);
+
+/// A validated execute request.
+#[derive(Debug)]
+pub struct ExecutePlan<'r> {
+    /// The session id.
+    pub session: String,
+    /// Code (run with Bun).
+    pub code: Option<String>,
+    /// Shell command.
+    pub command: Option<String>,
+    /// Timeout in seconds; `None` takes the session's default.
+    pub timeout: Option<i32>,
+    /// Absolute working directory.
+    pub working_dir: Option<String>,
+    /// Files to write.
+    pub files: Vec<PlannedFile<'r>>,
+    /// How they are delivered.
+    pub delivery: Delivery,
+    /// Environment variables (values are secrets).
+    pub env: &'r BTreeMap<String, String>,
+    /// Stream the output.
+    pub stream: bool,
+}
+
+/// Validates a request against the caller's tier. Nothing is created by this; every 400 and
+/// 413 is decided here.
+pub fn plan_execute<'r>(
+    request: &'r ExecuteRequest<'r>,
+    limits: &crate::api::tiers::TierLimits,
+) -> ApiResult<ExecutePlan<'r>> {
+    if request.session_id.is_empty() {
+        return Err(ApiError::invalid("sessionId", "is required"));
+    }
+    let code = request.code.clone().filter(|c| !c.is_empty());
+    let command = request.command.clone().filter(|c| !c.is_empty());
+    match (&code, &command) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "code",
+                "set exactly one of code and command, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "code",
+                "either code or command must be provided",
+            ))
+        }
+        _ => {}
+    }
+    for (field, text) in [("code", &code), ("command", &command)] {
+        if let Some(text) = text {
+            if text.len() > MAX_SOURCE_BYTES {
+                return Err(ApiError::TooLarge {
+                    code: codes::PAYLOAD_TOO_LARGE,
+                    field: Some(field.into()),
+                    message: format!("{field} is larger than {MAX_SOURCE_BYTES} bytes; write it as a file instead"),
+                    limit: MAX_SOURCE_BYTES as u64,
+                });
+            }
+            if text.contains('\0') {
+                return Err(ApiError::invalid(field, "must not contain NUL"));
+            }
+        }
+    }
+    let timeout = match request.timeout {
+        None => None,
+        Some(t) if t >= 1 && t <= i64::from(limits.timeout_seconds) => i32::try_from(t).ok(),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "timeout",
+                format!(
+                    "must be between 1 and {} seconds on this tier",
+                    limits.timeout_seconds
+                ),
+            ))
+        }
+    };
+    let working_dir = match request.working_dir.as_deref() {
+        None | Some("") => None,
+        Some(dir) => Some(absolute_working_dir(dir)?),
+    };
+    if request.env.len() > limits.env_vars {
+        return Err(ApiError::invalid_with(
+            codes::TOO_MANY_ENV_VARS,
+            "env",
+            format!(
+                "at most {} environment variables on this tier, got {}",
+                limits.env_vars,
+                request.env.len()
+            ),
+        ));
+    }
+    let mut env_bytes = 0;
+    for (name, value) in &request.env {
+        if !is_env_name(name) {
+            return Err(ApiError::invalid(
+                format!("env.{name}"),
+                "names start with a letter or '_' and contain only letters, digits and '_' (no '=')",
+            ));
+        }
+        if value.contains('\0') {
+            return Err(ApiError::invalid(
+                format!("env.{name}"),
+                "must not contain NUL",
+            ));
+        }
+        env_bytes += name.len() + value.len();
+    }
+    if env_bytes > MAX_ENV_BYTES {
+        return Err(ApiError::TooLarge {
+            code: codes::PAYLOAD_TOO_LARGE,
+            field: Some("env".into()),
+            message: format!("environment variables exceed {MAX_ENV_BYTES} bytes in total"),
+            limit: MAX_ENV_BYTES as u64,
+        });
+    }
+    let files = plan_files(&request.files, limits)?;
+    let delivery = choose_delivery(&files);
+    Ok(ExecutePlan {
+        session: request.session_id.clone(),
+        code,
+        command,
+        timeout,
+        working_dir,
+        files,
+        delivery,
+        env: &request.env,
+        stream: request.stream,
+    })
+}
+
+fn absolute_working_dir(dir: &str) -> ApiResult<String> {
+    let absolute = if dir.starts_with('/') {
+        dir.trim_end_matches('/').to_string()
+    } else {
+        format!("{DEFAULT_WORKING_DIR}/{}", dir.trim_end_matches('/'))
+    };
+    let absolute = if absolute.is_empty() {
+        "/".to_string()
+    } else {
+        absolute
+    };
+    let inside = absolute == DEFAULT_WORKING_DIR
+        || (absolute.starts_with("/workspace/") && !absolute.split('/').any(|s| s == ".."));
+    if !inside || absolute.contains('\0') {
+        return Err(ApiError::invalid(
+            "workingDir",
+            "must be /workspace or a directory below it, without '..'",
+        ));
+    }
+    Ok(absolute)
+}
+
+/// The Execution of a plan (files inline or already streamed), and the name of its env Secret.
+pub fn build_execution(
+    name: &str,
+    caller: &Caller,
+    plan: &ExecutePlan<'_>,
+    ttl: i32,
+) -> (Execution, Option<Secret>) {
+    let secret_name = format!("{name}-env");
+    let env_secret = (!plan.env.is_empty()).then(|| Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name.clone()),
+            namespace: Some(caller.namespace.clone()),
+            labels: Some(BTreeMap::from([
+                (
+                    labels::MANAGED_BY.to_string(),
+                    labels::MANAGED_BY_VALUE.to_string(),
+                ),
+                (EXECUTION_LABEL.to_string(), name.to_string()),
+            ])),
+            ..Default::default()
+        },
+        string_data: Some(plan.env.clone()),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    });
+    let spec = ExecutionSpec {
+        session_ref: SessionReference {
+            name: plan.session.clone(),
+        },
+        code: plan.code.clone(),
+        command: plan.command.clone(),
+        files: match plan.delivery {
+            Delivery::Inline => inline_specs(&plan.files),
+            Delivery::Streamed => Vec::new(),
+        },
+        env: Vec::new(),
+        env_from: env_secret.as_ref().map(|_| EnvFromSource {
+            secret_ref: SecretReference {
+                name: secret_name.clone(),
+            },
+        }),
+        timeout_seconds: plan.timeout,
+        working_dir: plan.working_dir.clone(),
+        stdin: None,
+        ttl_seconds_after_finished: Some(ttl),
+    };
+    let mut execution = Execution::new(name, spec);
+    execution.metadata.namespace = Some(caller.namespace.clone());
+    execution.metadata.labels = Some(BTreeMap::from([
+        (
+            labels::MANAGED_BY.to_string(),
+            labels::MANAGED_BY_VALUE.to_string(),
+        ),
+        (labels::SESSION.to_string(), plan.session.clone()),
+        (KEY_LABEL.to_string(), caller.key_id.clone()),
+    ]));
+    (execution, env_secret)
+}
+
+/// True once the Execution has its final status.
+pub fn is_finished(execution: &Execution) -> bool {
+    let Some(status) = &execution.status else {
+        return false;
+    };
+    let condition_true =
+        |type_| find_condition(&status.conditions, type_).is_some_and(|c| c.status == "True");
+    condition_true(conditions::COMPLETE)
+        || condition_true(conditions::FAILED)
+        || matches!(
+            status.phase,
+            Some(ExecutionPhase::Succeeded | ExecutionPhase::Failed)
+        )
+}
+
+/// True once the Execution runs (or has finished).
+pub fn is_started(execution: &Execution) -> bool {
+    is_finished(execution)
+        || execution
+            .status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(ExecutionPhase::Running))
+}
+
+/// The response for a finished Execution: the run's result when it ran (whatever its exit
+/// code, timeout or OOM), an error when it could not run.
+pub fn outcome(execution: &Execution, streamed_files: &[String]) -> ApiResult<ExecuteResponse> {
+    let status = execution.status.clone().unwrap_or_default();
+    let ran = status.exit_code.is_some() || status.timed_out == Some(true);
+    if !ran {
+        let reason = status.reason.clone().unwrap_or_else(|| "Unknown".into());
+        if reason == "SessionNotFound" {
+            return Err(ApiError::SessionNotFound(
+                execution.spec.session_ref.name.clone(),
+            ));
+        }
+        return Err(ApiError::ExecutionFailed {
+            reason,
+            message: status
+                .message
+                .clone()
+                .unwrap_or_else(|| "the execution did not run".into()),
+        });
+    }
+    let mut files_written = streamed_files.to_vec();
+    files_written.extend(status.files_written.iter().cloned());
+    Ok(ExecuteResponse {
+        stdout: status.stdout.unwrap_or_default(),
+        stderr: status.stderr.unwrap_or_default(),
+        exit_code: status.exit_code.unwrap_or(-1),
+        execution_time: status.execution_time_ms.unwrap_or(0),
+        memory_used: status.memory_used_bytes.unwrap_or(0),
+        cpu_time: status.cpu_time_ms.unwrap_or(0),
+        timed_out: status.timed_out.unwrap_or(false),
+        files_written,
+    })
+}
+
+/// Metric label of an outcome.
+pub fn outcome_label(result: &ApiResult<ExecuteResponse>) -> &'static str {
+    match result {
+        Ok(r) if r.timed_out => "timed_out",
+        Ok(_) => "ok",
+        Err(ApiError::ExecutionFailed { .. }) => "failed",
+        Err(_) => "error",
+    }
+}
+
+/// An Execution that exists, with what was delivered before it.
+pub struct Started {
+    /// Its name.
+    pub name: String,
+    /// Files streamed before it was created.
+    pub streamed_files: Vec<String>,
+    /// Where it runs.
+    pub ready: ReadySession,
+    /// How long to wait for its result.
+    pub result_timeout: Duration,
+}
+
+/// Delivers large files, stores env values, and creates the Execution. On failure, removes
+/// what it created (files already renamed into the workspace stay: they were written whole).
+pub async fn start_execution(
+    state: &AppState,
+    caller: &Caller,
+    plan: &ExecutePlan<'_>,
+) -> ApiResult<Started> {
+    let begun = std::time::Instant::now();
+    let ready = ready_session(state, caller, &plan.session).await?;
+    let ready_after = begun.elapsed();
+    let ns = caller.namespace.as_str();
+    let name = format!(
+        "exe-{}",
+        random_name_suffix(12).map_err(ApiError::internal_from("random name"))?
+    );
+    let (execution, env_secret) =
+        build_execution(&name, caller, plan, state.settings.execution_ttl);
+    // The same checks the apiserver's schema makes; a failure here is a bug, not bad input.
+    validate_execution(&execution.spec).map_err(ApiError::internal_from("execution spec"))?;
+
+    let streamed_files = match plan.delivery {
+        Delivery::Streamed => {
+            stream_files(&*state.cluster, ns, &ready.pod, &plan.files, &caller.limits).await?
+        }
+        Delivery::Inline => Vec::new(),
+    };
+    if let Some(secret) = &env_secret {
+        state.cluster.create_secret(ns, secret).await?;
+    }
+    let created = match state.cluster.create_execution(ns, &execution).await {
+        Ok(Created::New(created)) => created,
+        failed => {
+            if let Some(secret) = &env_secret {
+                let secret_name = secret.metadata.name.as_deref().unwrap_or_default();
+                if let Err(e) = state.cluster.delete_secret(ns, secret_name).await {
+                    tracing::warn!(error = %e, "could not remove the env Secret of a failed create");
+                }
+            }
+            return Err(match failed {
+                Err(e) => e,
+                _ => ApiError::internal("create execution", "name collision"),
+            });
+        }
+    };
+    if let Some(secret) = &env_secret {
+        if let Some(owner) = created.controller_owner_ref(&()) {
+            let secret_name = secret.metadata.name.as_deref().unwrap_or_default();
+            let owner = OwnerReference {
+                controller: Some(false),
+                block_owner_deletion: None,
+                ..owner
+            };
+            // The Execution runs either way; without the owner the Secret only outlives it.
+            if let Err(e) = state.cluster.own_secret(ns, secret_name, owner).await {
+                tracing::warn!(error = %e, execution = %name, "could not set the env Secret's owner");
+            }
+        }
+    }
+    let timeout = plan.timeout.unwrap_or_else(|| {
+        ready
+            .session
+            .spec
+            .default_timeout_seconds
+            .unwrap_or(crate::crd::DEFAULT_TIMEOUT_SECONDS)
+    });
+    tracing::info!(
+        execution = %name,
+        session = %plan.session,
+        ready_ms = ready_after.as_millis() as u64,
+        created_ms = begun.elapsed().as_millis() as u64,
+        "execution created"
+    );
+    Ok(Started {
+        name,
+        streamed_files,
+        ready,
+        result_timeout: Duration::from_secs(u64::try_from(timeout).unwrap_or(30)) + RESULT_GRACE,
+    })
+}
+
+/// Runs code or a command in a session.
+#[utoipa::path(post, path = "/execute", tag = "execution",
+    request_body = ExecuteRequest,
+    responses(
+        (status = 200, description = "The result; with `stream: true`, Server-Sent Events `stdout`, `stderr`, then `result` (or `error`)", 
+            content((ExecuteResponse = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "Bad input, naming the field", body = crate::api::errors::ErrorBody),
+        (status = 401, description = "No or bad key", body = crate::api::errors::ErrorBody),
+        (status = 404, description = "No such session", body = crate::api::errors::ErrorBody),
+        (status = 413, description = "A file or the body is too large", body = crate::api::errors::ErrorBody),
+        (status = 429, description = "Rate limited", body = crate::api::errors::ErrorBody),
+        (status = 503, description = "The session did not become ready in time", body = crate::api::errors::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn execute(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Response {
+    match execute_inner(&state, &caller, &body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn execute_inner(state: &AppState, caller: &Caller, body: &[u8]) -> ApiResult<Response> {
+    let begun = std::time::Instant::now();
+    let request: ExecuteRequest<'_> = parse_json(body)?;
+    let plan = plan_execute(&request, &caller.limits)?;
+    let started = start_execution(state, caller, &plan).await?;
+    let created_after = begun.elapsed();
+    let wants_stream = plan.stream;
+    // The request body (possibly large files) is no longer needed.
+    drop(plan);
+    drop(request);
+    if wants_stream {
+        return Ok(
+            stream::execution_events(state.clone(), caller.namespace.clone(), started)
+                .into_response(),
+        );
+    }
+    let finished = state
+        .cluster
+        .wait_execution(
+            &caller.namespace,
+            &started.name,
+            started.result_timeout,
+            is_finished,
+        )
+        .await?;
+    let result = match finished {
+        Some(execution) if is_finished(&execution) => outcome(&execution, &started.streamed_files),
+        Some(_) => Err(ApiError::ExecutionTimeout(started.result_timeout.as_secs())),
+        None => Err(ApiError::internal(
+            "wait for execution",
+            "deleted while running",
+        )),
+    };
+    state.metrics.execution(outcome_label(&result));
+    tracing::debug!(
+        execution = %started.name,
+        created_ms = created_after.as_millis() as u64,
+        total_ms = begun.elapsed().as_millis() as u64,
+        "execution answered"
+    );
+    Ok(Json(result?).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::tiers::TierLimits;
+
+    fn request(json: &str) -> ExecuteRequest<'_> {
+        parse_json(json.as_bytes()).expect("parses")
+    }
+
+    fn field_of(json: &str) -> String {
+        match plan_execute(&request(json), &TierLimits::free()) {
+            Err(ApiError::Invalid { field, .. }) => field,
+            other => panic!("expected a 400 for {json}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_requests_name_their_field() {
+        assert_eq!(field_of(r#"{"sessionId":"s"}"#), "code");
+        assert_eq!(
+            field_of(r#"{"sessionId":"s","code":"1","command":"true"}"#),
+            "code"
+        );
+        assert_eq!(
+            field_of(r#"{"sessionId":"s","code":"1","timeout":0}"#),
+            "timeout"
+        );
+        assert_eq!(
+            field_of(r#"{"sessionId":"s","code":"1","timeout":31}"#),
+            "timeout"
+        );
+        assert_eq!(
+            field_of(r#"{"sessionId":"s","code":"1","env":{"A=B":"x"}}"#),
+            "env.A=B"
+        );
+        assert_eq!(
+            field_of(r#"{"sessionId":"s","code":"1","workingDir":"/tmp"}"#),
+            "workingDir"
+        );
+        assert_eq!(
+            field_of(r#"{"sessionId":"s","code":"1","files":[{"path":"../x","content":""}]}"#),
+            "files[0].path"
+        );
+        let env: serde_json::Map<String, serde_json::Value> = (0..101)
+            .map(|i| (format!("V{i}"), serde_json::json!("x")))
+            .collect();
+        let many = serde_json::json!({"sessionId": "s", "code": "1", "env": env}).to_string();
+        assert_eq!(field_of(&many), "env");
+    }
+
+    #[test]
+    fn a_plan_becomes_an_execution_without_env_values() {
+        let req = request(
+            r#"{"sessionId":"ses-a","command":"echo $TOKEN","env":{"TOKEN":"s3cret"},
+                "files":[{"path":"a.txt","content":"hi"}],"timeout":10,"workingDir":"app"}"#,
+        );
+        let plan = plan_execute(&req, &TierLimits::free()).expect("valid");
+        assert_eq!(plan.working_dir.as_deref(), Some("/workspace/app"));
+        let caller = crate::api::auth::Caller {
+            key_id: "k1".into(),
+            tenant: "t".into(),
+            namespace: "kubexec-t".into(),
+            tier: crate::api::tiers::Tier::Free,
+            limits: TierLimits::free(),
+        };
+        let (execution, secret) = build_execution("exe-1", &caller, &plan, 60);
+        let yaml = serde_json::to_string(&execution).expect("json");
+        assert!(!yaml.contains("s3cret"), "{yaml}");
+        assert_eq!(
+            execution.spec.env_from.map(|e| e.secret_ref.name),
+            Some("exe-1-env".to_string())
+        );
+        assert_eq!(execution.spec.files.len(), 1);
+        assert_eq!(execution.spec.timeout_seconds, Some(10));
+        let secret = secret.expect("env secret");
+        assert_eq!(
+            secret.string_data.and_then(|d| d.get("TOKEN").cloned()),
+            Some("s3cret".into())
+        );
+    }
+}

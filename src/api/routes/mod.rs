@@ -1,0 +1,100 @@
+//! The route handlers, one module per resource, and what they share: finding the caller's
+//! session and waiting for it to be ready.
+
+pub mod execute;
+pub mod files;
+pub mod health;
+pub mod preview;
+pub mod processes;
+pub mod sessions;
+
+use crate::crd::{Session, SessionPhase};
+
+use super::{
+    auth::Caller,
+    config::is_dns_label,
+    errors::{codes, ApiError, ApiResult},
+    state::AppState,
+};
+
+/// A session that can run things now.
+#[derive(Debug, Clone)]
+pub struct ReadySession {
+    /// The Session.
+    pub session: Session,
+    /// Its sandbox Pod.
+    pub pod: String,
+}
+
+fn is_gone(session: &Session) -> bool {
+    session.metadata.deletion_timestamp.is_some()
+        || matches!(
+            session.phase(),
+            SessionPhase::Expired | SessionPhase::Terminating
+        )
+}
+
+fn ready_pod(session: &Session) -> Option<String> {
+    let status = session.status.as_ref()?;
+    (status.phase == Some(SessionPhase::Ready))
+        .then(|| status.pod_name.clone())
+        .flatten()
+}
+
+fn ready_or_final(session: &Session) -> bool {
+    ready_pod(session).is_some() || is_gone(session) || session.phase() == SessionPhase::Failed
+}
+
+/// The caller's session `id`. Another tenant's session, or a malformed id, is simply not found.
+pub async fn find_session(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Session> {
+    if !is_dns_label(id) {
+        return Err(ApiError::SessionNotFound(id.to_string()));
+    }
+    match state.cluster.get_session(&caller.namespace, id).await? {
+        Some(session) if !is_gone(&session) => Ok(session),
+        _ => Err(ApiError::SessionNotFound(id.to_string())),
+    }
+}
+
+/// The caller's session `id`, once it is ready: resumes a session suspended for idling and
+/// waits (by watching) up to `--session-ready-timeout`.
+pub async fn ready_session(state: &AppState, caller: &Caller, id: &str) -> ApiResult<ReadySession> {
+    let session = find_session(state, caller, id).await?;
+    if let Some(pod) = ready_pod(&session) {
+        return Ok(ReadySession { session, pod });
+    }
+    tracing::debug!(
+        session = id,
+        phase = session.phase().as_str(),
+        "waiting for the session to be ready"
+    );
+    if session.spec.suspend {
+        return Err(ApiError::Conflict {
+            code: codes::SESSION_SUSPENDED,
+            message: format!("session {id} is suspended (spec.suspend); resume it first"),
+        });
+    }
+    if session.phase() == SessionPhase::Suspended {
+        state.cluster.touch_session(&caller.namespace, id).await?;
+    }
+    let waited = state
+        .cluster
+        .wait_session(
+            &caller.namespace,
+            id,
+            state.settings.session_ready_timeout,
+            ready_or_final,
+        )
+        .await?;
+    match waited {
+        Some(session) if is_gone(&session) => Err(ApiError::SessionNotFound(id.to_string())),
+        Some(session) => match ready_pod(&session) {
+            Some(pod) => Ok(ReadySession { session, pod }),
+            None => Err(ApiError::SessionNotReady {
+                session: id.to_string(),
+                phase: session.phase().as_str().to_string(),
+            }),
+        },
+        None => Err(ApiError::SessionNotFound(id.to_string())),
+    }
+}

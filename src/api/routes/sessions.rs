@@ -1,0 +1,474 @@
+//! `POST /sessions/create`, `GET /sessions/{id}`, `GET /sessions`, `DELETE /sessions/{id}`.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    Json,
+};
+use jiff::{SignedDuration, Timestamp};
+use kube::api::ObjectMeta;
+
+use super::find_session;
+use crate::{
+    api::{
+        auth::Caller,
+        errors::{codes, ApiError, ApiResult},
+        extract::ApiJson,
+        keys::{random_name_suffix, sha256_hex, TENANT_LABEL},
+        model::{
+            CreateSessionRequest, DeleteSessionResponse, ResourceLimits, SessionList,
+            SessionResponse,
+        },
+        state::AppState,
+        tiers::TierLimits,
+    },
+    crd::{
+        labels, quantity::Quantity, validate::validate_session, Session, SessionPhase, SessionSpec,
+        DEFAULT_TIMEOUT_SECONDS, DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS,
+    },
+};
+
+/// Header making `POST /sessions/create` idempotent.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Annotation with the hash of the spec an idempotent create asked for.
+pub const REQUEST_HASH_ANNOTATION: &str = "kubexec.dev/request-hash";
+/// Default workspace size, in MiB.
+pub const DEFAULT_DISK_MB: u64 = 1024;
+/// Largest workspace, in MiB.
+pub const MAX_DISK_MB: u64 = 10 * 1024;
+const MIB: u128 = 1024 * 1024;
+
+/// The Session spec for a create request, checked against the tier.
+pub fn session_spec(request: &CreateSessionRequest, limits: &TierLimits) -> ApiResult<SessionSpec> {
+    let ttl = request.ttl.unwrap_or(DEFAULT_TTL_SECONDS);
+    if !(1..=MAX_TTL_SECONDS).contains(&ttl) {
+        return Err(ApiError::invalid(
+            "ttl",
+            format!("must be between 1 and {MAX_TTL_SECONDS} seconds"),
+        ));
+    }
+    let requested = request.resource_limits.as_ref();
+    let memory = requested.and_then(|r| r.memory).unwrap_or(limits.memory_mb);
+    if memory == 0 || memory > limits.memory_mb {
+        return Err(ApiError::invalid(
+            "resourceLimits.memory",
+            format!("must be between 1 and {} MB on this tier", limits.memory_mb),
+        ));
+    }
+    let cpu = requested.and_then(|r| r.cpu).unwrap_or(limits.cpu.min(1.0));
+    if !(cpu.is_finite() && cpu >= 0.001 && cpu <= limits.cpu) {
+        return Err(ApiError::invalid(
+            "resourceLimits.cpu",
+            format!(
+                "must be between 0.001 and {} cores on this tier",
+                limits.cpu
+            ),
+        ));
+    }
+    let timeout = requested.and_then(|r| r.timeout).unwrap_or(
+        u32::try_from(DEFAULT_TIMEOUT_SECONDS)
+            .unwrap_or(30)
+            .min(limits.timeout_seconds),
+    );
+    if timeout == 0 || timeout > limits.timeout_seconds {
+        return Err(ApiError::invalid(
+            "resourceLimits.timeout",
+            format!(
+                "must be between 1 and {} seconds on this tier",
+                limits.timeout_seconds
+            ),
+        ));
+    }
+    let disk = requested.and_then(|r| r.disk).unwrap_or(DEFAULT_DISK_MB);
+    if disk == 0 || disk > MAX_DISK_MB {
+        return Err(ApiError::invalid(
+            "resourceLimits.disk",
+            format!("must be between 1 and {MAX_DISK_MB} MB"),
+        ));
+    }
+    let metadata: BTreeMap<String, String> = request
+        .metadata
+        .iter()
+        .flatten()
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect();
+    let millicores = (cpu * 1000.0).round().max(1.0) as u64;
+    let spec = SessionSpec {
+        ttl_seconds: ttl,
+        default_timeout_seconds: Some(i32::try_from(timeout).unwrap_or(30)),
+        metadata,
+        resources: crate::crd::SessionResources {
+            cpu: Some(format!("{millicores}m")),
+            memory: Some(format!("{memory}Mi")),
+            ..Default::default()
+        },
+        workspace: crate::crd::WorkspaceSpec {
+            size: format!("{disk}Mi"),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    validate_session("ses-validate", &spec).map_err(|e| {
+        let field = match e.field.as_str() {
+            "spec.metadata" => "metadata",
+            "spec.ttlSeconds" => "ttl",
+            _ => "resourceLimits",
+        };
+        ApiError::invalid(field, e.message)
+    })?;
+    Ok(spec)
+}
+
+fn mib(quantity: Option<&str>, default: u64) -> u64 {
+    quantity
+        .and_then(|q| Quantity::parse(q).ok())
+        .map(|q| u64::try_from(q.units_ceil().div_ceil(MIB)).unwrap_or(u64::MAX))
+        .unwrap_or(default)
+}
+
+/// The API's view of a Session.
+pub fn session_response(session: &Session, public_base: &str) -> SessionResponse {
+    let name = session.metadata.name.clone().unwrap_or_default();
+    let created = session
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or_else(Timestamp::now);
+    let expires = session
+        .status
+        .as_ref()
+        .and_then(|s| s.expires_at.as_ref())
+        .map(|t| t.0)
+        .or_else(|| {
+            created
+                .checked_add(SignedDuration::from_secs(session.spec.ttl_seconds))
+                .ok()
+        })
+        .unwrap_or(created);
+    let cpu = session
+        .spec
+        .resources
+        .cpu
+        .as_deref()
+        .and_then(|q| Quantity::parse(q).ok())
+        .map(|q| q.millis() as f64 / 1000.0)
+        .unwrap_or(1.0);
+    SessionResponse {
+        preview_url: format!("{public_base}/preview/{name}/"),
+        session_id: name,
+        status: session.phase().as_str().to_ascii_lowercase(),
+        created_at: created.to_string(),
+        expires_at: expires.to_string(),
+        resource_limits: ResourceLimits {
+            memory: mib(session.spec.resources.memory.as_deref(), 512),
+            cpu,
+            timeout: session
+                .spec
+                .default_timeout_seconds
+                .and_then(|t| u32::try_from(t).ok())
+                .unwrap_or(30),
+            disk: mib(Some(&session.spec.workspace.size), DEFAULT_DISK_MB),
+        },
+        metadata: session
+            .spec
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect(),
+    }
+}
+
+fn counts_against_limit(session: &Session) -> bool {
+    session.metadata.deletion_timestamp.is_none()
+        && !matches!(
+            session.phase(),
+            SessionPhase::Expired | SessionPhase::Terminating
+        )
+}
+
+/// Creates a session.
+#[utoipa::path(post, path = "/sessions/create", tag = "sessions",
+    request_body = CreateSessionRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeating a create with the same key returns the same session")),
+    responses(
+        (status = 201, description = "Created", body = SessionResponse),
+        (status = 200, description = "Returned again for a repeated Idempotency-Key", body = SessionResponse),
+        (status = 400, description = "Bad input", body = crate::api::errors::ErrorBody),
+        (status = 401, description = "No or bad key", body = crate::api::errors::ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with a different request", body = crate::api::errors::ErrorBody),
+        (status = 429, description = "Too many sessions or requests", body = crate::api::errors::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<CreateSessionRequest>,
+) -> ApiResult<(StatusCode, Json<SessionResponse>)> {
+    let spec = session_spec(&request, &caller.limits)?;
+    let spec_hash = sha256_hex(&serde_json::to_vec(&spec).unwrap_or_default());
+    let idempotency = headers
+        .get(IDEMPOTENCY_KEY)
+        .map(|v| v.to_str().map(str::to_string))
+        .transpose()
+        .map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII"))?;
+    if idempotency
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > 255)
+    {
+        return Err(ApiError::invalid(
+            "Idempotency-Key",
+            "must be 1 to 255 characters",
+        ));
+    }
+    let name = match &idempotency {
+        // The name is derived from the key, so two concurrent creates cannot both succeed.
+        Some(key) => {
+            let digest = sha256_hex(format!("{}\0{key}", caller.tenant).as_bytes());
+            format!("ses-{}", &digest[..24])
+        }
+        None => format!(
+            "ses-{}",
+            random_name_suffix(16).map_err(ApiError::internal_from("random name"))?
+        ),
+    };
+    let ns = &caller.namespace;
+    if idempotency.is_some() {
+        if let Some(existing) = state.cluster.get_session(ns, &name).await? {
+            return replay(&state, &existing, &spec_hash);
+        }
+    }
+    let active = state
+        .cluster
+        .list_sessions(ns)
+        .await?
+        .iter()
+        .filter(|s| counts_against_limit(s))
+        .count();
+    if active >= caller.limits.max_sessions {
+        return Err(ApiError::TooMany {
+            code: codes::SESSION_LIMIT,
+            message: format!(
+                "the {} tier allows {} sessions at once; delete one first",
+                caller.tier, caller.limits.max_sessions
+            ),
+            retry_after: 60,
+        });
+    }
+    let session = Session {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            labels: Some(BTreeMap::from([
+                (
+                    labels::MANAGED_BY.to_string(),
+                    labels::MANAGED_BY_VALUE.to_string(),
+                ),
+                (TENANT_LABEL.to_string(), caller.tenant.clone()),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                REQUEST_HASH_ANNOTATION.to_string(),
+                spec_hash.clone(),
+            )])),
+            ..Default::default()
+        },
+        spec,
+        status: None,
+    };
+    match state.cluster.create_session(ns, &session).await? {
+        crate::api::cluster::Created::New(created) => {
+            tracing::info!(session = %name, tenant = %caller.tenant, "session created");
+            Ok((
+                StatusCode::CREATED,
+                Json(session_response(&created, &state.settings.public_base)),
+            ))
+        }
+        crate::api::cluster::Created::Exists => match state.cluster.get_session(ns, &name).await? {
+            Some(existing) if idempotency.is_some() => replay(&state, &existing, &spec_hash),
+            _ => Err(ApiError::internal("create session", "name collision")),
+        },
+    }
+}
+
+fn replay(
+    state: &AppState,
+    existing: &Session,
+    spec_hash: &str,
+) -> ApiResult<(StatusCode, Json<SessionResponse>)> {
+    let stored = existing
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REQUEST_HASH_ANNOTATION));
+    if stored.is_some_and(|h| h != spec_hash) {
+        return Err(ApiError::Conflict {
+            code: codes::IDEMPOTENCY_CONFLICT,
+            message: "this Idempotency-Key was used for a different request".into(),
+        });
+    }
+    Ok((
+        StatusCode::OK,
+        Json(session_response(existing, &state.settings.public_base)),
+    ))
+}
+
+/// Gets a session.
+#[utoipa::path(get, path = "/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "The session", body = SessionResponse),
+        (status = 401, description = "No or bad key", body = crate::api::errors::ErrorBody),
+        (status = 404, description = "No such session", body = crate::api::errors::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SessionResponse>> {
+    let session = find_session(&state, &caller, &id).await?;
+    Ok(Json(session_response(
+        &session,
+        &state.settings.public_base,
+    )))
+}
+
+/// Lists the caller's sessions.
+#[utoipa::path(get, path = "/sessions", tag = "sessions",
+    responses(
+        (status = 200, description = "The tenant's sessions", body = SessionList),
+        (status = 401, description = "No or bad key", body = crate::api::errors::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<SessionList>> {
+    let mut sessions: Vec<Session> = state
+        .cluster
+        .list_sessions(&caller.namespace)
+        .await?
+        .into_iter()
+        .filter(counts_against_limit)
+        .collect();
+    sessions.sort_by(|a, b| {
+        b.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .cmp(&a.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    });
+    Ok(Json(SessionList {
+        sessions: sessions
+            .iter()
+            .map(|s| session_response(s, &state.settings.public_base))
+            .collect(),
+    }))
+}
+
+/// Deletes a session with its sandbox and workspace.
+#[utoipa::path(delete, path = "/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "Deleted", body = DeleteSessionResponse),
+        (status = 401, description = "No or bad key", body = crate::api::errors::ErrorBody),
+        (status = 404, description = "No such session", body = crate::api::errors::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeleteSessionResponse>> {
+    find_session(&state, &caller, &id).await?;
+    if !state.cluster.delete_session(&caller.namespace, &id).await? {
+        return Err(ApiError::SessionNotFound(id));
+    }
+    tracing::info!(session = %id, tenant = %caller.tenant, "session deleted");
+    Ok(Json(DeleteSessionResponse {
+        success: true,
+        session_id: id,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::model::ResourceLimitsRequest;
+
+    #[test]
+    fn limits_map_onto_the_session_spec() {
+        let request = CreateSessionRequest {
+            ttl: Some(600),
+            metadata: Some(BTreeMap::from([
+                ("owner".into(), serde_json::json!("me")),
+                ("n".into(), serde_json::json!(3)),
+            ])),
+            resource_limits: Some(ResourceLimitsRequest {
+                memory: Some(512),
+                cpu: Some(0.5),
+                timeout: Some(20),
+                disk: Some(2048),
+            }),
+        };
+        let spec = session_spec(&request, &TierLimits::free()).expect("valid");
+        assert_eq!(spec.ttl_seconds, 600);
+        assert_eq!(spec.resources.memory.as_deref(), Some("512Mi"));
+        assert_eq!(spec.resources.cpu.as_deref(), Some("500m"));
+        assert_eq!(spec.workspace.size, "2048Mi");
+        assert_eq!(spec.default_timeout_seconds, Some(20));
+        assert_eq!(spec.metadata.get("n").map(String::as_str), Some("3"));
+
+        let session = Session::new("ses-x", spec);
+        let view = session_response(&session, "http://api");
+        assert_eq!(view.preview_url, "http://api/preview/ses-x/");
+        assert_eq!(
+            view.resource_limits,
+            ResourceLimits {
+                memory: 512,
+                cpu: 0.5,
+                timeout: 20,
+                disk: 2048
+            }
+        );
+    }
+
+    #[test]
+    fn limits_beyond_the_tier_name_their_field() {
+        let field =
+            |request: CreateSessionRequest| match session_spec(&request, &TierLimits::free()) {
+                Err(ApiError::Invalid { field, .. }) => field,
+                other => panic!("expected a 400, got {other:?}"),
+            };
+        let limits = |r: ResourceLimitsRequest| CreateSessionRequest {
+            resource_limits: Some(r),
+            ..Default::default()
+        };
+        assert_eq!(
+            field(limits(ResourceLimitsRequest {
+                memory: Some(2048),
+                ..Default::default()
+            })),
+            "resourceLimits.memory"
+        );
+        assert_eq!(
+            field(limits(ResourceLimitsRequest {
+                timeout: Some(31),
+                ..Default::default()
+            })),
+            "resourceLimits.timeout"
+        );
+        assert_eq!(
+            field(CreateSessionRequest {
+                ttl: Some(0),
+                ..Default::default()
+            }),
+            "ttl"
+        );
+    }
+}

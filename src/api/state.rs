@@ -1,0 +1,75 @@
+//! What every request handler shares.
+
+use std::{sync::Arc, time::Duration};
+
+use super::{
+    auth::RateLimiter, cluster::Cluster, config::TenancyArgs, keys::KeyCache, metrics::HttpMetrics,
+    tiers::Tiers,
+};
+
+/// Settings of the api that handlers read.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Tenant → namespace mapping.
+    pub tenancy: TenancyArgs,
+    /// How long to wait for a session to become ready.
+    pub session_ready_timeout: Duration,
+    /// Base of `previewUrl`, without a trailing slash.
+    pub public_base: String,
+    /// `ttlSecondsAfterFinished` of the Executions the api creates.
+    pub execution_ttl: i32,
+    /// Upper bound of a non-streaming request.
+    pub request_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            tenancy: TenancyArgs {
+                keys_namespace: super::config::DEFAULT_KEYS_NAMESPACE.into(),
+                namespace_prefix: super::config::DEFAULT_NAMESPACE_PREFIX.into(),
+            },
+            session_ready_timeout: Duration::from_secs(60),
+            public_base: "http://127.0.0.1:8080".into(),
+            execution_ttl: 3600,
+            request_timeout: Duration::from_secs(420),
+        }
+    }
+}
+
+/// Shared state, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The cluster.
+    pub cluster: Arc<dyn Cluster>,
+    /// Valid keys.
+    pub keys: Arc<KeyCache>,
+    /// Tier limits.
+    pub tiers: Arc<Tiers>,
+    /// Request rate per key.
+    pub limiter: Arc<RateLimiter>,
+    /// HTTP metrics.
+    pub metrics: Arc<HttpMetrics>,
+    /// Settings.
+    pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    /// State over a cluster, with the given keys, tiers and settings.
+    pub fn new(
+        cluster: Arc<dyn Cluster>,
+        keys: Arc<KeyCache>,
+        tiers: Tiers,
+        settings: Settings,
+        metrics: Arc<HttpMetrics>,
+    ) -> Self {
+        Self {
+            cluster,
+            keys,
+            tiers: Arc::new(tiers),
+            limiter: Arc::new(RateLimiter::default()),
+            metrics,
+            settings: Arc::new(settings),
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! `POST /execute` with `stream: true`: Server-Sent Events.
+//!
+//! Once the Execution runs, the api execs `kubexec-runner follow <runId>` in the session's
+//! Pod. The runner reads the run's output files in the workspace from the start and sends
+//! them as framed `stdout`/`stderr` chunks, then the run's result once `result.json` exists.
+//! The api forwards the chunks as events and closes with one `result` event built from the
+//! Execution's final status, exactly as the non-streaming response. The operator is not in the
+//! path of the output, so api and operator can be separate processes or replicas.
+//!
+//! A client that disconnects stops the follow exec and the watch; the Execution itself runs to
+//! its end, and its result stays readable in its status and run directory.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::{Stream, StreamExt};
+use kubexec_runner::protocol::RunnerEvent;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::{
+    errors::{ApiError, ApiResult},
+    routes::execute::{is_finished, is_started, outcome, outcome_label, Started},
+    state::AppState,
+};
+
+/// How often an idle stream sends a keep-alive comment.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The SSE response for a started Execution.
+pub fn execution_events(
+    state: AppState,
+    namespace: String,
+    started: Started,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let (tx, rx) = mpsc::channel::<Event>(64);
+    tokio::spawn(async move {
+        let name = started.name.clone();
+        tokio::select! {
+            () = tx.closed() => {
+                tracing::info!(execution = %name, "stream client went away; the execution continues");
+            }
+            () = pump(&state, &namespace, &started, &tx) => {}
+        }
+    });
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|event| (Ok(event), rx))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+fn output_event(kind: &str, data: &str) -> Event {
+    Event::default()
+        .event(kind)
+        .data(json!({ "data": data }).to_string())
+}
+
+fn error_event(error: &ApiError) -> Event {
+    // Logged like any other error response; the body is the same shape.
+    let body = error.body();
+    if matches!(error, ApiError::Internal { .. }) {
+        tracing::error!(error = %error, "stream failed");
+    }
+    Event::default()
+        .event("error")
+        .data(serde_json::to_string(&body).unwrap_or_default())
+}
+
+async fn pump(state: &AppState, namespace: &str, started: &Started, tx: &mpsc::Sender<Event>) {
+    let result = follow_then_finish(state, namespace, started, tx).await;
+    state.metrics.execution(outcome_label(&result));
+    let event = match result {
+        Ok(response) => Event::default()
+            .event("result")
+            .data(serde_json::to_string(&response).unwrap_or_default()),
+        Err(error) => error_event(&error),
+    };
+    let _ = tx.send(event).await;
+}
+
+async fn follow_then_finish(
+    state: &AppState,
+    namespace: &str,
+    started: &Started,
+    tx: &mpsc::Sender<Event>,
+) -> ApiResult<super::model::ExecuteResponse> {
+    let cluster = &state.cluster;
+    let running = cluster
+        .wait_execution(namespace, &started.name, started.result_timeout, is_started)
+        .await?
+        .ok_or_else(|| ApiError::internal("stream", "execution deleted"))?;
+    if !is_started(&running) {
+        return Err(ApiError::ExecutionTimeout(started.result_timeout.as_secs()));
+    }
+    let run_id = running.metadata.uid.clone().unwrap_or_default();
+    let pod = running
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_name.clone())
+        .unwrap_or_else(|| started.ready.pod.clone());
+    match cluster.follow(namespace, &pod, &run_id).await {
+        Ok(mut events) => {
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(RunnerEvent::Stdout { data }) => {
+                        if tx.send(output_event("stdout", &data)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(RunnerEvent::Stderr { data }) => {
+                        if tx.send(output_event("stderr", &data)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(RunnerEvent::Result(_) | RunnerEvent::Error(_)) => break,
+                    Err(e) => {
+                        // The final result still comes from the status; only live output is lost.
+                        tracing::warn!(error = %e, execution = %started.name, "following the run's output failed");
+                        break;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, execution = %started.name, "cannot follow the run's output; sending the result only");
+        }
+    }
+    let finished = cluster
+        .wait_execution(
+            namespace,
+            &started.name,
+            started.result_timeout,
+            is_finished,
+        )
+        .await?
+        .ok_or_else(|| ApiError::internal("stream", "execution deleted"))?;
+    if !is_finished(&finished) {
+        return Err(ApiError::ExecutionTimeout(started.result_timeout.as_secs()));
+    }
+    outcome(&finished, &started.streamed_files)
+}

@@ -1,0 +1,277 @@
+//! Tier limits: what a key of each tier may do. The defaults are the hosted API's; a YAML file
+//! (`--tiers-file`, a Helm value in a cluster) overrides any of them.
+
+use std::{collections::BTreeMap, fmt, path::Path, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::crd::MAX_TIMEOUT_SECONDS;
+
+/// A pricing tier. Every API key has one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// The free tier.
+    Free,
+    /// The paid tier.
+    Paid,
+    /// Enterprise: paid defaults, meant to be configured.
+    Enterprise,
+}
+
+impl Tier {
+    /// Every tier.
+    pub const ALL: [Tier; 3] = [Tier::Free, Tier::Paid, Tier::Enterprise];
+
+    /// The tier as written in labels and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Free => "free",
+            Tier::Paid => "paid",
+            Tier::Enterprise => "enterprise",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Tier {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "free" => Ok(Tier::Free),
+            "paid" => Ok(Tier::Paid),
+            "enterprise" => Ok(Tier::Enterprise),
+            other => Err(format!("unknown tier {other:?} (free, paid or enterprise)")),
+        }
+    }
+}
+
+/// The limits of one tier. Sizes are in bytes, "MB" as in the hosted API (10^6).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TierLimits {
+    /// Longest execution timeout, in seconds (the Execution resource caps it at 300).
+    pub timeout_seconds: u32,
+    /// Most memory of one session, in MiB; also the default of a new session.
+    pub memory_mb: u64,
+    /// Most CPU cores of one session.
+    pub cpu: f64,
+    /// Largest single file, in bytes (decoded).
+    pub file_bytes: u64,
+    /// Most files in one request.
+    pub files_per_request: usize,
+    /// Most environment variables of one execution.
+    pub env_vars: usize,
+    /// Most sessions a tenant may have at once.
+    pub max_sessions: usize,
+    /// Sustained requests per second per key.
+    pub requests_per_second: f64,
+    /// Requests a key may burst above the sustained rate.
+    pub burst: u32,
+    /// Largest request body, in bytes.
+    pub max_request_bytes: u64,
+}
+
+impl Default for TierLimits {
+    fn default() -> Self {
+        Self::free()
+    }
+}
+
+impl TierLimits {
+    /// The free tier of the hosted API.
+    pub fn free() -> Self {
+        Self {
+            timeout_seconds: 30,
+            memory_mb: 1024,
+            cpu: 1.0,
+            file_bytes: 10_000_000,
+            files_per_request: 100,
+            env_vars: 100,
+            max_sessions: 10,
+            requests_per_second: 10.0,
+            burst: 30,
+            max_request_bytes: 64 << 20,
+        }
+    }
+
+    /// The paid tier of the hosted API.
+    pub fn paid() -> Self {
+        Self {
+            timeout_seconds: 300,
+            memory_mb: 4096,
+            cpu: 2.0,
+            file_bytes: 50_000_000,
+            files_per_request: 1000,
+            env_vars: 500,
+            max_sessions: 100,
+            requests_per_second: 50.0,
+            burst: 100,
+            max_request_bytes: 256 << 20,
+        }
+    }
+}
+
+/// The limits of every tier.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tiers(BTreeMap<Tier, TierLimits>);
+
+impl Default for Tiers {
+    fn default() -> Self {
+        Self(BTreeMap::from([
+            (Tier::Free, TierLimits::free()),
+            (Tier::Paid, TierLimits::paid()),
+            (Tier::Enterprise, TierLimits::paid()),
+        ]))
+    }
+}
+
+/// The YAML of `--tiers-file`: any tier, any field; the rest keeps its default.
+///
+/// ```yaml
+/// free:
+///   timeoutSeconds: 20
+/// enterprise:
+///   memoryMb: 16384
+///   fileBytes: 200000000
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TiersFile {
+    #[serde(default)]
+    free: Option<serde_json::Value>,
+    #[serde(default)]
+    paid: Option<serde_json::Value>,
+    #[serde(default)]
+    enterprise: Option<serde_json::Value>,
+}
+
+impl Tiers {
+    /// The limits of `tier`.
+    pub fn get(&self, tier: Tier) -> &TierLimits {
+        // Every tier is in the map: built from the defaults, overrides only replace.
+        self.0.get(&tier).unwrap_or_else(|| &FALLBACK)
+    }
+
+    /// The largest request body any tier accepts: the body limit of the whole server.
+    pub fn largest_request_bytes(&self) -> u64 {
+        self.0
+            .values()
+            .map(|l| l.max_request_bytes)
+            .max()
+            .unwrap_or(FALLBACK.max_request_bytes)
+    }
+
+    /// The defaults with the overrides of a YAML document applied.
+    pub fn from_yaml(text: &str) -> Result<Self, String> {
+        let file: TiersFile =
+            serde_saphyr::from_str(text).map_err(|e| format!("tiers file: {e}"))?;
+        let mut tiers = Tiers::default();
+        for (tier, overrides) in [
+            (Tier::Free, file.free),
+            (Tier::Paid, file.paid),
+            (Tier::Enterprise, file.enterprise),
+        ] {
+            let Some(overrides) = overrides else { continue };
+            let mut merged =
+                serde_json::to_value(tiers.get(tier)).map_err(|e| format!("tiers file: {e}"))?;
+            let (Some(base), serde_json::Value::Object(over)) = (merged.as_object_mut(), overrides)
+            else {
+                return Err(format!("tiers file: {tier} must be a mapping"));
+            };
+            for (key, value) in over {
+                if !base.contains_key(&key) {
+                    return Err(format!("tiers file: {tier}: unknown limit {key:?}"));
+                }
+                base.insert(key, value);
+            }
+            let limits: TierLimits =
+                serde_json::from_value(merged).map_err(|e| format!("tiers file: {tier}: {e}"))?;
+            check(tier, &limits)?;
+            tiers.0.insert(tier, limits);
+        }
+        Ok(tiers)
+    }
+
+    /// Reads `--tiers-file`.
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        Self::from_yaml(&text)
+    }
+}
+
+static FALLBACK: std::sync::LazyLock<TierLimits> = std::sync::LazyLock::new(TierLimits::free);
+
+fn check(tier: Tier, limits: &TierLimits) -> Result<(), String> {
+    let max_timeout = u32::try_from(MAX_TIMEOUT_SECONDS).unwrap_or(300);
+    if !(1..=max_timeout).contains(&limits.timeout_seconds) {
+        return Err(format!(
+            "tiers file: {tier}: timeoutSeconds must be between 1 and {max_timeout}"
+        ));
+    }
+    if !(limits.cpu.is_finite() && limits.cpu > 0.0) {
+        return Err(format!("tiers file: {tier}: cpu must be positive"));
+    }
+    if !(limits.requests_per_second.is_finite() && limits.requests_per_second > 0.0) {
+        return Err(format!(
+            "tiers file: {tier}: requestsPerSecond must be positive"
+        ));
+    }
+    if limits.memory_mb == 0 || limits.file_bytes == 0 || limits.burst == 0 {
+        return Err(format!(
+            "tiers file: {tier}: memoryMb, fileBytes and burst must be positive"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_hosted_apis() {
+        let tiers = Tiers::default();
+        let free = tiers.get(Tier::Free);
+        assert_eq!(free.timeout_seconds, 30);
+        assert_eq!(free.memory_mb, 1024);
+        assert_eq!(free.file_bytes, 10_000_000);
+        assert_eq!(free.files_per_request, 100);
+        assert_eq!(free.env_vars, 100);
+        let paid = tiers.get(Tier::Paid);
+        assert_eq!(paid.timeout_seconds, 300);
+        assert_eq!(paid.memory_mb, 4096);
+        assert_eq!(paid.file_bytes, 50_000_000);
+        assert_eq!(paid.files_per_request, 1000);
+        assert_eq!(paid.env_vars, 500);
+        assert_eq!(tiers.largest_request_bytes(), 256 << 20);
+    }
+
+    #[test]
+    fn a_file_overrides_single_limits() {
+        let tiers =
+            Tiers::from_yaml("free:\n  timeoutSeconds: 20\nenterprise:\n  memoryMb: 16384\n")
+                .expect("valid");
+        assert_eq!(tiers.get(Tier::Free).timeout_seconds, 20);
+        assert_eq!(tiers.get(Tier::Free).env_vars, 100);
+        assert_eq!(tiers.get(Tier::Enterprise).memory_mb, 16384);
+        assert!(Tiers::from_yaml("free:\n  timeoutSeconds: 301\n").is_err());
+        assert!(Tiers::from_yaml("free:\n  bogus: 1\n").is_err());
+        assert!(Tiers::from_yaml("gold: {}\n").is_err());
+    }
+
+    #[test]
+    fn tiers_parse_from_their_names() {
+        for tier in Tier::ALL {
+            assert_eq!(tier.as_str().parse::<Tier>(), Ok(tier));
+        }
+        assert!("platinum".parse::<Tier>().is_err());
+    }
+}

@@ -1,0 +1,488 @@
+//! Pure builders: the runner's [`ExecSpec`] from an Execution, and the Execution's status from
+//! a phase change or the runner's [`ExecResult`].
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kubexec_runner::protocol::{self as wire, ExecResult, ExecSpec, PROTOCOL_VERSION};
+
+use crate::crd::{
+    conditions::{COMPLETE, FAILED},
+    find_condition, next_condition, Execution, ExecutionPhase, ExecutionStatus, FileEncoding,
+    Session,
+};
+
+/// Cap per output stream in the status. Two streams stay well under the ~128 KiB the status
+/// may take, with room for the other fields.
+pub const STATUS_OUTPUT_CAP_BYTES: usize = 56 * 1024;
+
+/// Machine-readable reasons in `status.reason` (and the `Failed` condition).
+pub mod reasons {
+    /// Exited 0.
+    pub const COMPLETED: &str = "Completed";
+    /// Exited non-zero.
+    pub const NON_ZERO_EXIT: &str = "NonZeroExit";
+    /// Killed at `timeoutSeconds`.
+    pub const TIMED_OUT: &str = "TimedOut";
+    /// Killed for exceeding the memory limit.
+    pub const OOM_KILLED: &str = "OOMKilled";
+    /// The Session does not exist.
+    pub const SESSION_NOT_FOUND: &str = "SessionNotFound";
+    /// The Session did not become ready in time, or cannot (expired, failed, deleted).
+    pub const SESSION_NOT_READY: &str = "SessionNotReady";
+    /// A Secret named by `env` or `envFrom` does not exist (or lacks the key).
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// A Secret's content cannot be used as environment variables.
+    pub const INVALID_ENV: &str = "InvalidEnv";
+    /// The sandbox Pod went away (or the run vanished with it) before a result was stored.
+    pub const POD_LOST: &str = "PodLost";
+    /// The runner refused or failed the run (bad file path, missing working directory, ...).
+    pub const RUNNER_ERROR: &str = "RunnerError";
+    /// No result arrived within `timeoutSeconds` plus a grace period.
+    pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+    /// Pending: waiting for the Session to become ready.
+    pub const WAITING_FOR_SESSION: &str = "WaitingForSession";
+    /// Pending: waiting for a Secret to appear.
+    pub const WAITING_FOR_SECRET: &str = "WaitingForSecret";
+    /// Running in the sandbox.
+    pub const RUNNING: &str = "Running";
+}
+
+/// Environment values resolved from Secrets. Its `Debug` never shows the values.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Env(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// The session's default timeout, if it has one.
+pub fn session_default_timeout(session: Option<&Session>) -> Option<i32> {
+    session.and_then(|s| s.spec.default_timeout_seconds)
+}
+
+/// The runner spec for `execution`: run ID = its UID, the effective timeout and working dir,
+/// its files, stdin and the resolved `env`. Output is not streamed (the operator only needs the
+/// result) and is capped for the status.
+pub fn exec_spec(execution: &Execution, timeout_seconds: i32, env: Env) -> ExecSpec {
+    let spec = &execution.spec;
+    ExecSpec {
+        version: PROTOCOL_VERSION,
+        run_id: execution.uid().unwrap_or_default(),
+        code: spec.code.clone(),
+        command: spec.command.clone(),
+        files: spec
+            .files
+            .iter()
+            .map(|f| wire::FileSpec {
+                path: f.path.clone(),
+                content: f.content.clone(),
+                encoding: match f.encoding {
+                    FileEncoding::Utf8 => wire::Encoding::Utf8,
+                    FileEncoding::Base64 => wire::Encoding::Base64,
+                },
+            })
+            .collect(),
+        env: env.0,
+        timeout_seconds: timeout_seconds.max(1) as u32,
+        working_dir: Some(spec.effective_working_dir().to_string()),
+        stdin: spec.stdin.clone(),
+        workspace: wire::DEFAULT_WORKSPACE.into(),
+        output_cap_bytes: Some(STATUS_OUTPUT_CAP_BYTES as u64),
+        stream: false,
+    }
+}
+
+fn time(t: Timestamp) -> Time {
+    // Status times have second precision; keep them stable across rewrites.
+    Time(Timestamp::from_second(t.as_second()).unwrap_or(t))
+}
+
+fn time_from_unix_ms(ms: u64) -> Option<Time> {
+    let ms = i64::try_from(ms).ok().filter(|ms| *ms > 0)?;
+    Timestamp::from_millisecond(ms).ok().map(time)
+}
+
+/// Pending, with why it waits. `None` when the status already says so.
+pub fn pending_status(
+    execution: &Execution,
+    reason: &str,
+    message: String,
+) -> Option<ExecutionStatus> {
+    let current = execution.status.clone().unwrap_or_default();
+    let unchanged = current.phase.unwrap_or_default() == ExecutionPhase::Pending
+        && current.reason.as_deref() == Some(reason)
+        && current.message.as_deref() == Some(message.as_str());
+    (!unchanged).then(|| ExecutionStatus {
+        phase: Some(ExecutionPhase::Pending),
+        reason: Some(reason.into()),
+        message: Some(message),
+        observed_generation: execution.metadata.generation,
+        ..ExecutionStatus::default()
+    })
+}
+
+/// Running in `pod` (written before the exec starts).
+pub fn running_status(
+    execution: &Execution,
+    pod_name: &str,
+    pod_uid: Option<String>,
+    now: Timestamp,
+) -> ExecutionStatus {
+    ExecutionStatus {
+        phase: Some(ExecutionPhase::Running),
+        reason: Some(reasons::RUNNING.into()),
+        message: Some(format!("running in {pod_name}")),
+        start_time: Some(time(now)),
+        pod_name: Some(pod_name.to_string()),
+        pod_uid,
+        observed_generation: execution.metadata.generation,
+        ..ExecutionStatus::default()
+    }
+}
+
+fn with_terminal_condition(
+    execution: &Execution,
+    mut status: ExecutionStatus,
+    succeeded: bool,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> ExecutionStatus {
+    let type_ = if succeeded { COMPLETE } else { FAILED };
+    let previous = execution
+        .status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, type_));
+    status.conditions = vec![next_condition(
+        previous,
+        type_,
+        true,
+        reason,
+        message,
+        execution.metadata.generation,
+        time(now),
+    )];
+    status.phase = Some(if succeeded {
+        ExecutionPhase::Succeeded
+    } else {
+        ExecutionPhase::Failed
+    });
+    status.reason = Some(reason.into());
+    status.message = Some(message.into());
+    status.observed_generation = execution.metadata.generation;
+    status
+}
+
+/// Failed without a result (it could not run, or its run was lost). Keeps what the Running
+/// status recorded (start time, Pod).
+pub fn failed_status(
+    execution: &Execution,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> ExecutionStatus {
+    let current = execution.status.clone().unwrap_or_default();
+    let base = ExecutionStatus {
+        start_time: current.start_time,
+        pod_name: current.pod_name,
+        pod_uid: current.pod_uid,
+        completion_time: Some(time(now)),
+        ..ExecutionStatus::default()
+    };
+    with_terminal_condition(execution, base, false, reason, message, now)
+}
+
+/// The final status from the runner's result: Succeeded on exit 0, otherwise Failed with
+/// `TimedOut`, `OOMKilled` or `NonZeroExit`.
+pub fn result_status(
+    execution: &Execution,
+    result: &ExecResult,
+    timeout_seconds: Option<i32>,
+    now: Timestamp,
+) -> ExecutionStatus {
+    let current = execution.status.clone().unwrap_or_default();
+    let (stdout, stdout_cut) = fit_output(&result.stdout, STATUS_OUTPUT_CAP_BYTES);
+    let (stderr, stderr_cut) = fit_output(&result.stderr, STATUS_OUTPUT_CAP_BYTES);
+    let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let base = ExecutionStatus {
+        stdout: Some(stdout),
+        stderr: Some(stderr),
+        stdout_bytes: Some(as_i64(result.stdout_bytes)),
+        stderr_bytes: Some(as_i64(result.stderr_bytes)),
+        stdout_truncated: Some(result.stdout_truncated || stdout_cut),
+        stderr_truncated: Some(result.stderr_truncated || stderr_cut),
+        exit_code: Some(result.exit_code),
+        execution_time_ms: Some(as_i64(result.execution_time_ms)),
+        memory_used_bytes: Some(as_i64(result.memory_used_bytes)),
+        cpu_time_ms: Some(as_i64(result.cpu_time_ms)),
+        timed_out: Some(result.timed_out),
+        oom_killed: Some(result.oom_killed),
+        files_written: result.files_written.clone(),
+        start_time: current
+            .start_time
+            .or_else(|| time_from_unix_ms(result.started_at)),
+        completion_time: time_from_unix_ms(result.finished_at).or_else(|| Some(time(now))),
+        pod_name: current.pod_name,
+        pod_uid: current.pod_uid,
+        ..ExecutionStatus::default()
+    };
+    let (succeeded, reason, message) = if result.timed_out {
+        (
+            false,
+            reasons::TIMED_OUT,
+            match timeout_seconds {
+                Some(t) => format!(
+                    "timed out after {t}s and was killed (exit code {})",
+                    result.exit_code
+                ),
+                None => format!("timed out and was killed (exit code {})", result.exit_code),
+            },
+        )
+    } else if result.oom_killed {
+        (
+            false,
+            reasons::OOM_KILLED,
+            "killed for exceeding the Session's memory limit".to_string(),
+        )
+    } else if result.exit_code != 0 {
+        (
+            false,
+            reasons::NON_ZERO_EXIT,
+            format!("exited with code {}", result.exit_code),
+        )
+    } else {
+        (true, reasons::COMPLETED, "exited with code 0".to_string())
+    };
+    with_terminal_condition(execution, base, succeeded, reason, &message, now)
+}
+
+/// `text` if its JSON encoding fits in `budget` bytes; otherwise its head and tail (on character
+/// boundaries) around a marker, such that the encoding fits. The runner already caps output,
+/// but lossy UTF-8 and JSON escapes can make the text larger than the bytes it came from.
+pub fn fit_output(text: &str, budget: usize) -> (String, bool) {
+    let encoded = |s: &str| {
+        serde_json::to_string(s)
+            .map(|j| j.len())
+            .unwrap_or(usize::MAX)
+    };
+    if encoded(text) <= budget {
+        return (text.to_string(), false);
+    }
+    let mut keep = budget.min(text.len());
+    loop {
+        let head_end = floor_char_boundary(text, keep / 2);
+        let tail_start = ceil_char_boundary(text, text.len() - (keep - keep / 2));
+        let omitted = tail_start.saturating_sub(head_end);
+        let candidate = format!(
+            "{}\n[... {omitted} bytes truncated ...]\n{}",
+            &text[..head_end],
+            &text[tail_start.max(head_end)..]
+        );
+        let size = encoded(&candidate);
+        if size <= budget || keep == 0 {
+            return (candidate, true);
+        }
+        keep = keep.saturating_sub((size - budget).max(64));
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_char_boundary(s: &str, mut i: usize) -> usize {
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{EnvVar, ExecutionSpec, FileSpec, SessionReference};
+
+    fn execution() -> Execution {
+        let mut e = Execution::new(
+            "run",
+            ExecutionSpec {
+                session_ref: SessionReference {
+                    name: "demo".into(),
+                },
+                command: Some("echo hi".into()),
+                files: vec![FileSpec {
+                    path: "bin/x".into(),
+                    content: "eA==".into(),
+                    encoding: FileEncoding::Base64,
+                }],
+                env: vec![EnvVar::literal("A", "1")],
+                stdin: Some("input".into()),
+                ..ExecutionSpec::default()
+            },
+        );
+        e.metadata.uid = Some("0b5e-uid".into());
+        e.metadata.generation = Some(1);
+        e
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).expect("valid")
+    }
+
+    #[test]
+    fn exec_spec_carries_the_execution() {
+        let env = Env(BTreeMap::from([("A".to_string(), "1".to_string())]));
+        let spec = exec_spec(&execution(), 7, env);
+        assert_eq!(spec.run_id, "0b5e-uid");
+        assert_eq!(spec.command.as_deref(), Some("echo hi"));
+        assert_eq!(spec.code, None);
+        assert_eq!(spec.timeout_seconds, 7);
+        assert_eq!(spec.working_dir.as_deref(), Some("/workspace"));
+        assert_eq!(spec.stdin.as_deref(), Some("input"));
+        assert_eq!(spec.files[0].encoding, wire::Encoding::Base64);
+        assert_eq!(spec.env.get("A").map(String::as_str), Some("1"));
+        assert!(!spec.stream);
+        assert_eq!(spec.output_cap_bytes, Some(STATUS_OUTPUT_CAP_BYTES as u64));
+        assert!(spec.validate().is_ok());
+    }
+
+    #[test]
+    fn env_debug_hides_values() {
+        let env = Env(BTreeMap::from([(
+            "TOKEN".to_string(),
+            "s3cr3t".to_string(),
+        )]));
+        let shown = format!("{env:?}");
+        assert!(
+            shown.contains("TOKEN") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
+    }
+
+    fn result(exit_code: i32) -> ExecResult {
+        ExecResult {
+            version: 1,
+            run_id: "0b5e-uid".into(),
+            exit_code,
+            stdout: "out\n".into(),
+            stdout_bytes: 4,
+            execution_time_ms: 12,
+            memory_used_bytes: 1 << 20,
+            cpu_time_ms: 3,
+            files_written: vec!["bin/x".into()],
+            started_at: 1_700_000_000_000,
+            finished_at: 1_700_000_001_500,
+            ..ExecResult::default()
+        }
+    }
+
+    fn running(e: &Execution) -> Execution {
+        let mut e = e.clone();
+        e.status = Some(running_status(
+            &e,
+            "demo-sandbox",
+            Some("pod-uid".into()),
+            at(1_700_000_000),
+        ));
+        e
+    }
+
+    #[test]
+    fn exit_zero_is_complete() {
+        let e = running(&execution());
+        let status = result_status(&e, &result(0), Some(30), at(1_700_000_002));
+        assert_eq!(status.phase, Some(ExecutionPhase::Succeeded));
+        assert_eq!(status.reason.as_deref(), Some("Completed"));
+        assert_eq!(status.conditions.len(), 1);
+        assert_eq!(status.conditions[0].type_, "Complete");
+        assert_eq!(status.conditions[0].status, "True");
+        assert_eq!(status.exit_code, Some(0));
+        assert_eq!(status.stdout.as_deref(), Some("out\n"));
+        assert_eq!(status.stdout_truncated, Some(false));
+        assert_eq!(status.memory_used_bytes, Some(1 << 20));
+        assert_eq!(status.files_written, vec!["bin/x".to_string()]);
+        assert_eq!(status.start_time, Some(time(at(1_700_000_000))));
+        assert_eq!(status.completion_time, Some(time(at(1_700_000_001))));
+        assert_eq!(
+            status.pod_uid.as_deref(),
+            Some("pod-uid"),
+            "kept from Running"
+        );
+    }
+
+    #[test]
+    fn failures_have_a_reason_and_a_failed_condition() {
+        let e = running(&execution());
+        let now = at(1_700_000_002);
+        let non_zero = result_status(&e, &result(3), Some(30), now);
+        assert_eq!(non_zero.phase, Some(ExecutionPhase::Failed));
+        assert_eq!(non_zero.reason.as_deref(), Some("NonZeroExit"));
+        assert_eq!(non_zero.exit_code, Some(3));
+        assert_eq!(non_zero.conditions[0].type_, "Failed");
+
+        let mut timed_out = result(143);
+        timed_out.timed_out = true;
+        let status = result_status(&e, &timed_out, Some(1), now);
+        assert_eq!(status.reason.as_deref(), Some("TimedOut"));
+        assert_eq!(status.timed_out, Some(true));
+        assert!(status.message.unwrap_or_default().contains("1s"));
+
+        let mut oom = result(137);
+        oom.oom_killed = true;
+        let status = result_status(&e, &oom, Some(30), now);
+        assert_eq!(status.reason.as_deref(), Some("OOMKilled"));
+        assert_eq!(status.oom_killed, Some(true));
+
+        let lost = failed_status(&e, reasons::POD_LOST, "gone", now);
+        assert_eq!(lost.phase, Some(ExecutionPhase::Failed));
+        assert_eq!(
+            lost.exit_code, None,
+            "no exit code when nothing ran to the end"
+        );
+        assert_eq!(lost.pod_name.as_deref(), Some("demo-sandbox"));
+        assert!(lost.completion_time.is_some() && lost.start_time.is_some());
+    }
+
+    #[test]
+    fn truncation_is_flagged_and_the_status_stays_small() {
+        let e = running(&execution());
+        let mut big = result(0);
+        // Control characters take six bytes each in JSON.
+        big.stdout = "\u{1}".repeat(60 * 1024);
+        big.stderr = "é".repeat(40 * 1024);
+        big.stdout_truncated = false;
+        let status = result_status(&e, &big, Some(30), at(1_700_000_002));
+        assert_eq!(status.stdout_truncated, Some(true));
+        assert_eq!(status.stderr_truncated, Some(true));
+        let size = serde_json::to_vec(&status).map(|v| v.len()).unwrap_or(0);
+        assert!(size < 128 * 1024, "status is {size} bytes");
+        let stdout = status.stdout.unwrap_or_default();
+        assert!(stdout.contains("bytes truncated"));
+    }
+
+    #[test]
+    fn small_output_is_untouched() {
+        assert_eq!(fit_output("hello", 100), ("hello".to_string(), false));
+        let (cut, truncated) = fit_output(&"ab".repeat(1000), 200);
+        assert!(truncated && cut.starts_with("abab") && cut.ends_with("abab"));
+        assert!(serde_json::to_string(&cut).map(|j| j.len()).unwrap_or(0) <= 200);
+    }
+
+    #[test]
+    fn pending_status_is_written_only_on_change() {
+        let mut e = execution();
+        let first = pending_status(&e, reasons::WAITING_FOR_SESSION, "waiting".into());
+        assert!(first.is_some());
+        e.status = first;
+        assert!(pending_status(&e, reasons::WAITING_FOR_SESSION, "waiting".into()).is_none());
+        assert!(pending_status(&e, reasons::WAITING_FOR_SECRET, "secret".into()).is_some());
+    }
+}

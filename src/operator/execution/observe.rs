@@ -1,0 +1,313 @@
+//! Dereference (IO): read the Session, its sandbox Pod and the Secrets an Execution needs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::{Api, ResourceExt};
+
+use crate::crd::{Execution, ExecutionPhase, Session, SessionPhase, ENV_NAME_PATTERN};
+use crate::operator::{Error, Result};
+
+use super::build::Env;
+
+/// What the cluster holds for an Execution right now.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// The Session it runs in (read unless the Execution is finished).
+    pub session: Option<Session>,
+    /// The sandbox Pod: the one the run was recorded in (Running), or the Session's (Pending).
+    pub pod: Option<Pod>,
+    /// The environment, resolved only when the Execution may start now.
+    pub env: Option<EnvResolution>,
+}
+
+/// The Execution's environment, or why it cannot be built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnvResolution {
+    /// Every value resolved.
+    Ready(Env),
+    /// A Secret is missing (may be transient: the api creates it just before the Execution).
+    MissingSecret(String),
+    /// A Secret exists but lacks a referenced key.
+    MissingKey {
+        /// The Secret.
+        secret: String,
+        /// The key.
+        key: String,
+    },
+    /// A value or name is unusable (names only; values are never reported).
+    Invalid(String),
+}
+
+/// Reads what the pipeline needs, and no more: nothing for a finished Execution; the Pod the
+/// run was recorded in for a Running one; the Session, its Pod and the env for a Pending one.
+pub async fn observe(client: &kube::Client, execution: &Execution) -> Result<Observed> {
+    let namespace = execution
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let status = execution.status.clone().unwrap_or_default();
+    let phase = status.phase.unwrap_or_default();
+    if matches!(phase, ExecutionPhase::Succeeded | ExecutionPhase::Failed)
+        || execution.metadata.deletion_timestamp.is_some()
+    {
+        return Ok(Observed::default());
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    if phase == ExecutionPhase::Running {
+        let pod = match &status.pod_name {
+            Some(name) => pods.get_opt(name).await.map_err(Error::kube("get pod"))?,
+            None => None,
+        };
+        return Ok(Observed {
+            pod,
+            ..Observed::default()
+        });
+    }
+
+    let sessions: Api<Session> = Api::namespaced(client.clone(), &namespace);
+    let session = sessions
+        .get_opt(&execution.spec.session_ref.name)
+        .await
+        .map_err(Error::kube("get session"))?;
+    let ready_pod = session.as_ref().and_then(|s| {
+        let st = s.status.as_ref()?;
+        (st.phase == Some(SessionPhase::Ready) && !s.spec.suspend)
+            .then(|| st.pod_name.clone())
+            .flatten()
+    });
+    let Some(pod_name) = ready_pod else {
+        return Ok(Observed {
+            session,
+            ..Observed::default()
+        });
+    };
+    let pod = pods
+        .get_opt(&pod_name)
+        .await
+        .map_err(Error::kube("get pod"))?;
+    let env = resolve_env(client, &namespace, execution).await?;
+    Ok(Observed {
+        session,
+        pod,
+        env: Some(env),
+    })
+}
+
+/// Resolves `env` (literal values and `secretKeyRef`s) over `envFrom` (every key of a Secret),
+/// as a container's env works: explicit entries win. Values never leave the returned [`Env`].
+pub async fn resolve_env(
+    client: &kube::Client,
+    namespace: &str,
+    execution: &Execution,
+) -> Result<EnvResolution> {
+    let spec = &execution.spec;
+    let names: BTreeSet<&str> = spec
+        .env_from
+        .iter()
+        .map(|from| from.secret_ref.name.as_str())
+        .chain(
+            spec.env
+                .iter()
+                .filter_map(|var| var.value_from.as_ref())
+                .map(|from| from.secret_key_ref.name.as_str()),
+        )
+        .collect();
+    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut secrets = BTreeMap::new();
+    for name in names {
+        match secrets_api
+            .get_opt(name)
+            .await
+            .map_err(Error::kube("get secret"))?
+        {
+            Some(secret) => {
+                secrets.insert(name.to_string(), secret);
+            }
+            None => return Ok(EnvResolution::MissingSecret(name.to_string())),
+        }
+    }
+    Ok(merge_env(execution, &secrets))
+}
+
+fn secret_value(secret: &Secret, key: &str) -> Option<Result<String, ()>> {
+    if let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(key)) {
+        return Some(String::from_utf8(bytes.0.clone()).map_err(|_| ()));
+    }
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| Ok(v.clone()))
+}
+
+fn is_env_name(name: &str) -> bool {
+    debug_assert_eq!(ENV_NAME_PATTERN, "^[A-Za-z_][A-Za-z0-9_]*$");
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The pure half of [`resolve_env`], given the Secrets by name.
+pub fn merge_env(execution: &Execution, secrets: &BTreeMap<String, Secret>) -> EnvResolution {
+    let spec = &execution.spec;
+    let mut env = BTreeMap::new();
+    if let Some(from) = &spec.env_from {
+        let name = &from.secret_ref.name;
+        let Some(secret) = secrets.get(name) else {
+            return EnvResolution::MissingSecret(name.clone());
+        };
+        let keys: BTreeSet<&String> = secret
+            .data
+            .iter()
+            .flat_map(|d| d.keys())
+            .chain(secret.string_data.iter().flat_map(|d| d.keys()))
+            .collect();
+        for key in keys {
+            if !is_env_name(key) {
+                return EnvResolution::Invalid(format!(
+                    "key {key:?} of Secret {name} is not a valid environment variable name"
+                ));
+            }
+            match secret_value(secret, key) {
+                Some(Ok(value)) => {
+                    env.insert(key.clone(), value);
+                }
+                _ => {
+                    return EnvResolution::Invalid(format!(
+                        "the value of key {key:?} of Secret {name} is not UTF-8"
+                    ))
+                }
+            }
+        }
+    }
+    for var in &spec.env {
+        let value = match (&var.value, &var.value_from) {
+            (_, Some(from)) => {
+                let selector = &from.secret_key_ref;
+                let Some(secret) = secrets.get(&selector.name) else {
+                    return EnvResolution::MissingSecret(selector.name.clone());
+                };
+                match secret_value(secret, &selector.key) {
+                    Some(Ok(value)) => value,
+                    Some(Err(())) => {
+                        return EnvResolution::Invalid(format!(
+                            "the value of key {:?} of Secret {} is not UTF-8",
+                            selector.key, selector.name
+                        ))
+                    }
+                    None => {
+                        return EnvResolution::MissingKey {
+                            secret: selector.name.clone(),
+                            key: selector.key.clone(),
+                        }
+                    }
+                }
+            }
+            (Some(value), None) => value.clone(),
+            (None, None) => String::new(),
+        };
+        env.insert(var.name.clone(), value);
+    }
+    if env.values().any(|v| v.contains('\0')) {
+        return EnvResolution::Invalid("an environment value contains a NUL byte".into());
+    }
+    EnvResolution::Ready(Env(env))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{
+        EnvFromSource, EnvVar, EnvVarSource, ExecutionSpec, SecretKeySelector, SecretReference,
+    };
+    use k8s_openapi::ByteString;
+
+    fn secret(name: &str, pairs: &[(&str, &str)]) -> Secret {
+        let mut s = Secret::default();
+        s.metadata.name = Some(name.into());
+        s.data = Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        );
+        s
+    }
+
+    fn execution(env: Vec<EnvVar>, from: Option<&str>) -> Execution {
+        Execution::new(
+            "e",
+            ExecutionSpec {
+                env,
+                env_from: from.map(|name| EnvFromSource {
+                    secret_ref: SecretReference { name: name.into() },
+                }),
+                command: Some("true".into()),
+                ..ExecutionSpec::default()
+            },
+        )
+    }
+
+    fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+        EnvVar {
+            name: name.into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: SecretKeySelector {
+                    name: secret.into(),
+                    key: key.into(),
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn explicit_env_wins_over_env_from() {
+        let e = execution(
+            vec![
+                EnvVar::literal("A", "literal"),
+                from_secret("B", "keys", "token"),
+            ],
+            Some("bulk"),
+        );
+        let secrets = BTreeMap::from([
+            (
+                "bulk".to_string(),
+                secret("bulk", &[("A", "bulk"), ("C", "c")]),
+            ),
+            ("keys".to_string(), secret("keys", &[("token", "t0k")])),
+        ]);
+        let EnvResolution::Ready(Env(env)) = merge_env(&e, &secrets) else {
+            panic!("resolves");
+        };
+        assert_eq!(env.get("A").map(String::as_str), Some("literal"));
+        assert_eq!(env.get("B").map(String::as_str), Some("t0k"));
+        assert_eq!(env.get("C").map(String::as_str), Some("c"));
+    }
+
+    #[test]
+    fn missing_secrets_keys_and_bad_names_are_reported_without_values() {
+        let e = execution(vec![from_secret("B", "keys", "nope")], None);
+        assert_eq!(
+            merge_env(&e, &BTreeMap::new()),
+            EnvResolution::MissingSecret("keys".into())
+        );
+        let secrets = BTreeMap::from([("keys".to_string(), secret("keys", &[("token", "x")]))]);
+        assert!(matches!(
+            merge_env(&e, &secrets),
+            EnvResolution::MissingKey { .. }
+        ));
+
+        let e = execution(vec![], Some("bulk"));
+        let secrets = BTreeMap::from([(
+            "bulk".to_string(),
+            secret("bulk", &[("BAD-NAME", "hunter2")]),
+        )]);
+        let EnvResolution::Invalid(message) = merge_env(&e, &secrets) else {
+            panic!("invalid");
+        };
+        assert!(message.contains("BAD-NAME") && !message.contains("hunter2"));
+    }
+}

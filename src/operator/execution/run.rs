@@ -1,0 +1,250 @@
+//! The exec task of one run: `kubexec-runner exec` in the sandbox Pod, then the final status.
+//! It runs outside the reconcile loop, so a long execution never holds a reconcile slot.
+
+use std::{sync::Arc, time::Duration};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Api, ResourceExt};
+use kubexec_runner::protocol::{ErrorCode, ExecResult, ExecSpec};
+use tokio::time::Instant;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::crd::{Execution, ExecutionStatus};
+use crate::operator::{metrics::ExecutionResultLabels, session::record_activity, Context};
+use crate::sandbox::{Sandbox, SandboxError};
+
+use super::{
+    apply::{self, ExecutionEvent},
+    build::{failed_status, reasons, result_status},
+    decide::{pod_lost, Failure},
+    tracker::RunGuard,
+};
+
+/// Beyond the execution's own timeout (which the runner enforces, TERM then KILL), how long to
+/// wait for its result before giving up on the runner or the stream.
+pub const RESULT_GRACE: Duration = Duration::from_secs(30);
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+const STATUS_WRITE_ATTEMPTS: u32 = 4;
+/// Activity of a Session is recorded at most this often (idle timeouts are far longer).
+const ACTIVITY_INTERVAL: Duration = Duration::from_secs(5);
+
+/// One run to carry out.
+pub struct Run {
+    /// The Execution, with the Running status this process recorded or recovered.
+    pub execution: Execution,
+    /// What to send to the runner.
+    pub spec: ExecSpec,
+    /// The sandbox Pod and its UID as recorded at start.
+    pub pod_name: String,
+    /// See `pod_name`.
+    pub pod_uid: Option<String>,
+    /// The effective timeout, when known (for messages).
+    pub timeout_seconds: Option<i32>,
+    /// When to stop waiting for a result.
+    pub deadline: Instant,
+    /// True when a previous process started this run (the exec replays or attaches).
+    pub recovering: bool,
+}
+
+/// How the exec ended.
+#[derive(Debug)]
+enum Outcome {
+    Result(ExecResult),
+    Failed(Failure),
+}
+
+/// Spawns the run; the guard is released when it ends.
+pub fn spawn(ctx: Arc<Context>, guard: RunGuard, run: Run) {
+    let span = info_span!(
+        "run",
+        execution = %run.execution.name_any(),
+        namespace = run.execution.namespace().unwrap_or_default(),
+        pod = %run.pod_name,
+        recovering = run.recovering,
+    );
+    tokio::spawn(carry_out(ctx, guard, run).instrument(span));
+}
+
+async fn carry_out(ctx: Arc<Context>, guard: RunGuard, run: Run) {
+    let namespace = run.execution.namespace().unwrap_or_default();
+    let session = run.execution.spec.session_ref.name.clone();
+    if !run.recovering {
+        let (ctx, execution, pod) = (ctx.clone(), run.execution.clone(), run.pod_name.clone());
+        let (namespace, session) = (namespace.clone(), session.clone());
+        // Bookkeeping must not delay the exec.
+        tokio::spawn(async move {
+            mark_activity(&ctx, &namespace, &session).await;
+            apply::publish(&ctx, &execution, ExecutionEvent::Started { pod }).await;
+        });
+    } else {
+        info!("recovering the run of a previous operator process");
+    }
+
+    let outcome = exec(&ctx, &run).await;
+    let now = Timestamp::now();
+    let (status, label, event) = match &outcome {
+        Outcome::Result(result) => {
+            let status = result_status(&run.execution, result, run.timeout_seconds, now);
+            let label = if result.timed_out {
+                "timed_out"
+            } else if result.oom_killed {
+                "oom_killed"
+            } else if result.exit_code != 0 {
+                "failed"
+            } else {
+                "succeeded"
+            };
+            (status, label, terminal_event(label, result))
+        }
+        Outcome::Failed(failure) => (
+            failed_status(&run.execution, failure.reason, &failure.message, now),
+            "error",
+            ExecutionEvent::Failed {
+                reason: failure.reason.into(),
+                message: failure.message.clone(),
+            },
+        ),
+    };
+
+    if !write_final(&ctx, &run.execution, &status).await {
+        // Forget the run: a later reconcile recovers it (the runner replays the result).
+        return;
+    }
+    guard.finished();
+    ctx.metrics
+        .executions
+        .get_or_create(&ExecutionResultLabels { result: label })
+        .inc();
+    if let Outcome::Result(result) = &outcome {
+        ctx.metrics
+            .execution_duration
+            .observe(result.execution_time_ms as f64 / 1000.0);
+    }
+    info!(
+        result = label,
+        reason = status.reason.as_deref().unwrap_or_default(),
+        "execution finished"
+    );
+    apply::publish(&ctx, &run.execution, event).await;
+    mark_activity(&ctx, &namespace, &session).await;
+}
+
+fn terminal_event(label: &str, result: &ExecResult) -> ExecutionEvent {
+    let message = format!(
+        "exit code {} after {} ms",
+        result.exit_code, result.execution_time_ms
+    );
+    match label {
+        "succeeded" => ExecutionEvent::Completed { message },
+        _ => ExecutionEvent::Failed {
+            reason: execution_reason(result).into(),
+            message,
+        },
+    }
+}
+
+fn execution_reason(result: &ExecResult) -> &'static str {
+    if result.timed_out {
+        reasons::TIMED_OUT
+    } else if result.oom_killed {
+        reasons::OOM_KILLED
+    } else {
+        reasons::NON_ZERO_EXIT
+    }
+}
+
+async fn mark_activity(ctx: &Context, namespace: &str, session: &str) {
+    if !ctx
+        .runs
+        .activity_due(&format!("{namespace}/{session}"), ACTIVITY_INTERVAL)
+    {
+        return;
+    }
+    if let Err(error) = record_activity(&ctx.client, namespace, session, Timestamp::now()).await {
+        // The Session may be gone; the run's own status matters more.
+        warn!(%error, "could not record session activity");
+    }
+}
+
+async fn write_final(ctx: &Context, execution: &Execution, status: &ExecutionStatus) -> bool {
+    let mut wait = Duration::from_millis(500);
+    for attempt in 1..=STATUS_WRITE_ATTEMPTS {
+        match apply::write_status(&ctx.client, execution, status).await {
+            Ok(()) => return true,
+            Err(error) if attempt < STATUS_WRITE_ATTEMPTS => {
+                warn!(%error, attempt, "could not write the final status; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(error) => {
+                warn!(%error, "could not write the final status; a later reconcile recovers it");
+            }
+        }
+    }
+    false
+}
+
+/// Execs until a result, a definite failure, or the deadline. Any unclear failure (the stream
+/// broke, the exec could not connect) is retried with the same run ID, which is always safe:
+/// the runner never runs a run ID twice, it replays the stored result or attaches to the run.
+async fn exec(ctx: &Context, run: &Run) -> Outcome {
+    let namespace = run.execution.namespace().unwrap_or_default();
+    let sandbox = Sandbox::new(ctx.client.clone(), &namespace, &run.pod_name);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut retry = FIRST_RETRY;
+    loop {
+        let attempt = async { sandbox.exec(&run.spec).await?.result(|_| {}).await };
+        let error = match tokio::time::timeout_at(run.deadline, attempt).await {
+            Ok(Ok(result)) => return Outcome::Result(result),
+            Ok(Err(SandboxError::Runner {
+                code: ErrorCode::Lost,
+                ..
+            })) => {
+                return Outcome::Failed(Failure {
+                    reason: reasons::POD_LOST,
+                    message: format!(
+                        "the run left no result in {}: the sandbox container restarted or the runner was killed",
+                        run.pod_name
+                    ),
+                })
+            }
+            Ok(Err(SandboxError::Runner { code, message })) => {
+                return Outcome::Failed(Failure {
+                    reason: reasons::RUNNER_ERROR,
+                    message: format!("{code:?}: {message}"),
+                })
+            }
+            Ok(Err(error)) => error,
+            Err(_) => return deadline_exceeded(run),
+        };
+        if let Ok(pod) = pods.get_opt(&run.pod_name).await {
+            if let Some(failure) =
+                pod_lost(pod.as_ref(), Some(&run.pod_name), run.pod_uid.as_deref())
+            {
+                return Outcome::Failed(failure);
+            }
+        }
+        if Instant::now() + retry >= run.deadline {
+            return deadline_exceeded(run);
+        }
+        warn!(%error, retry_in = ?retry, "exec did not deliver a result; attaching again");
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(MAX_RETRY);
+    }
+}
+
+fn deadline_exceeded(run: &Run) -> Outcome {
+    let within = match run.timeout_seconds {
+        Some(t) => format!(
+            "within timeoutSeconds ({t}s) plus {}s",
+            RESULT_GRACE.as_secs()
+        ),
+        None => "in time".into(),
+    };
+    Outcome::Failed(Failure {
+        reason: reasons::DEADLINE_EXCEEDED,
+        message: format!("no result from the runner in {} {within}", run.pod_name),
+    })
+}

@@ -1,0 +1,475 @@
+//! The exec client shared by the operator and the api: runs `kubexec-runner` in a session's
+//! sandbox Pod through the `pods/exec` subresource (websocket) and speaks the runner protocol
+//! (see [`kubexec_runner::protocol`]).
+//!
+//! - [`Sandbox::run_helper`] / [`Sandbox::helper_json`]: one-shot helpers (`ls`, `ps`, `kill`,
+//!   `cat`, `result`, `write-files`): stdin written up front, stdout collected (bounded), exit
+//!   code and stderr returned.
+//! - [`Sandbox::start_framed`] / [`Sandbox::exec`]: a long-running `exec` whose stdout is a
+//!   stream of framed [`RunnerEvent`]s, with stdin kept open.
+//! - [`Sandbox::spawn`]: the raw [`Process`] underneath both, for callers that stream large
+//!   stdin (e.g. `write-files` of big uploads) themselves.
+//!
+//! Stdin is never closed before the command ends. The runner's protocol never waits for EOF,
+//! and on servers without the v5 exec protocol closing stdin closes the whole stream, which
+//! would lose the output.
+
+mod error;
+mod exit;
+
+use std::{future::Future, pin::Pin, time::Duration};
+
+use futures::{FutureExt, Stream};
+use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Status};
+use kube::{
+    api::{AttachParams, AttachedProcess},
+    Api,
+};
+use kubexec_runner::protocol::{ExecResult, ExecSpec, FrameDecoder, RunnerError, RunnerEvent};
+use serde::de::DeserializeOwned;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt, ReadHalf, SimplexStream, WriteHalf},
+    task::JoinHandle,
+};
+use tracing::warn;
+
+pub use error::SandboxError;
+pub use exit::exit_code;
+/// The runner's wire types, re-exported for callers of this client.
+pub use kubexec_runner::protocol;
+
+/// The container the runner lives in.
+pub const CONTAINER: &str = crate::operator::session::build::SANDBOX_CONTAINER;
+/// Where the runner binary is inside that container.
+pub const RUNNER_PATH: &str = crate::operator::session::build::RUNNER_PATH;
+
+/// How much stderr is kept (the rest is read and dropped, so the stream never stalls).
+const MAX_STDERR: usize = 64 * 1024;
+/// Buffer between the websocket task and our reader; larger than kube's 1 KiB default so
+/// that big outputs do not ping-pong between tasks.
+const PIPE_BUFFER: usize = 64 * 1024;
+/// Once the exit status has arrived, the rest of stdout is already buffered and EOF follows
+/// immediately; this only bounds the wait if the stream broke instead.
+const AFTER_STATUS_GRACE: Duration = Duration::from_secs(2);
+
+/// One sandbox Pod, as a place to run `kubexec-runner` subcommands.
+#[derive(Clone)]
+pub struct Sandbox {
+    pods: Api<Pod>,
+    pod: String,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("pod", &self.pod).finish()
+    }
+}
+
+/// What a finished command left behind besides stdout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit code (0 on success).
+    pub code: i32,
+    /// Standard error, capped at 64 KiB.
+    pub stderr: Vec<u8>,
+}
+
+/// The complete outcome of a helper.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HelperOutput {
+    /// Exit code (0 on success).
+    pub exit_code: i32,
+    /// Standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error, capped at 64 KiB.
+    pub stderr: Vec<u8>,
+}
+
+impl HelperOutput {
+    /// Succeeds with the output on exit code 0. Otherwise the runner's error document on stderr
+    /// becomes [`SandboxError::Runner`], or, without one, [`SandboxError::HelperFailed`].
+    pub fn check(self) -> Result<Self, SandboxError> {
+        if self.exit_code == 0 {
+            return Ok(self);
+        }
+        let text = String::from_utf8_lossy(&self.stderr);
+        match text
+            .lines()
+            .rev()
+            .find_map(|line| serde_json::from_str::<RunnerError>(line).ok())
+        {
+            Some(error) => Err(error.into()),
+            None => Err(SandboxError::HelperFailed {
+                exit_code: self.exit_code,
+                stderr: text.trim().to_string(),
+            }),
+        }
+    }
+
+    /// [`check`](Self::check)s the exit, then parses stdout as the helper's JSON response.
+    pub fn json<T: DeserializeOwned>(self) -> Result<T, SandboxError> {
+        let output = self.check()?;
+        serde_json::from_slice(&output.stdout)
+            .map_err(|e| SandboxError::Protocol(format!("helper response: {e}")))
+    }
+}
+
+impl Sandbox {
+    /// The sandbox Pod `pod_name` in `namespace` (for a Session `s`, the Pod is
+    /// [`crate::operator::session::pod_name`]`(s)`).
+    pub fn new(client: kube::Client, namespace: &str, pod_name: &str) -> Self {
+        Self {
+            pods: Api::namespaced(client, namespace),
+            pod: pod_name.to_string(),
+        }
+    }
+
+    /// The Pod's name.
+    pub fn pod_name(&self) -> &str {
+        &self.pod
+    }
+
+    /// Starts `kubexec-runner <args>`; attaches stdin only when `stdin` is true.
+    pub async fn spawn(&self, args: &[&str], stdin: bool) -> Result<Process, SandboxError> {
+        let command: Vec<String> = std::iter::once(RUNNER_PATH)
+            .chain(args.iter().copied())
+            .map(str::to_string)
+            .collect();
+        let params = AttachParams {
+            container: Some(CONTAINER.to_string()),
+            stdin,
+            stdout: true,
+            stderr: true,
+            tty: false,
+            max_stdin_buf_size: Some(PIPE_BUFFER),
+            max_stdout_buf_size: Some(PIPE_BUFFER),
+            max_stderr_buf_size: Some(PIPE_BUFFER),
+        };
+        let attached = self
+            .pods
+            .exec(&self.pod, command, &params)
+            .await
+            .map_err(|source| match source {
+                kube::Error::Api(status) if status.code == 404 => SandboxError::PodNotFound {
+                    pod: self.pod.clone(),
+                },
+                source => SandboxError::Connect {
+                    pod: self.pod.clone(),
+                    source,
+                },
+            })?;
+        Process::new(attached)
+    }
+
+    /// Runs a helper to the end: writes `stdin` (if any) without closing it, collects at most
+    /// `max_stdout` bytes of stdout ([`SandboxError::TooLarge`] beyond), stderr and the exit
+    /// code. A non-zero exit is not an error here; see [`HelperOutput::check`].
+    pub async fn run_helper(
+        &self,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        max_stdout: usize,
+    ) -> Result<HelperOutput, SandboxError> {
+        let mut process = self.spawn(args, stdin.is_some()).await?;
+        if let Some(input) = stdin {
+            process.write_stdin(input).await?;
+        }
+        let mut stdout = Vec::new();
+        let mut chunk = vec![0; PIPE_BUFFER];
+        loop {
+            let n = process.read_stdout(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            if stdout.len() + n > max_stdout {
+                return Err(SandboxError::TooLarge { limit: max_stdout });
+            }
+            stdout.extend_from_slice(&chunk[..n]);
+        }
+        let exit = process.wait().await?;
+        Ok(HelperOutput {
+            exit_code: exit.code,
+            stdout,
+            stderr: exit.stderr,
+        })
+    }
+
+    /// Runs a helper and parses its JSON response (see [`HelperOutput::json`]).
+    pub async fn helper_json<T: DeserializeOwned>(
+        &self,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        max_stdout: usize,
+    ) -> Result<T, SandboxError> {
+        self.run_helper(args, stdin, max_stdout).await?.json()
+    }
+
+    /// Starts `kubexec-runner <args>` with stdin open and stdout decoded as framed events.
+    pub async fn start_framed(&self, args: &[&str]) -> Result<FramedRun, SandboxError> {
+        Ok(FramedRun {
+            process: self.spawn(args, true).await?,
+            decoder: FrameDecoder::new(),
+        })
+    }
+
+    /// Starts `kubexec-runner exec` and sends `spec`. Read the events from the returned run.
+    /// Sending the same run ID again never runs it twice: the runner replays or attaches.
+    pub async fn exec(&self, spec: &ExecSpec) -> Result<FramedRun, SandboxError> {
+        let mut run = self.start_framed(&["exec"]).await?;
+        run.send(&spec.to_frame()).await?;
+        Ok(run)
+    }
+}
+
+type StatusFuture = Pin<Box<dyn Future<Output = Option<Status>> + Send>>;
+
+/// A command running in the sandbox. Dropping it abandons the exec stream (the command itself
+/// keeps running in the Pod until it ends on its own).
+pub struct Process {
+    // Kept for its Drop, which stops the websocket task.
+    _attached: AttachedProcess,
+    stdin: Option<WriteHalf<SimplexStream>>,
+    stdout: ReadHalf<SimplexStream>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+    status: Option<StatusFuture>,
+    final_status: Option<Option<Status>>,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(task) = &self.stderr {
+            task.abort();
+        }
+    }
+}
+
+impl Process {
+    fn new(mut attached: AttachedProcess) -> Result<Self, SandboxError> {
+        let missing = |what: &str| SandboxError::Protocol(format!("exec stream has no {what}"));
+        let stdout = attached.stdout().ok_or_else(|| missing("stdout"))?;
+        let stderr = attached.stderr().ok_or_else(|| missing("stderr"))?;
+        let status = attached.take_status().ok_or_else(|| missing("status"))?;
+        Ok(Self {
+            stdin: attached.stdin(),
+            stdout,
+            stderr: Some(tokio::spawn(drain_capped(stderr, MAX_STDERR))),
+            status: Some(status.boxed()),
+            final_status: None,
+            _attached: attached,
+        })
+    }
+
+    /// Writes to the command's stdin (and flushes). Fails if stdin was not attached or the
+    /// stream ended.
+    pub async fn write_stdin(&mut self, data: &[u8]) -> Result<(), SandboxError> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(SandboxError::Protocol("stdin is not attached".into()));
+        };
+        let write = async {
+            stdin.write_all(data).await?;
+            stdin.flush().await
+        };
+        // A write into a stream whose websocket task has ended would wait forever.
+        match &mut self.status {
+            Some(status) => tokio::select! {
+                written = write => written.map_err(SandboxError::Stream),
+                ended = status => {
+                    self.final_status = Some(ended);
+                    self.status = None;
+                    Err(SandboxError::StreamClosed)
+                }
+            },
+            None => Err(SandboxError::StreamClosed),
+        }
+    }
+
+    /// Reads stdout; 0 means the end (the command exited or the stream broke).
+    pub async fn read_stdout(&mut self, buf: &mut [u8]) -> Result<usize, SandboxError> {
+        if let Some(status) = &mut self.status {
+            tokio::select! {
+                biased;
+                read = self.stdout.read(buf) => return read.map_err(SandboxError::Stream),
+                ended = status => {
+                    self.final_status = Some(ended);
+                    self.status = None;
+                }
+            }
+        }
+        // The exit status is in: whatever output preceded it is buffered, and EOF follows.
+        match tokio::time::timeout(AFTER_STATUS_GRACE, self.stdout.read(buf)).await {
+            Ok(read) => read.map_err(SandboxError::Stream),
+            Err(_) => Ok(0),
+        }
+    }
+
+    /// Waits for the command to end (discarding unread stdout) and returns its exit.
+    pub async fn wait(mut self) -> Result<Exit, SandboxError> {
+        let mut scratch = vec![0; PIPE_BUFFER];
+        while self.read_stdout(&mut scratch).await? > 0 {}
+        let status = match self.final_status.take() {
+            Some(status) => status,
+            None => match self.status.take() {
+                Some(status) => status.await,
+                None => None,
+            },
+        };
+        let stderr = match self.stderr.take() {
+            Some(task) => {
+                let abort = task.abort_handle();
+                match tokio::time::timeout(AFTER_STATUS_GRACE, task).await {
+                    Ok(Ok(stderr)) => stderr,
+                    _ => {
+                        abort.abort();
+                        Vec::new()
+                    }
+                }
+            }
+            None => Vec::new(),
+        };
+        Ok(Exit {
+            code: exit_code(status.as_ref())?,
+            stderr,
+        })
+    }
+}
+
+async fn drain_capped(mut reader: ReadHalf<SimplexStream>, cap: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut chunk = vec![0; 8192];
+    while let Ok(n) = reader.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        let room = cap.saturating_sub(kept.len());
+        kept.extend_from_slice(&chunk[..n.min(room)]);
+    }
+    kept
+}
+
+/// A runner command whose stdout is framed [`RunnerEvent`]s (`exec`).
+pub struct FramedRun {
+    process: Process,
+    decoder: FrameDecoder,
+}
+
+impl FramedRun {
+    /// Writes bytes (e.g. a frame) to the runner's stdin, which stays open.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), SandboxError> {
+        self.process.write_stdin(bytes).await
+    }
+
+    /// The next event, or `None` once stdout has ended. Frames that are not valid events are
+    /// logged and skipped; a stream that ends inside a frame is a protocol error.
+    pub async fn next_event(&mut self) -> Result<Option<RunnerEvent>, SandboxError> {
+        let mut chunk = vec![0; PIPE_BUFFER];
+        loop {
+            if let Some(event) = self.decoder.next_event() {
+                match event {
+                    Ok(event) => return Ok(Some(event)),
+                    Err(error) => {
+                        warn!(%error, "skipping a runner frame that is not an event");
+                        continue;
+                    }
+                }
+            }
+            let n = self.process.read_stdout(&mut chunk).await?;
+            if n == 0 {
+                return match self.decoder.buffered_bytes() {
+                    0 => Ok(None),
+                    cut => Err(SandboxError::Protocol(format!(
+                        "the runner's output ended inside a frame ({cut} bytes)"
+                    ))),
+                };
+            }
+            self.decoder.push(&chunk[..n]);
+        }
+    }
+
+    /// The events as a stream (ends after stdout ends).
+    pub fn into_events(self) -> impl Stream<Item = Result<RunnerEvent, SandboxError>> + Send {
+        futures::stream::unfold(Some(self), |run| async move {
+            let mut run = run?;
+            match run.next_event().await {
+                Ok(Some(event)) => Some((Ok(event), Some(run))),
+                Ok(None) => None,
+                Err(error) => Some((Err(error), None)),
+            }
+        })
+    }
+
+    /// Reads events until the `result` (returned) or an `error` (as [`SandboxError::Runner`]),
+    /// handing each output chunk to `on_output`. A stream that ends first is
+    /// [`SandboxError::StreamClosed`] when no exit status came, else a protocol error.
+    pub async fn result(
+        mut self,
+        mut on_output: impl FnMut(&RunnerEvent),
+    ) -> Result<ExecResult, SandboxError> {
+        loop {
+            match self.next_event().await? {
+                Some(RunnerEvent::Result(result)) => return Ok(result),
+                Some(RunnerEvent::Error(error)) => return Err(error.into()),
+                Some(output) => on_output(&output),
+                None => {
+                    let exit = self.wait().await?;
+                    return Err(SandboxError::Protocol(format!(
+                        "the runner exited with {} without a result: {}",
+                        exit.code,
+                        String::from_utf8_lossy(&exit.stderr).trim()
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Waits for the runner to exit (discarding unread events).
+    pub async fn wait(self) -> Result<Exit, SandboxError> {
+        self.process.wait().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubexec_runner::protocol::ErrorCode;
+
+    #[test]
+    fn helper_output_checks_the_exit() {
+        let ok = HelperOutput {
+            exit_code: 0,
+            stdout: br#"{"processes":[]}"#.to_vec(),
+            stderr: Vec::new(),
+        };
+        let list: kubexec_runner::protocol::ProcessList = ok.json().expect("parses");
+        assert!(list.processes.is_empty());
+
+        let runner_error = HelperOutput {
+            exit_code: 1,
+            stdout: Vec::new(),
+            stderr: b"warning: noise\n{\"code\":\"NotFound\",\"message\":\"no such file\"}\n"
+                .to_vec(),
+        };
+        assert!(matches!(
+            runner_error.check(),
+            Err(SandboxError::Runner { code: ErrorCode::NotFound, message }) if message == "no such file"
+        ));
+
+        let crashed = HelperOutput {
+            exit_code: 127,
+            stdout: Vec::new(),
+            stderr: b"sh: not found\n".to_vec(),
+        };
+        assert!(matches!(
+            crashed.check(),
+            Err(SandboxError::HelperFailed { exit_code: 127, stderr }) if stderr == "sh: not found"
+        ));
+    }
+
+    #[tokio::test]
+    async fn stderr_is_drained_but_capped() {
+        let (reader, mut writer) = tokio::io::simplex(16);
+        let drained = tokio::spawn(drain_capped(reader, 10));
+        writer.write_all(&[b'x'; 100]).await.expect("writes");
+        writer.shutdown().await.expect("closes");
+        assert_eq!(drained.await.expect("joins"), vec![b'x'; 10]);
+    }
+}
