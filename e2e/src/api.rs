@@ -14,9 +14,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use crate::repo_root;
+use crate::{repo_root, TestNs};
 
 fn kubexec_binary() -> PathBuf {
     std::env::var_os("KUBEXEC_BIN")
@@ -203,6 +203,11 @@ pub struct Http {
 }
 
 impl Http {
+    /// A client for an api at `addr` (e.g. the one `make up` forwards).
+    pub fn at(addr: SocketAddr) -> Http {
+        Http { addr }
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -319,5 +324,48 @@ impl Http {
             }
         }
         (status, events)
+    }
+}
+
+/// A test namespace with its operator, an api, a free-tier key and a session.
+pub struct Fixture {
+    pub ns: TestNs,
+    pub api: ApiServer,
+    pub http: Http,
+    pub key: String,
+    pub session: String,
+}
+
+pub async fn fixture(prefix: &str) -> Fixture {
+    fixture_on_tier(prefix, "free").await
+}
+
+pub async fn fixture_on_tier(prefix: &str, tier: &str) -> Fixture {
+    let ns = TestNs::new(prefix).await;
+    let api = ApiServer::start(&ns.name, &[]);
+    let key = api.create_key(&ns.name, tier).await;
+    let http = api.client();
+    let created = http.post("/sessions/create", Some(&key), &json!({})).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let session = created.json()["sessionId"]
+        .as_str()
+        .expect("sessionId")
+        .to_string();
+    Fixture {
+        ns,
+        api,
+        http,
+        key,
+        session,
+    }
+}
+
+impl Fixture {
+    /// Executes in the fixture's session; asserts a 200 and returns the body.
+    pub async fn execute(&self, mut body: Value) -> Value {
+        body["sessionId"] = json!(self.session);
+        let reply = self.http.post("/execute", Some(&self.key), &body).await;
+        assert_eq!(reply.status, 200, "{body}: {}", reply.text());
+        reply.json()
     }
 }

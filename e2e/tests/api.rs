@@ -5,48 +5,10 @@ use std::time::{Duration, Instant};
 
 use base64::{engine::general_purpose::STANDARD, Engine};
 use kubexec::crd::Execution;
-use kubexec_e2e::api::{ApiServer, Http};
+use kubexec_e2e::api::{fixture, ApiServer};
 use kubexec_e2e::TestNs;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-
-/// A test namespace with its operator, an api, a free-tier key and a session.
-struct Fixture {
-    ns: TestNs,
-    api: ApiServer,
-    http: Http,
-    key: String,
-    session: String,
-}
-
-async fn fixture(prefix: &str) -> Fixture {
-    let ns = TestNs::new(prefix).await;
-    let api = ApiServer::start(&ns.name, &[]);
-    let key = api.create_key(&ns.name, "free").await;
-    let http = api.client();
-    let created = http.post("/sessions/create", Some(&key), &json!({})).await;
-    assert_eq!(created.status, 201, "{}", created.text());
-    let session = created.json()["sessionId"]
-        .as_str()
-        .expect("sessionId")
-        .to_string();
-    Fixture {
-        ns,
-        api,
-        http,
-        key,
-        session,
-    }
-}
-
-impl Fixture {
-    async fn execute(&self, mut body: Value) -> Value {
-        body["sessionId"] = json!(self.session);
-        let reply = self.http.post("/execute", Some(&self.key), &body).await;
-        assert_eq!(reply.status, 200, "{body}: {}", reply.text());
-        reply.json()
-    }
-}
 
 #[tokio::test]
 async fn seed_examples_env_commands_timeouts_and_secrets() {
@@ -476,72 +438,4 @@ async fn keys_tenants_and_idempotent_sessions() {
     assert!(metrics.text().contains("kubexec_api_requests_total"));
     let openapi = http.get("/openapi.json", None).await;
     assert!(openapi.json()["paths"]["/execute"]["post"].is_object());
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
-/// REST `/execute` of `true` against raw pod exec of `true` on the same Pod, in one run.
-/// Prints p50, p99 and their ratio; asserts no timing. Runs with KUBEXEC_BENCH=1.
-#[tokio::test]
-async fn bench_rest_execute_against_raw_exec() {
-    if std::env::var("KUBEXEC_BENCH").ok().as_deref() != Some("1") {
-        println!("skipped: set KUBEXEC_BENCH=1 to run the REST-vs-exec benchmark");
-        return;
-    }
-    let rounds: usize = std::env::var("KUBEXEC_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(100);
-    let f = fixture("api-bench").await;
-    f.execute(json!({"command": "true"})).await;
-    let session: kubexec::crd::Session =
-        f.ns.api::<kubexec::crd::Session>()
-            .get(&f.session)
-            .await
-            .expect("session");
-    let pod = session.status.and_then(|s| s.pod_name).expect("pod");
-    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = f.ns.api();
-    let params = kube::api::AttachParams::default()
-        .container("sandbox")
-        .stdin(false)
-        .stdout(true)
-        .stderr(true);
-
-    let mut rest = Vec::with_capacity(rounds);
-    let mut raw = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        // Interleaved, so both see the same cluster load.
-        let start = Instant::now();
-        let reply = f
-            .http
-            .post(
-                "/execute",
-                Some(&f.key),
-                &json!({"sessionId": f.session, "command": "true"}),
-            )
-            .await;
-        rest.push(start.elapsed());
-        assert_eq!(reply.status, 200, "{}", reply.text());
-
-        let start = Instant::now();
-        let mut attached = pods.exec(&pod, ["true"], &params).await.expect("exec");
-        let status = attached.take_status().expect("status").await;
-        raw.push(start.elapsed());
-        assert_eq!(status.and_then(|s| s.status).as_deref(), Some("Success"));
-    }
-    rest.sort();
-    raw.sort();
-    let (rest50, rest99) = (percentile(&rest, 0.5), percentile(&rest, 0.99));
-    let (raw50, raw99) = (percentile(&raw, 0.5), percentile(&raw, 0.99));
-    println!("REST /execute of `true` ({rounds} runs): p50 {rest50:?}, p99 {rest99:?}");
-    println!("raw pod exec of `true` ({rounds} runs):  p50 {raw50:?}, p99 {raw99:?}");
-    println!(
-        "ratio REST/raw: p50 {:.2}, p99 {:.2}",
-        rest50.as_secs_f64() / raw50.as_secs_f64(),
-        rest99.as_secs_f64() / raw99.as_secs_f64()
-    );
-    let _ = &f.api;
 }

@@ -82,8 +82,8 @@ pub async fn authenticate(
         return ApiError::TooMany {
             code: codes::RATE_LIMITED,
             message: format!(
-                "rate limit of the {} tier exceeded ({} requests per second)",
-                caller.tier, caller.limits.requests_per_second
+                "rate limit of the {} tier exceeded ({} requests per minute)",
+                caller.tier, caller.limits.requests_per_minute
             ),
             retry_after,
         }
@@ -145,7 +145,7 @@ impl RateLimiter {
     }
 
     fn admit_at(&self, key: &str, limits: &TierLimits, now: Instant) -> Result<(), u64> {
-        let rate = limits.requests_per_second.max(f64::MIN_POSITIVE);
+        let rate = limits.requests_per_second().max(f64::MIN_POSITIVE);
         let capacity = f64::from(limits.burst.max(1));
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         // Bounded memory: a bucket refilled to capacity is indistinguishable from a new one.
@@ -178,7 +178,7 @@ mod tests {
     fn buckets_refill_at_the_tier_rate() {
         let limiter = RateLimiter::default();
         let limits = TierLimits {
-            requests_per_second: 2.0,
+            requests_per_minute: 120.0,
             burst: 3,
             ..TierLimits::free()
         };

@@ -70,7 +70,8 @@ pub struct ApiArgs {
     #[arg(long, env = "KUBEXEC_SESSION_READY_TIMEOUT", default_value_t = 60)]
     pub session_ready_timeout: u64,
 
-    /// Base URL clients reach this api at, for `previewUrl` (default: http://<listen>).
+    /// Base URL clients reach this api at, for `previewUrl` (default: from each request's
+    /// Host header).
     #[arg(long, env = "KUBEXEC_PUBLIC_URL")]
     pub public_url: Option<String>,
 
@@ -93,12 +94,12 @@ impl ApiArgs {
         Duration::from_secs(self.session_ready_timeout)
     }
 
-    /// The base of preview URLs, without a trailing slash.
-    pub fn public_base(&self) -> String {
-        match &self.public_url {
-            Some(url) => url.trim_end_matches('/').to_string(),
-            None => format!("http://{}", self.listen),
-        }
+    /// `--public-url` without a trailing slash.
+    pub fn public_url(&self) -> Option<String> {
+        self.public_url
+            .as_deref()
+            .map(|url| url.trim_end_matches('/').to_string())
+            .filter(|url| !url.is_empty())
     }
 }
 
@@ -152,6 +153,52 @@ impl clap::ValueEnum for Tier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_and_keys_flags_parse() {
+        use crate::cli::{Cli, Command};
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "kubexec",
+            "api",
+            "--listen",
+            "0.0.0.0:9000",
+            "--namespace-prefix",
+            "",
+            "--public-url",
+            "https://run.example.com/",
+        ])
+        .expect("parses");
+        let Command::Api(args) = cli.command else {
+            panic!("expected the api command");
+        };
+        assert_eq!(args.listen.port(), 9000);
+        assert_eq!(args.tenancy.namespace_of("acme"), "acme");
+        assert_eq!(args.tenancy.keys_namespace, DEFAULT_KEYS_NAMESPACE);
+        assert_eq!(
+            args.public_url().as_deref(),
+            Some("https://run.example.com")
+        );
+        assert_eq!(args.ready_timeout(), Duration::from_secs(60));
+
+        let cli = Cli::try_parse_from([
+            "kubexec", "keys", "create", "--tenant", "acme", "--tier", "paid",
+        ])
+        .expect("parses");
+        let Command::Keys(KeysArgs {
+            command: KeysCommand::Create { tenant, tier },
+            tenancy,
+        }) = cli.command
+        else {
+            panic!("expected keys create");
+        };
+        assert_eq!((tenant.as_str(), tier), ("acme", Tier::Paid));
+        assert_eq!(tenancy.namespace_of(&tenant), "kubexec-acme");
+        assert!(Cli::try_parse_from([
+            "kubexec", "keys", "create", "--tenant", "a", "--tier", "gold"
+        ])
+        .is_err());
+    }
 
     #[test]
     fn tenants_map_to_namespaces() {

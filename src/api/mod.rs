@@ -55,7 +55,7 @@ pub async fn run(args: ApiArgs) -> Result<(), String> {
     let settings = Settings {
         tenancy: args.tenancy.clone(),
         session_ready_timeout: args.ready_timeout(),
-        public_base: args.public_base(),
+        public_url: args.public_url(),
         execution_ttl: args.execution_ttl,
         request_timeout: Duration::from_secs(args.request_timeout),
     };

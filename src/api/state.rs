@@ -14,8 +14,9 @@ pub struct Settings {
     pub tenancy: TenancyArgs,
     /// How long to wait for a session to become ready.
     pub session_ready_timeout: Duration,
-    /// Base of `previewUrl`, without a trailing slash.
-    pub public_base: String,
+    /// Base of `previewUrl` (`--public-url`), without a trailing slash. Unset: taken from each
+    /// request's `Host` (and `X-Forwarded-Proto`/`X-Forwarded-Host`).
+    pub public_url: Option<String>,
     /// `ttlSecondsAfterFinished` of the Executions the api creates.
     pub execution_ttl: i32,
     /// Upper bound of a non-streaming request.
@@ -30,7 +31,7 @@ impl Default for Settings {
                 namespace_prefix: super::config::DEFAULT_NAMESPACE_PREFIX.into(),
             },
             session_ready_timeout: Duration::from_secs(60),
-            public_base: "http://127.0.0.1:8080".into(),
+            public_url: None,
             execution_ttl: 3600,
             request_timeout: Duration::from_secs(420),
         }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use axum::{body::Body, http::StatusCode};
-use futures::{future::BoxFuture, stream::BoxStream, FutureExt};
+use futures::{future::BoxFuture, stream::BoxStream, FutureExt, StreamExt};
 use http::Request;
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kubexec_runner::protocol::{FrameDecoder, RunnerEvent};
@@ -48,6 +48,18 @@ struct FakeCluster {
     executions: Mutex<BTreeMap<(String, String), Execution>>,
     calls: Mutex<Vec<Call>>,
     uploads: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// When set, `follow` streams one chunk and then nothing, until dropped.
+    endless_follow: std::sync::atomic::AtomicBool,
+    follow_dropped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Sets a flag when dropped.
+struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl FakeCluster {
@@ -339,6 +351,21 @@ impl Cluster for FakeCluster {
         _run_id: &'a str,
     ) -> BoxFuture<'a, Result<BoxStream<'static, Result<RunnerEvent, SandboxError>>, SandboxError>>
     {
+        if self
+            .endless_follow
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            let flag = DropFlag(self.follow_dropped.clone());
+            let events = futures::stream::iter(vec![Ok(RunnerEvent::Stdout {
+                data: "tick\n".into(),
+            })])
+            .chain(futures::stream::pending())
+            .map(move |event| {
+                let _keep = &flag;
+                event
+            });
+            return async move { Ok(Box::pin(events) as BoxStream<'static, _>) }.boxed();
+        }
         let events = futures::stream::iter(vec![
             Ok(RunnerEvent::Stdout {
                 data: "Sum: ".into(),
@@ -688,7 +715,7 @@ async fn file_paths_must_stay_in_the_workspace() {
 #[tokio::test]
 async fn files_over_the_tier_limit_are_413_and_nothing_is_written() {
     let h = harness_with(
-        Tiers::from_yaml("free:\n  fileBytes: 1000\n  filesPerRequest: 3\n").expect("tiers"),
+        Tiers::from_yaml("free:\n  fileSizeBytes: 1000\n  filesPerRequest: 3\n").expect("tiers"),
     );
     let big = "x".repeat(1001);
     let reply = h
@@ -769,7 +796,7 @@ async fn another_tenants_session_is_not_found() {
 #[tokio::test]
 async fn requests_beyond_the_rate_get_429_with_retry_after() {
     let h = harness_with(
-        Tiers::from_yaml("free:\n  requestsPerSecond: 0.01\n  burst: 2\n").expect("tiers"),
+        Tiers::from_yaml("free:\n  requestsPerMinute: 0.5\n  burst: 2\n").expect("tiers"),
     );
     for _ in 0..2 {
         assert_eq!(h.get(&h.free_key, "/sessions").await.status, StatusCode::OK);
@@ -794,7 +821,7 @@ async fn requests_beyond_the_rate_get_429_with_retry_after() {
 
 #[tokio::test]
 async fn sessions_beyond_the_tier_get_429() {
-    let h = harness_with(Tiers::from_yaml("free:\n  maxSessions: 1\n").expect("tiers"));
+    let h = harness_with(Tiers::from_yaml("free:\n  concurrentSessions: 1\n").expect("tiers"));
     let reply = h
         .post_json(&h.free_key, "/sessions/create", json!({}))
         .await;
@@ -987,6 +1014,47 @@ async fn streaming_sends_chunks_then_the_result() {
         result, plain.body,
         "the result event equals the non-streaming response"
     );
+}
+
+#[tokio::test]
+async fn a_stream_client_that_goes_away_stops_the_follow() {
+    use http_body_util::BodyExt;
+    let h = harness();
+    h.cluster
+        .endless_follow
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let request = Request::post("/execute")
+        .header("authorization", format!("Bearer {}", h.free_key))
+        .body(Body::from(
+            execute_body(json!({"stream": true})).to_string(),
+        ))
+        .expect("request");
+    let response = app(h.state.clone())
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    let mut body = response.into_body();
+    let first = body.frame().await.expect("a frame").expect("data");
+    let text = String::from_utf8_lossy(first.data_ref().expect("data")).into_owned();
+    assert!(
+        text.contains("event: stdout") && text.contains("tick"),
+        "{text}"
+    );
+    assert!(!h
+        .cluster
+        .follow_dropped
+        .load(std::sync::atomic::Ordering::SeqCst));
+    drop(body);
+    for _ in 0..100 {
+        if h.cluster
+            .follow_dropped
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the follow exec outlived its client");
 }
 
 #[tokio::test]

@@ -59,19 +59,22 @@ pub struct TierLimits {
     /// Longest execution timeout, in seconds (the Execution resource caps it at 300).
     pub timeout_seconds: u32,
     /// Most memory of one session, in MiB; also the default of a new session.
+    #[serde(rename = "memoryMiB")]
     pub memory_mb: u64,
     /// Most CPU cores of one session.
     pub cpu: f64,
     /// Largest single file, in bytes (decoded).
+    #[serde(rename = "fileSizeBytes")]
     pub file_bytes: u64,
     /// Most files in one request.
     pub files_per_request: usize,
     /// Most environment variables of one execution.
     pub env_vars: usize,
     /// Most sessions a tenant may have at once.
+    #[serde(rename = "concurrentSessions")]
     pub max_sessions: usize,
-    /// Sustained requests per second per key.
-    pub requests_per_second: f64,
+    /// Sustained requests per minute per key.
+    pub requests_per_minute: f64,
     /// Requests a key may burst above the sustained rate.
     pub burst: u32,
     /// Largest request body, in bytes.
@@ -94,10 +97,27 @@ impl TierLimits {
             file_bytes: 10_000_000,
             files_per_request: 100,
             env_vars: 100,
-            max_sessions: 10,
-            requests_per_second: 10.0,
+            max_sessions: 5,
+            requests_per_minute: 120.0,
             burst: 30,
             max_request_bytes: 64 << 20,
+        }
+    }
+
+    /// Sustained requests per second per key.
+    pub fn requests_per_second(&self) -> f64 {
+        self.requests_per_minute / 60.0
+    }
+
+    /// Enterprise: the paid tier with more room (meant to be configured).
+    pub fn enterprise() -> Self {
+        Self {
+            memory_mb: 16384,
+            cpu: 4.0,
+            max_sessions: 500,
+            requests_per_minute: 12000.0,
+            burst: 1000,
+            ..Self::paid()
         }
     }
 
@@ -110,8 +130,8 @@ impl TierLimits {
             file_bytes: 50_000_000,
             files_per_request: 1000,
             env_vars: 500,
-            max_sessions: 100,
-            requests_per_second: 50.0,
+            max_sessions: 50,
+            requests_per_minute: 1200.0,
             burst: 100,
             max_request_bytes: 256 << 20,
         }
@@ -127,7 +147,7 @@ impl Default for Tiers {
         Self(BTreeMap::from([
             (Tier::Free, TierLimits::free()),
             (Tier::Paid, TierLimits::paid()),
-            (Tier::Enterprise, TierLimits::paid()),
+            (Tier::Enterprise, TierLimits::enterprise()),
         ]))
     }
 }
@@ -138,8 +158,8 @@ impl Default for Tiers {
 /// free:
 ///   timeoutSeconds: 20
 /// enterprise:
-///   memoryMb: 16384
-///   fileBytes: 200000000
+///   memoryMiB: 16384
+///   fileSizeBytes: 200000000
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -219,14 +239,14 @@ fn check(tier: Tier, limits: &TierLimits) -> Result<(), String> {
     if !(limits.cpu.is_finite() && limits.cpu > 0.0) {
         return Err(format!("tiers file: {tier}: cpu must be positive"));
     }
-    if !(limits.requests_per_second.is_finite() && limits.requests_per_second > 0.0) {
+    if !(limits.requests_per_minute.is_finite() && limits.requests_per_minute > 0.0) {
         return Err(format!(
-            "tiers file: {tier}: requestsPerSecond must be positive"
+            "tiers file: {tier}: requestsPerMinute must be positive"
         ));
     }
     if limits.memory_mb == 0 || limits.file_bytes == 0 || limits.burst == 0 {
         return Err(format!(
-            "tiers file: {tier}: memoryMb, fileBytes and burst must be positive"
+            "tiers file: {tier}: memoryMiB, fileSizeBytes and burst must be positive"
         ));
     }
     Ok(())
@@ -257,7 +277,7 @@ mod tests {
     #[test]
     fn a_file_overrides_single_limits() {
         let tiers =
-            Tiers::from_yaml("free:\n  timeoutSeconds: 20\nenterprise:\n  memoryMb: 16384\n")
+            Tiers::from_yaml("free:\n  timeoutSeconds: 20\nenterprise:\n  memoryMiB: 16384\n")
                 .expect("valid");
         assert_eq!(tiers.get(Tier::Free).timeout_seconds, 20);
         assert_eq!(tiers.get(Tier::Free).env_vars, 100);
@@ -273,5 +293,29 @@ mod tests {
             assert_eq!(tier.as_str().parse::<Tier>(), Ok(tier));
         }
         assert!("platinum".parse::<Tier>().is_err());
+    }
+}
+
+#[cfg(test)]
+mod chart_tests {
+    use super::*;
+
+    /// The Helm chart renders its `tiers` values into the file `--tiers-file` reads.
+    #[test]
+    fn the_charts_tier_values_are_a_valid_tiers_file() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/kubexec/values.yaml");
+        let Ok(values) = std::fs::read_to_string(path) else {
+            return;
+        };
+        let values: serde_json::Value = serde_saphyr::from_str(&values).expect("values.yaml");
+        let tiers = serde_json::to_string(&values["tiers"]).expect("json");
+        // JSON is YAML.
+        let parsed = Tiers::from_yaml(&tiers).expect("the chart's tiers parse");
+        assert_eq!(
+            parsed.get(Tier::Free).timeout_seconds,
+            values["tiers"]["free"]["timeoutSeconds"]
+                .as_u64()
+                .unwrap_or(0) as u32
+        );
     }
 }

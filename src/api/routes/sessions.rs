@@ -134,6 +134,33 @@ fn mib(quantity: Option<&str>, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The base of preview URLs for a request: `--public-url`, else the scheme and host the
+/// client used (as a proxy forwards them, or the `Host` header).
+pub fn public_base(settings: &crate::api::state::Settings, headers: &HeaderMap) -> String {
+    if let Some(url) = &settings.public_url {
+        return url.clone();
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(',').next().unwrap_or_default().trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let proto = header("x-forwarded-proto")
+        .filter(|p| p == "http" || p == "https")
+        .unwrap_or_else(|| "http".into());
+    let valid = |h: &String| {
+        h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+    };
+    let host = header("x-forwarded-host")
+        .filter(valid)
+        .or_else(|| header("host").filter(valid))
+        .unwrap_or_else(|| "localhost".into());
+    format!("{proto}://{host}")
+}
+
 /// The API's view of a Session.
 pub fn session_response(session: &Session, public_base: &str) -> SessionResponse {
     let name = session.metadata.name.clone().unwrap_or_default();
@@ -243,7 +270,7 @@ pub async fn create_session(
     let ns = &caller.namespace;
     if idempotency.is_some() {
         if let Some(existing) = state.cluster.get_session(ns, &name).await? {
-            return replay(&state, &existing, &spec_hash);
+            return replay(&state, &headers, &existing, &spec_hash);
         }
     }
     let active = state
@@ -288,11 +315,16 @@ pub async fn create_session(
             tracing::info!(session = %name, tenant = %caller.tenant, "session created");
             Ok((
                 StatusCode::CREATED,
-                Json(session_response(&created, &state.settings.public_base)),
+                Json(session_response(
+                    &created,
+                    &public_base(&state.settings, &headers),
+                )),
             ))
         }
         crate::api::cluster::Created::Exists => match state.cluster.get_session(ns, &name).await? {
-            Some(existing) if idempotency.is_some() => replay(&state, &existing, &spec_hash),
+            Some(existing) if idempotency.is_some() => {
+                replay(&state, &headers, &existing, &spec_hash)
+            }
             _ => Err(ApiError::internal("create session", "name collision")),
         },
     }
@@ -300,6 +332,7 @@ pub async fn create_session(
 
 fn replay(
     state: &AppState,
+    headers: &HeaderMap,
     existing: &Session,
     spec_hash: &str,
 ) -> ApiResult<(StatusCode, Json<SessionResponse>)> {
@@ -316,7 +349,10 @@ fn replay(
     }
     Ok((
         StatusCode::OK,
-        Json(session_response(existing, &state.settings.public_base)),
+        Json(session_response(
+            existing,
+            &public_base(&state.settings, headers),
+        )),
     ))
 }
 
@@ -331,12 +367,13 @@ fn replay(
 pub async fn get_session(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SessionResponse>> {
     let session = find_session(&state, &caller, &id).await?;
     Ok(Json(session_response(
         &session,
-        &state.settings.public_base,
+        &public_base(&state.settings, &headers),
     )))
 }
 
@@ -349,7 +386,9 @@ pub async fn get_session(
 pub async fn list_sessions(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
 ) -> ApiResult<Json<SessionList>> {
+    let base = public_base(&state.settings, &headers);
     let mut sessions: Vec<Session> = state
         .cluster
         .list_sessions(&caller.namespace)
@@ -367,7 +406,7 @@ pub async fn list_sessions(
     Ok(Json(SessionList {
         sessions: sessions
             .iter()
-            .map(|s| session_response(s, &state.settings.public_base))
+            .map(|s| session_response(s, &base))
             .collect(),
     }))
 }
@@ -436,6 +475,30 @@ mod tests {
                 disk: 2048
             }
         );
+    }
+
+    #[test]
+    fn preview_urls_follow_the_public_url_or_the_request() {
+        let mut settings = crate::api::state::Settings::default();
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "api.local:8080".parse().expect("header"));
+        assert_eq!(public_base(&settings, &headers), "http://api.local:8080");
+        headers.insert("x-forwarded-proto", "https".parse().expect("header"));
+        headers.insert(
+            "x-forwarded-host",
+            "sandbox.example.com".parse().expect("header"),
+        );
+        assert_eq!(
+            public_base(&settings, &headers),
+            "https://sandbox.example.com"
+        );
+        headers.insert(
+            "x-forwarded-host",
+            "evil.com/<script>".parse().expect("header"),
+        );
+        assert_eq!(public_base(&settings, &headers), "https://api.local:8080");
+        settings.public_url = Some("https://run.example.com".into());
+        assert_eq!(public_base(&settings, &headers), "https://run.example.com");
     }
 
     #[test]

@@ -1,0 +1,241 @@
+//! The chart-installed, in-cluster deployment, as `make up` leaves it: the README's `curl`
+//! through the forwarded api, the kubectl samples reconciled by the in-cluster operator, and
+//! an operator failover in the middle of a running execution.
+//!
+//! Needs `e2e/deploy/up` first; it reads `KUBEXEC_URL` and `KUBEXEC_API_KEY` as printed there
+//! (`e2e/run-all` does both). The other suites run their own operators and must not run at the
+//! same time as this one.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::Client;
+use kubexec::crd::{Execution, ExecutionPhase};
+use kubexec_e2e::api::Http;
+use kubexec_e2e::{kubectl, repo_root, wait_for};
+use serde_json::json;
+
+const RELEASE_NAMESPACE: &str = "kubexec-system";
+const TENANT_NAMESPACE: &str = "kubexec-demo";
+
+fn deployed() -> (Http, String) {
+    let url = std::env::var("KUBEXEC_URL").expect("KUBEXEC_URL: run e2e/deploy/up (make up) first");
+    let key = std::env::var("KUBEXEC_API_KEY")
+        .expect("KUBEXEC_API_KEY: run e2e/deploy/up (make up) first");
+    let addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("KUBEXEC_URL is http://IP:PORT");
+    (Http::at(addr), key)
+}
+
+fn finished(e: &Execution) -> bool {
+    matches!(
+        e.status.as_ref().and_then(|s| s.phase.clone()),
+        Some(ExecutionPhase::Succeeded | ExecutionPhase::Failed)
+    )
+}
+
+#[tokio::test]
+async fn readme_curl_returns_the_sum_through_the_in_cluster_api() {
+    let (http, key) = deployed();
+    let created = http
+        .post(
+            "/sessions/create",
+            Some(&key),
+            &json!({"ttl": 600, "metadata": {"suite": "deployment"}}),
+        )
+        .await;
+    assert!(
+        created.status.is_success(),
+        "{} {}",
+        created.status,
+        created.text()
+    );
+    let session = created.json()["sessionId"]
+        .as_str()
+        .expect("sessionId")
+        .to_string();
+    let code = "console.log(`Sum: ${[1, 2, 3, 4, 5].reduce((a, b) => a + b, 0)}`)";
+    let reply = http
+        .post(
+            "/execute",
+            Some(&key),
+            &json!({"sessionId": session, "code": code}),
+        )
+        .await;
+    assert!(
+        reply.status.is_success(),
+        "{} {}",
+        reply.status,
+        reply.text()
+    );
+    assert_eq!(reply.json()["stdout"], "Sum: 15\n");
+    assert_eq!(reply.json()["exitCode"], 0);
+    let deleted = http
+        .request(
+            hyper::Method::DELETE,
+            &format!("/sessions/{session}"),
+            Some(&key),
+            &[],
+            Vec::new(),
+        )
+        .await;
+    assert!(deleted.status.is_success(), "{}", deleted.status);
+}
+
+#[tokio::test]
+async fn kubectl_samples_complete_with_the_in_cluster_operator() {
+    let samples = repo_root().join("manifests/samples");
+    for sample in [
+        "session.yaml",
+        "execution-code.yaml",
+        "execution-files.yaml",
+    ] {
+        let path = samples.join(sample);
+        let out = kubectl(&[
+            "-n",
+            TENANT_NAMESPACE,
+            "apply",
+            "-f",
+            path.to_str().expect("path"),
+        ]);
+        assert!(
+            out.status.success(),
+            "{sample}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let client = Client::try_default().await.expect("cluster");
+    let executions: Api<Execution> = Api::namespaced(client, TENANT_NAMESPACE);
+    for (name, stdout) in [("hello-code", "Sum: 15\n"), ("hello-files", "Result: 8\n")] {
+        let done = wait_for(
+            &executions,
+            name,
+            Duration::from_secs(120),
+            "finished",
+            finished,
+        )
+        .await;
+        let status = done.status.expect("status");
+        assert_eq!(
+            status.phase,
+            Some(ExecutionPhase::Succeeded),
+            "{name}: {status:?}"
+        );
+        assert_eq!(status.stdout.as_deref(), Some(stdout), "{name}");
+    }
+}
+
+/// Deletes the Lease holder while an execution runs: the other replica takes over and the
+/// execution finishes exactly once (its command appends one line per run to a file).
+#[tokio::test]
+async fn operator_failover_mid_execution_runs_it_exactly_once() {
+    let (http, key) = deployed();
+    let client = Client::try_default().await.expect("cluster");
+    let created = http
+        .post("/sessions/create", Some(&key), &json!({"ttl": 600}))
+        .await;
+    assert!(created.status.is_success(), "{}", created.text());
+    let session = created.json()["sessionId"]
+        .as_str()
+        .expect("sessionId")
+        .to_string();
+    // Make sure the session is up before timing the failover.
+    let warm = http
+        .post(
+            "/execute",
+            Some(&key),
+            &json!({"sessionId": session, "command": "true"}),
+        )
+        .await;
+    assert!(warm.status.is_success(), "{}", warm.text());
+
+    let executions: Api<Execution> = Api::namespaced(client.clone(), TENANT_NAMESPACE);
+    let execution: Execution = serde_json::from_value(json!({
+        "apiVersion": "kubexec.dev/v1alpha1", "kind": "Execution",
+        "metadata": {"name": "failover"},
+        "spec": {
+            "sessionRef": {"name": session},
+            "command": "echo run >> /workspace/failover-runs; sleep 6; echo done",
+            "timeoutSeconds": 60
+        }
+    }))
+    .expect("execution literal");
+    executions
+        .create(&PostParams::default(), &execution)
+        .await
+        .expect("create execution");
+    wait_for(
+        &executions,
+        "failover",
+        Duration::from_secs(60),
+        "Running",
+        |e: &Execution| {
+            e.status.as_ref().and_then(|s| s.phase.clone()) == Some(ExecutionPhase::Running)
+        },
+    )
+    .await;
+
+    let leases: Api<Lease> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
+    let holder = leases
+        .get("kubexec-operator")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("a leader");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
+    let deleted_at = Instant::now();
+    pods.delete(&holder, &DeleteParams::default())
+        .await
+        .expect("delete the leader pod");
+
+    let done = wait_for(
+        &executions,
+        "failover",
+        Duration::from_secs(120),
+        "finished after failover",
+        finished,
+    )
+    .await;
+    let status = done.status.expect("status");
+    assert_eq!(status.phase, Some(ExecutionPhase::Succeeded), "{status:?}");
+    assert_eq!(status.stdout.as_deref(), Some("done\n"));
+    let new_holder = leases
+        .get("kubexec-operator")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_ne!(
+        new_holder.as_deref(),
+        Some(holder.as_str()),
+        "another replica holds the lease"
+    );
+    println!(
+        "failover: execution finished {:?} after the leader was deleted",
+        deleted_at.elapsed()
+    );
+
+    let count = http
+        .post(
+            "/execute",
+            Some(&key),
+            &json!({"sessionId": session, "command": "wc -l < /workspace/failover-runs"}),
+        )
+        .await;
+    assert_eq!(
+        count.json()["stdout"],
+        "1\n",
+        "the command ran exactly once"
+    );
+    executions
+        .delete("failover", &DeleteParams::default())
+        .await
+        .expect("cleanup");
+}
