@@ -203,3 +203,40 @@ where
     })
     .await;
 }
+
+/// How long a test waits for a Session to become Ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Whether a Session is Ready with a Pod.
+pub fn session_ready(s: &kubexec::crd::Session) -> bool {
+    s.status.as_ref().is_some_and(|st| {
+        st.phase == Some(kubexec::crd::SessionPhase::Ready) && st.pod_name.is_some()
+    })
+}
+
+/// Creates a Session with `spec` in the test's namespace and waits until it is Ready.
+pub async fn create_session(
+    ns: &TestNs,
+    name: &str,
+    spec: serde_json::Value,
+) -> kubexec::crd::Session {
+    let session: kubexec::crd::Session = serde_json::from_value(json!({
+        "apiVersion": "kubexec.dev/v1alpha1", "kind": "Session",
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .expect("session literal");
+    let sessions = ns.api::<kubexec::crd::Session>();
+    sessions
+        .create(&PostParams::default(), &session)
+        .await
+        .expect("create session");
+    wait_for(&sessions, name, READY_TIMEOUT, "Ready", session_ready).await
+}
+
+/// The name of a Session's Pod, from its status.
+pub fn pod_of(s: &kubexec::crd::Session) -> String {
+    s.status
+        .as_ref()
+        .and_then(|st| st.pod_name.clone())
+        .expect("podName")
+}

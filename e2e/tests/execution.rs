@@ -7,36 +7,8 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kubexec::crd::{Execution, ExecutionPhase, ExecutionStatus, Session, SessionPhase};
 use kubexec::sandbox::protocol::{ExecSpec, ProcessList, RunnerEvent};
 use kubexec::sandbox::{Sandbox, SandboxError};
-use kubexec_e2e::{repo_root, wait_for, wait_gone, TestNs};
+use kubexec_e2e::{create_session, pod_of, repo_root, wait_for, wait_gone, TestNs, READY_TIMEOUT};
 use serde_json::json;
-
-const READY_TIMEOUT: Duration = Duration::from_secs(90);
-
-fn is_ready(s: &Session) -> bool {
-    s.status
-        .as_ref()
-        .is_some_and(|st| st.phase == Some(SessionPhase::Ready) && st.pod_name.is_some())
-}
-
-async fn create_session(ns: &TestNs, name: &str, spec: serde_json::Value) -> Session {
-    let session: Session = serde_json::from_value(json!({
-        "apiVersion": "kubexec.dev/v1alpha1", "kind": "Session",
-        "metadata": {"name": name}, "spec": spec
-    }))
-    .expect("session literal");
-    ns.api::<Session>()
-        .create(&PostParams::default(), &session)
-        .await
-        .expect("create session");
-    wait_for(&ns.api::<Session>(), name, READY_TIMEOUT, "Ready", is_ready).await
-}
-
-fn pod_of(s: &Session) -> String {
-    s.status
-        .as_ref()
-        .and_then(|st| st.pod_name.clone())
-        .expect("podName")
-}
 
 #[tokio::test]
 async fn sandbox_client_runs_helpers_and_exec() {

@@ -4,41 +4,17 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kubexec::crd::quantity::Quantity;
 use kubexec::crd::{Session, SessionPhase};
-use kubexec_e2e::{repo_root, wait_for, wait_gone, TestNs};
+use kubexec_e2e::{
+    create_session, pod_of, repo_root, session_ready as is_ready, wait_for, wait_gone, TestNs,
+    READY_TIMEOUT,
+};
 use serde_json::json;
-
-const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn phase(s: &Session) -> Option<SessionPhase> {
     s.status.as_ref().and_then(|st| st.phase)
-}
-
-fn is_ready(s: &Session) -> bool {
-    phase(s) == Some(SessionPhase::Ready)
-        && s.status.as_ref().is_some_and(|st| st.pod_name.is_some())
-}
-
-async fn create_session(ns: &TestNs, name: &str, spec: serde_json::Value) -> Session {
-    let session: Session = serde_json::from_value(json!({
-        "apiVersion": "kubexec.dev/v1alpha1", "kind": "Session",
-        "metadata": {"name": name}, "spec": spec
-    }))
-    .expect("session literal");
-    ns.api::<Session>()
-        .create(&PostParams::default(), &session)
-        .await
-        .expect("create session");
-    wait_for(&ns.api::<Session>(), name, READY_TIMEOUT, "Ready", is_ready).await
-}
-
-fn pod_of(s: &Session) -> String {
-    s.status
-        .as_ref()
-        .and_then(|st| st.pod_name.clone())
-        .expect("podName")
 }
 
 fn sh(ns: &TestNs, pod: &str, script: &str) -> String {

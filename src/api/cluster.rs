@@ -424,27 +424,6 @@ impl Upload for ProcessUpload {
         self: Box<Self>,
         max_stdout: usize,
     ) -> BoxFuture<'static, Result<HelperOutput, SandboxError>> {
-        async move {
-            let mut process = self.0;
-            let mut stdout = Vec::new();
-            let mut chunk = vec![0; 16 * 1024];
-            loop {
-                let n = process.read_stdout(&mut chunk).await?;
-                if n == 0 {
-                    break;
-                }
-                if stdout.len() + n > max_stdout {
-                    return Err(SandboxError::TooLarge { limit: max_stdout });
-                }
-                stdout.extend_from_slice(&chunk[..n]);
-            }
-            let exit = process.wait().await?;
-            Ok(HelperOutput {
-                exit_code: exit.code,
-                stdout,
-                stderr: exit.stderr,
-            })
-        }
-        .boxed()
+        self.0.collect(max_stdout).boxed()
     }
 }

@@ -174,24 +174,7 @@ impl Sandbox {
         if let Some(input) = stdin {
             process.write_stdin(input).await?;
         }
-        let mut stdout = Vec::new();
-        let mut chunk = vec![0; PIPE_BUFFER];
-        loop {
-            let n = process.read_stdout(&mut chunk).await?;
-            if n == 0 {
-                break;
-            }
-            if stdout.len() + n > max_stdout {
-                return Err(SandboxError::TooLarge { limit: max_stdout });
-            }
-            stdout.extend_from_slice(&chunk[..n]);
-        }
-        let exit = process.wait().await?;
-        Ok(HelperOutput {
-            exit_code: exit.code,
-            stdout,
-            stderr: exit.stderr,
-        })
+        process.collect(max_stdout).await
     }
 
     /// Runs a helper and parses its JSON response (see [`HelperOutput::json`]).
@@ -300,6 +283,28 @@ impl Process {
             Ok(read) => read.map_err(SandboxError::Stream),
             Err(_) => Ok(0),
         }
+    }
+
+    /// Reads stdout to its end (at most `max_stdout` bytes), then waits for the exit.
+    pub async fn collect(mut self, max_stdout: usize) -> Result<HelperOutput, SandboxError> {
+        let mut stdout = Vec::new();
+        let mut chunk = vec![0; PIPE_BUFFER];
+        loop {
+            let n = self.read_stdout(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            if stdout.len() + n > max_stdout {
+                return Err(SandboxError::TooLarge { limit: max_stdout });
+            }
+            stdout.extend_from_slice(&chunk[..n]);
+        }
+        let exit = self.wait().await?;
+        Ok(HelperOutput {
+            exit_code: exit.code,
+            stdout,
+            stderr: exit.stderr,
+        })
     }
 
     /// Waits for the command to end (discarding unread stdout) and returns its exit.

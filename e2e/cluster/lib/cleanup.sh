@@ -40,12 +40,15 @@ remove_network() {
     ip netns delete "$ns" 2>/dev/null || true
   done
   ip link delete "$KX_BRIDGE" 2>/dev/null || true
-  local save restore
+  local save restore rules
   for save in iptables-save ip6tables-save; do
     restore=${save/-save/-restore}
     command -v "$save" >/dev/null || continue
-    if "$save" 2>/dev/null | grep -qE 'KUBE-|CNI-'; then
-      "$save" | grep -vE 'KUBE-|CNI-' | "$restore" || true
+    # Saved first: `save | grep -q` would end the pipe early, and with pipefail a SIGPIPE'd
+    # save reads as "no rules".
+    rules=$("$save" 2>/dev/null) || continue
+    if grep -qE 'KUBE-|CNI-' <<<"$rules"; then
+      grep -vE 'KUBE-|CNI-' <<<"$rules" | "$restore" || log "    warning: $restore failed"
     fi
   done
   rm -rf "$KX_STATE/cni/ipam"

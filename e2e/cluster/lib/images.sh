@@ -31,7 +31,9 @@ import_image_archive() {
 }
 
 image_imported() {
-  ctr --address "$KX_CONTAINERD_SOCK" -n k8s.io images ls -q 2>/dev/null | grep -qx "localhost/$1"
+  local images
+  images=$(ctr --address "$KX_CONTAINERD_SOCK" -n k8s.io images ls -q 2>/dev/null) || return 1
+  grep -qx "localhost/$1" <<<"$images"
 }
 
 build_pause_image() {

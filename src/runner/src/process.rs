@@ -78,13 +78,24 @@ mod tests {
             .spawn()
             .expect("spawn sleep");
         let pid = child.id() as i32;
-        let listed = list_processes().expect("ps");
-        let found = listed
-            .processes
-            .iter()
-            .find(|p| p.pid == pid)
-            .expect("sleep is listed");
-        assert_eq!(found.command, "sleep 30");
+        // Right after fork the child may not have exec'd `sleep` yet: look until it has.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let (listed, found) = loop {
+            let listed = list_processes().expect("ps");
+            let found = listed
+                .processes
+                .iter()
+                .find(|p| p.pid == pid && p.command == "sleep 30")
+                .cloned();
+            if let Some(found) = found {
+                break (listed, found);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sleep is never listed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         assert!(found.rss_bytes > 0 && found.started_at > 1_600_000_000_000);
         assert!(listed
             .processes
