@@ -61,7 +61,7 @@ build_k8s() {
   (
     cd "$(k8s_module_dir)"
     if [ "${#pkgs[@]}" -gt 0 ]; then
-      log "    compiling ${pkgs[*]##*/} (the slow part of a cold start, ~25 min on 2 cores)"
+      log "    compiling ${pkgs[*]##*/} (the slow part of a cold start: 5–8 min on 2 cores)"
       go build -trimpath -ldflags "$ldflags" -o "$KX_BIN/" "${pkgs[@]}"
     fi
     if [ ! -x "$KX_BIN/etcd" ]; then
