@@ -125,6 +125,18 @@ impl TestNs {
         }
     }
 
+    /// Runs `sh -c script` in a sandbox Pod's `sandbox` container; asserts success and returns
+    /// the trimmed stdout.
+    pub fn sh(&self, pod: &str, script: &str) -> String {
+        let out = self.kubectl(&["exec", pod, "-c", "sandbox", "--", "sh", "-c", script]);
+        assert!(
+            out.status.success(),
+            "exec {script:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// Runs kubectl against this namespace.
     pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
         kubectl(&[&["-n", &self.name], args].concat())

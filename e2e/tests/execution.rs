@@ -10,6 +10,18 @@ use kubexec::sandbox::{Sandbox, SandboxError};
 use kubexec_e2e::{create_session, pod_of, repo_root, wait_for, wait_gone, TestNs, READY_TIMEOUT};
 use serde_json::json;
 
+/// Waits until an Execution is Running (its exec has started).
+async fn wait_running(ns: &TestNs, name: &str) {
+    wait_for(
+        &ns.api::<Execution>(),
+        name,
+        DONE_TIMEOUT,
+        "Running",
+        |e: &Execution| e.status.as_ref().and_then(|s| s.phase) == Some(ExecutionPhase::Running),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn sandbox_client_runs_helpers_and_exec() {
     let ns = TestNs::new("exe-client").await;
@@ -128,16 +140,6 @@ fn assert_succeeded(status: &ExecutionStatus) {
         .conditions
         .iter()
         .any(|c| c.type_ == "Complete" && c.status == "True"));
-}
-
-fn sh(ns: &TestNs, pod: &str, script: &str) -> String {
-    let out = ns.kubectl(&["exec", pod, "-c", "sandbox", "--", "sh", "-c", script]);
-    assert!(
-        out.status.success(),
-        "exec {script:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn apply_sample(ns: &TestNs, file: &str) {
@@ -376,8 +378,7 @@ async fn large_output_is_capped_in_the_status_and_kept_in_the_workspace() {
     assert!(size < 128 * 1024, "the object is {size} bytes");
 
     let uid = execution.metadata.uid.clone().expect("uid");
-    let full = sh(
-        &ns,
+    let full = ns.sh(
         &pod_of(&session),
         &format!("wc -c < /workspace/.kubexec/runs/{uid}/stdout"),
     );
@@ -396,14 +397,7 @@ async fn a_restarted_operator_recovers_a_running_execution_without_rerunning_it(
         json!({"command": "echo ran >> attach.log; sleep 5; echo done", "timeoutSeconds": 60}),
     )
     .await;
-    wait_for(
-        &ns.api::<Execution>(),
-        "attach",
-        DONE_TIMEOUT,
-        "Running",
-        |e: &Execution| e.status.as_ref().and_then(|s| s.phase) == Some(ExecutionPhase::Running),
-    )
-    .await;
+    wait_running(&ns, "attach").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     ns.kill_operator();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -420,14 +414,7 @@ async fn a_restarted_operator_recovers_a_running_execution_without_rerunning_it(
         json!({"command": "echo ran >> replay.log; sleep 2; echo done", "timeoutSeconds": 60}),
     )
     .await;
-    wait_for(
-        &ns.api::<Execution>(),
-        "replay",
-        DONE_TIMEOUT,
-        "Running",
-        |e: &Execution| e.status.as_ref().and_then(|s| s.phase) == Some(ExecutionPhase::Running),
-    )
-    .await;
+    wait_running(&ns, "replay").await;
     ns.kill_operator();
     tokio::time::sleep(Duration::from_secs(5)).await;
     ns.start_operator();
@@ -436,8 +423,8 @@ async fn a_restarted_operator_recovers_a_running_execution_without_rerunning_it(
     assert_eq!(replayed.stdout.as_deref(), Some("done\n"));
 
     let pod = pod_of(&session);
-    assert_eq!(sh(&ns, &pod, "wc -l < /workspace/attach.log"), "1");
-    assert_eq!(sh(&ns, &pod, "wc -l < /workspace/replay.log"), "1");
+    assert_eq!(ns.sh(&pod, "wc -l < /workspace/attach.log"), "1");
+    assert_eq!(ns.sh(&pod, "wc -l < /workspace/replay.log"), "1");
 }
 
 #[tokio::test]
@@ -590,14 +577,7 @@ async fn a_pod_lost_mid_run_fails_the_execution_with_pod_lost() {
         json!({"command": "sleep 60", "timeoutSeconds": 120}),
     )
     .await;
-    wait_for(
-        &ns.api::<Execution>(),
-        "doomed",
-        DONE_TIMEOUT,
-        "Running",
-        |e: &Execution| e.status.as_ref().and_then(|s| s.phase) == Some(ExecutionPhase::Running),
-    )
-    .await;
+    wait_running(&ns, "doomed").await;
     ns.api::<k8s_openapi::api::core::v1::Pod>()
         .delete(&pod_of(&session), &Default::default())
         .await

@@ -17,16 +17,6 @@ fn phase(s: &Session) -> Option<SessionPhase> {
     s.status.as_ref().and_then(|st| st.phase)
 }
 
-fn sh(ns: &TestNs, pod: &str, script: &str) -> String {
-    let out = ns.kubectl(&["exec", pod, "-c", "sandbox", "--", "sh", "-c", script]);
-    assert!(
-        out.status.success(),
-        "exec {script:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[tokio::test]
 async fn sample_session_becomes_ready_with_limits_and_security() {
     let ns = TestNs::new("ses-ready").await;
@@ -104,11 +94,11 @@ async fn sample_session_becomes_ready_with_limits_and_security() {
 
     // The runner is PID 1 and the process runs as the sandbox user, with the session env.
     let pod_name = pod_of(&session);
-    assert_eq!(sh(&ns, &pod_name, "id -u"), "1000");
-    assert!(
-        sh(&ns, &pod_name, "cat /proc/1/cmdline | tr '\\0' ' '").contains("kubexec-runner init")
-    );
-    assert_eq!(sh(&ns, &pod_name, "echo $GREETING"), "hello");
+    assert_eq!(ns.sh(&pod_name, "id -u"), "1000");
+    assert!(ns
+        .sh(&pod_name, "cat /proc/1/cmdline | tr '\\0' ' '")
+        .contains("kubexec-runner init"));
+    assert_eq!(ns.sh(&pod_name, "echo $GREETING"), "hello");
 }
 
 #[tokio::test]
@@ -117,7 +107,7 @@ async fn persistent_workspace_survives_pod_loss_and_suspension() {
     let spec = json!({"workspace": {"persistent": true, "size": "64Mi"}});
     let session = create_session(&ns, "keep", spec).await;
     let first_pod = pod_of(&session);
-    sh(&ns, &first_pod, "echo kept > /workspace/note.txt");
+    ns.sh(&first_pod, "echo kept > /workspace/note.txt");
 
     // A lost Pod comes back, with the file.
     let pods = ns.api::<Pod>();
@@ -141,10 +131,7 @@ async fn persistent_workspace_survives_pod_loss_and_suspension() {
     )
     .await;
     let session = wait_for(&sessions, "keep", READY_TIMEOUT, "Ready again", is_ready).await;
-    assert_eq!(
-        sh(&ns, &pod_of(&session), "cat /workspace/note.txt"),
-        "kept"
-    );
+    assert_eq!(ns.sh(&pod_of(&session), "cat /workspace/note.txt"), "kept");
 
     // Suspend: the Pod goes away, the claim stays.
     let patch = |suspend: bool| Patch::Merge(json!({"spec": {"suspend": suspend}}));
@@ -180,10 +167,7 @@ async fn persistent_workspace_survives_pod_loss_and_suspension() {
         is_ready,
     )
     .await;
-    assert_eq!(
-        sh(&ns, &pod_of(&session), "cat /workspace/note.txt"),
-        "kept"
-    );
+    assert_eq!(ns.sh(&pod_of(&session), "cat /workspace/note.txt"), "kept");
 }
 
 #[tokio::test]
