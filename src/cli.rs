@@ -129,4 +129,98 @@ mod tests {
                 .unwrap_or(false)
         );
     }
+
+    #[test]
+    fn api_and_keys_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "kubexec",
+            "api",
+            "--listen",
+            "0.0.0.0:9000",
+            "--namespace-prefix",
+            "",
+            "--public-url",
+            "https://run.example.com/",
+        ])
+        .expect("parses");
+        let Command::Api(args) = cli.command else {
+            panic!("expected the api command");
+        };
+        assert_eq!(args.listen.port(), 9000);
+        assert_eq!(args.tenancy.namespace_of("acme"), "acme");
+        assert_eq!(
+            args.tenancy.keys_namespace,
+            api::config::DEFAULT_KEYS_NAMESPACE
+        );
+        assert_eq!(
+            args.public_url().as_deref(),
+            Some("https://run.example.com")
+        );
+        assert_eq!(args.ready_timeout(), std::time::Duration::from_secs(60));
+
+        let cli = Cli::try_parse_from([
+            "kubexec", "keys", "create", "--tenant", "acme", "--tier", "paid",
+        ])
+        .expect("parses");
+        let Command::Keys(api::KeysArgs {
+            command: api::config::KeysCommand::Create { tenant, tier },
+            tenancy,
+        }) = cli.command
+        else {
+            panic!("expected keys create");
+        };
+        assert_eq!((tenant.as_str(), tier), ("acme", api::tiers::Tier::Paid));
+        assert_eq!(tenancy.namespace_of(&tenant), "kubexec-acme");
+        assert!(Cli::try_parse_from([
+            "kubexec", "keys", "create", "--tenant", "a", "--tier", "gold"
+        ])
+        .is_err());
+    }
+
+    /// Every variable the chart sets on a Deployment is one its command reads, and the
+    /// replica's own name reaches the operator (Events name the replica that sent them).
+    #[test]
+    fn the_chart_sets_only_variables_the_commands_read() {
+        let operator = include_str!("../charts/kubexec/templates/operator-deployment.yaml");
+        let api = include_str!("../charts/kubexec/templates/api.yaml");
+        for (template, subcommand) in [(operator, "operator"), (api, "api")] {
+            let command = Cli::command();
+            let args = command
+                .find_subcommand(subcommand)
+                .expect("the subcommand exists");
+            let read: Vec<String> = args
+                .get_arguments()
+                .filter_map(|a| a.get_env())
+                .map(|e| e.to_string_lossy().into_owned())
+                .collect();
+            let set: Vec<&str> = template
+                .lines()
+                .filter_map(|line| line.trim_start().strip_prefix("- "))
+                .map(|item| item.trim_start_matches("{").trim_start())
+                .filter_map(|item| item.strip_prefix("name: "))
+                .map(|rest| rest.split([',', '}', ' ']).next().unwrap_or_default())
+                .filter(|name| name.starts_with("KUBEXEC_"))
+                .collect();
+            assert!(
+                !set.is_empty(),
+                "{subcommand}: no variables found in the template"
+            );
+            for name in set {
+                assert!(
+                    read.iter().any(|r| r == name),
+                    "the chart sets {name} on the {subcommand}, which reads only {read:?}"
+                );
+            }
+        }
+        let identity = Cli::command()
+            .find_subcommand("operator")
+            .and_then(|c| c.get_arguments().find(|a| a.get_id() == "identity"))
+            .and_then(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned());
+        assert_eq!(identity.as_deref(), Some("KUBEXEC_POD_NAME"));
+        assert!(operator.contains("- name: KUBEXEC_POD_NAME\n              valueFrom: {fieldRef: {fieldPath: metadata.name}}"));
+        let reporter = operator::context::reporter(Some("kubexec-operator-abc".into()));
+        assert_eq!(reporter.instance.as_deref(), Some("kubexec-operator-abc"));
+        assert_eq!(reporter.controller, operator::context::REPORTER);
+    }
 }

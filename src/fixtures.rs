@@ -337,6 +337,7 @@ impl Context {
             client,
             Arc::new(Metrics::default()),
             SandboxConfig::default(),
+            None,
         );
         (Arc::new(ctx), ApiServerVerifier(handle))
     }

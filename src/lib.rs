@@ -7,8 +7,10 @@ pub mod api;
 pub mod cli;
 pub mod crd;
 pub mod crdgen;
+pub mod layout;
 pub mod operator;
 pub mod sandbox;
+pub mod shared;
 
 #[cfg(test)]
 mod fixtures;

@@ -18,6 +18,7 @@ use serde_json::json;
 use crate::{
     crd::{Execution, Session},
     sandbox::{HelperOutput, Process, Sandbox, SandboxError},
+    shared::{activity::ActivityWriter, kube_status::is_status},
 };
 
 use super::{
@@ -154,10 +155,6 @@ impl KubeCluster {
     }
 }
 
-fn is_status(err: &kube::Error, code: u16) -> bool {
-    matches!(err, kube::Error::Api(status) if status.code == code)
-}
-
 async fn watch_until<K>(
     api: Api<K>,
     name: &str,
@@ -242,7 +239,8 @@ impl Cluster for KubeCluster {
 
     fn touch_session<'a>(&'a self, ns: &'a str, name: &'a str) -> BoxFuture<'a, ApiResult<()>> {
         async move {
-            crate::operator::session::record_activity(&self.client, ns, name, Timestamp::now())
+            ActivityWriter::API
+                .record(&self.client, ns, name, Timestamp::now())
                 .await
                 .map_err(ApiError::internal_from("record session activity"))
         }

@@ -155,52 +155,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn api_and_keys_flags_parse() {
-        use crate::cli::{Cli, Command};
-        use clap::Parser;
-        let cli = Cli::try_parse_from([
-            "kubexec",
-            "api",
-            "--listen",
-            "0.0.0.0:9000",
-            "--namespace-prefix",
-            "",
-            "--public-url",
-            "https://run.example.com/",
-        ])
-        .expect("parses");
-        let Command::Api(args) = cli.command else {
-            panic!("expected the api command");
-        };
-        assert_eq!(args.listen.port(), 9000);
-        assert_eq!(args.tenancy.namespace_of("acme"), "acme");
-        assert_eq!(args.tenancy.keys_namespace, DEFAULT_KEYS_NAMESPACE);
-        assert_eq!(
-            args.public_url().as_deref(),
-            Some("https://run.example.com")
-        );
-        assert_eq!(args.ready_timeout(), Duration::from_secs(60));
-
-        let cli = Cli::try_parse_from([
-            "kubexec", "keys", "create", "--tenant", "acme", "--tier", "paid",
-        ])
-        .expect("parses");
-        let Command::Keys(KeysArgs {
-            command: KeysCommand::Create { tenant, tier },
-            tenancy,
-        }) = cli.command
-        else {
-            panic!("expected keys create");
-        };
-        assert_eq!((tenant.as_str(), tier), ("acme", Tier::Paid));
-        assert_eq!(tenancy.namespace_of(&tenant), "kubexec-acme");
-        assert!(Cli::try_parse_from([
-            "kubexec", "keys", "create", "--tenant", "a", "--tier", "gold"
-        ])
-        .is_err());
-    }
-
-    #[test]
     fn tenants_map_to_namespaces() {
         let tenancy = TenancyArgs {
             keys_namespace: DEFAULT_KEYS_NAMESPACE.into(),

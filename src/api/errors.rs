@@ -163,6 +163,11 @@ impl ApiError {
         }
     }
 
+    /// A 400 from the shared validation, which names the field itself.
+    pub fn from_validation(error: crate::crd::validate::ValidationError) -> Self {
+        Self::invalid(error.field, error.message)
+    }
+
     /// A 400 with a specific code naming `field`.
     pub fn invalid_with(
         code: &'static str,

@@ -109,7 +109,7 @@ impl HttpMetrics {
 
     /// Renders the OpenMetrics text.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
-        crate::operator::metrics::render(&self.registry)
+        crate::shared::metrics::render(&self.registry)
     }
 }
 

@@ -35,7 +35,7 @@ pub use config::{ApiArgs, KeysArgs};
 pub use server::app;
 pub use state::{AppState, Settings};
 
-use crate::operator::Shutdown;
+use crate::shared::Shutdown;
 
 /// Runs the api until SIGTERM or SIGINT.
 pub async fn run(args: ApiArgs) -> Result<(), String> {

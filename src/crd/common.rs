@@ -4,9 +4,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
-/// The regular expression an environment variable name must match (POSIX-style names, so
-/// `A=B` or `1X` are refused).
-pub const ENV_NAME_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
+pub use crate::layout::ENV_NAME_PATTERN;
+use crate::layout::ENV_NAME_RULE;
 
 /// One environment variable of a sandbox or an execution.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
@@ -17,7 +16,7 @@ pub struct EnvVar {
     /// Variable name: a letter or `_`, then letters, digits or `_` (at most 256 characters).
     #[schemars(length(min = 1, max = 256))]
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z_][A-Za-z0-9_]*$')")
-        .message("must start with a letter or '_' and contain only letters, digits and '_' (no '=' or spaces)"))]
+        .message(ENV_NAME_RULE))]
     pub name: String,
 
     /// Literal value (at most 32 KiB). Anything secret belongs in `valueFrom` instead, so it is

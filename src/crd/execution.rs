@@ -11,8 +11,9 @@ use super::{EnvVar, SecretReference};
 pub const DEFAULT_TIMEOUT_SECONDS: i32 = 30;
 /// Largest `timeoutSeconds`.
 pub const MAX_TIMEOUT_SECONDS: i32 = 300;
+use crate::layout::WORKING_DIR_RULE;
 /// Default `workingDir`.
-pub const DEFAULT_WORKING_DIR: &str = "/workspace";
+pub use crate::layout::WORKSPACE_DIR as DEFAULT_WORKING_DIR;
 /// Most inline environment variables of one Execution (more can come through `envFrom`).
 pub const MAX_ENV: usize = 100;
 /// Most inline files of one Execution. Larger file sets go through the streamed path.
@@ -113,7 +114,7 @@ pub struct ExecutionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
     #[x_kube(validation = Rule::new("self == '/workspace' || (self.startsWith('/workspace/') && !self.contains('/../') && !self.endsWith('/..'))")
-        .message("must be /workspace or a directory below it, without '..' segments"))]
+        .message(WORKING_DIR_RULE))]
     pub working_dir: Option<String>,
 
     /// Text written to the process's standard input, which is then closed. At most 256 KiB.

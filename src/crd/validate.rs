@@ -8,13 +8,12 @@
 use thiserror::Error;
 
 use super::{
-    quantity::Quantity, EnvVar, ExecutionSpec, FileEncoding, SessionSpec, ENV_NAME_PATTERN,
-    MAX_ENV, MAX_INLINE_FILES, MAX_INLINE_FILE_BYTES, MAX_METADATA_BYTES, MAX_PATH_LENGTH,
-    MAX_SESSION_NAME, MAX_TIMEOUT_SECONDS, MAX_TTL_SECONDS,
+    quantity::Quantity, EnvVar, ExecutionSpec, FileEncoding, SessionSpec, MAX_ENV,
+    MAX_INLINE_FILES, MAX_INLINE_FILE_BYTES, MAX_METADATA_BYTES, MAX_PATH_LENGTH, MAX_SESSION_NAME,
+    MAX_TIMEOUT_SECONDS, MAX_TTL_SECONDS,
 };
 
-/// The workspace mount point inside the sandbox.
-pub const WORKSPACE: &str = "/workspace";
+use crate::layout::{is_env_name, is_working_dir, ENV_NAME_RULE, WORKING_DIR_RULE, WORKSPACE_DIR};
 
 /// A spec field with a value that is not allowed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -128,13 +127,7 @@ pub fn validate_execution(spec: &ExecutionSpec) -> Result {
     }
     validate_env("spec.env", &spec.env)?;
     if let Some(dir) = &spec.working_dir {
-        let below_workspace = dir.starts_with("/workspace/") && !has_dot_dot(dir);
-        if dir != WORKSPACE && !below_workspace {
-            return Err(ValidationError::new(
-                "spec.workingDir",
-                "must be /workspace or a directory below it, without '..' segments",
-            ));
-        }
+        working_dir("spec.workingDir", dir)?;
     }
     if spec.files.len() > MAX_INLINE_FILES {
         return Err(ValidationError::new(
@@ -173,7 +166,10 @@ pub fn workspace_path<'a>(field: &str, path: &'a str) -> Result<&'a str> {
     if path.contains('\0') {
         return Err(ValidationError::new(field, "must not contain NUL"));
     }
-    let relative = if let Some(rest) = path.strip_prefix("/workspace/") {
+    let relative = if let Some(rest) = path
+        .strip_prefix(WORKSPACE_DIR)
+        .and_then(|rest| rest.strip_prefix('/'))
+    {
         rest
     } else if path.starts_with('/') {
         return Err(ValidationError::new(
@@ -198,25 +194,31 @@ pub fn workspace_path<'a>(field: &str, path: &'a str) -> Result<&'a str> {
     Ok(relative)
 }
 
-/// True when a valid environment variable name.
-pub fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+/// Checks an absolute working directory (see [`is_working_dir`]).
+pub fn working_dir(field: &str, dir: &str) -> Result {
+    if is_working_dir(dir) {
+        Ok(())
+    } else {
+        Err(ValidationError::new(field, WORKING_DIR_RULE))
+    }
+}
+
+/// Checks an environment variable name (see [`is_env_name`]).
+pub fn env_name(field: &str, name: &str) -> Result {
+    if is_env_name(name) {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            field,
+            format!("{name:?} {ENV_NAME_RULE}"),
+        ))
+    }
 }
 
 fn validate_env(field: &str, env: &[EnvVar]) -> Result {
     let mut seen = std::collections::BTreeSet::new();
     for (i, var) in env.iter().enumerate() {
-        if !is_env_name(&var.name) {
-            return Err(ValidationError::new(
-                format!("{field}[{i}].name"),
-                format!(
-                    "{:?} must start with a letter or '_' and contain only letters, digits and '_' (pattern {ENV_NAME_PATTERN})",
-                    var.name
-                ),
-            ));
-        }
+        env_name(&format!("{field}[{i}].name"), &var.name)?;
         if !seen.insert(var.name.as_str()) {
             return Err(ValidationError::new(
                 format!("{field}[{i}].name"),

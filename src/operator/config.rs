@@ -14,6 +14,9 @@ pub const DEFAULT_SANDBOX_IMAGE: &str = "localhost/kubexec-sandbox:dev";
 /// Default image the runner binary is copied from.
 pub const DEFAULT_RUNNER_IMAGE: &str = "localhost/kubexec-runner:dev";
 
+/// Default number of Executions reconciled at once (runs themselves are not limited by it).
+pub const DEFAULT_EXECUTION_CONCURRENCY: u16 = 64;
+
 /// `kubexec operator` flags.
 #[derive(Args, Clone, Debug)]
 pub struct OperatorArgs {
@@ -56,7 +59,7 @@ pub struct OperatorArgs {
 
     /// Most Executions reconciled at once. Runs happen in their own tasks and are not limited
     /// by this.
-    #[arg(long, env = "KUBEXEC_EXECUTION_CONCURRENCY", default_value_t = super::execution::DEFAULT_CONCURRENCY)]
+    #[arg(long, env = "KUBEXEC_EXECUTION_CONCURRENCY", default_value_t = DEFAULT_EXECUTION_CONCURRENCY)]
     pub execution_concurrency: u16,
 
     /// Watch only this namespace (default: all namespaces).

@@ -29,14 +29,16 @@ pub struct Context {
 }
 
 impl Context {
-    /// Creates a Context.
-    pub fn new(client: Client, metrics: std::sync::Arc<Metrics>, config: SandboxConfig) -> Self {
-        let reporter = Reporter {
-            controller: REPORTER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
+    /// Creates a Context. `instance` names this replica in the Events it reports (in a
+    /// cluster, the Pod name from `KUBEXEC_POD_NAME`; see [`reporter`]).
+    pub fn new(
+        client: Client,
+        metrics: std::sync::Arc<Metrics>,
+        config: SandboxConfig,
+        instance: Option<String>,
+    ) -> Self {
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(client.clone(), reporter(instance)),
             client,
             runs: Tracker::new(metrics.executions_in_flight.clone()),
             metrics,
@@ -53,6 +55,14 @@ impl Context {
     /// Forgets the failures of `key` after a successful reconcile.
     pub fn reset_backoff(&self, key: &str) {
         self.backoff.reset(key);
+    }
+}
+
+/// Who reports the operator's Events: the controller name, and the replica when known.
+pub fn reporter(instance: Option<String>) -> Reporter {
+    Reporter {
+        controller: REPORTER.into(),
+        instance,
     }
 }
 

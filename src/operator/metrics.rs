@@ -172,10 +172,3 @@ impl ReconcileTimer<'_> {
             .inc();
     }
 }
-
-/// Renders a registry in the OpenMetrics text format.
-pub fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, registry)?;
-    Ok(out)
-}

@@ -7,13 +7,13 @@ mod error;
 pub mod execution;
 pub mod leader;
 pub mod metrics;
+pub mod reconciler;
 pub mod server;
 pub mod session;
 
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
 use tracing::info;
 
 pub use config::{OperatorArgs, SandboxConfig};
@@ -21,53 +21,7 @@ pub use context::Context;
 pub use error::{Error, Result};
 pub use metrics::Metrics;
 
-/// A shutdown signal that many tasks can wait on: resolves on SIGTERM or SIGINT.
-#[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-impl Shutdown {
-    /// Starts listening for SIGTERM and SIGINT.
-    pub fn on_signals() -> Self {
-        let (tx, rx) = watch::channel(false);
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            info!("shutdown requested; finishing in-flight work");
-            let _ = tx.send(true);
-        });
-        Self(rx)
-    }
-
-    /// Resolves once shutdown is requested.
-    pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
-        let mut rx = self.0.clone();
-        async move {
-            // An error means the sender is gone, which also means shutting down.
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
+use crate::shared::Shutdown;
 
 /// Runs the operator until SIGTERM or SIGINT: connects with the ambient kubeconfig (or the
 /// in-cluster service account), serves metrics, and runs the controllers.
@@ -78,7 +32,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
 
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
-    let ctx = Arc::new(Context::new(client, metrics, config));
+    let ctx = Arc::new(Context::new(client, metrics, config, args.identity.clone()));
 
     let (sessions, session_store) = session::controller(
         ctx.clone(),

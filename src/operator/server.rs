@@ -12,7 +12,7 @@ use axum::{
 use prometheus_client::registry::Registry;
 use tracing::{error, info};
 
-use super::{metrics, Error, Result};
+use super::{Error, Result};
 
 /// Content type of the OpenMetrics text format.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -26,7 +26,7 @@ pub fn app(registry: Arc<Registry>) -> Router {
 }
 
 async fn render_metrics(State(registry): State<Arc<Registry>>) -> Response {
-    match metrics::render(&registry) {
+    match crate::shared::metrics::render(&registry) {
         Ok(body) => ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
         Err(e) => {
             error!(error = %e, "cannot encode metrics");
@@ -60,7 +60,7 @@ mod tests {
 
     async fn get(path: &str) -> (StatusCode, String) {
         let mut registry = Registry::default();
-        let metrics = metrics::Metrics::register(&mut registry);
+        let metrics = crate::operator::Metrics::register(&mut registry);
         metrics.reconcile_started("session").finish("ok");
         let response = app(Arc::new(registry))
             .oneshot(Request::get(path).body(Body::empty()).expect("request"))

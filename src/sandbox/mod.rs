@@ -38,10 +38,7 @@ pub use exit::exit_code;
 /// The runner's wire types, re-exported for callers of this client.
 pub use kubexec_runner::protocol;
 
-/// The container the runner lives in.
-pub const CONTAINER: &str = crate::operator::session::build::SANDBOX_CONTAINER;
-/// Where the runner binary is inside that container.
-pub const RUNNER_PATH: &str = crate::operator::session::build::RUNNER_PATH;
+use crate::layout::{RUNNER_PATH, SANDBOX_CONTAINER as CONTAINER};
 
 /// How much stderr is kept (the rest is read and dropped, so the stream never stalls).
 const MAX_STDERR: usize = 64 * 1024;
@@ -116,7 +113,7 @@ impl HelperOutput {
 
 impl Sandbox {
     /// The sandbox Pod `pod_name` in `namespace` (for a Session `s`, the Pod is
-    /// [`crate::operator::session::pod_name`]`(s)`).
+    /// [`crate::layout::pod_name`]`(s)`).
     pub fn new(client: kube::Client, namespace: &str, pod_name: &str) -> Self {
         Self {
             pods: Api::namespaced(client, namespace),

@@ -27,10 +27,11 @@ use crate::{
     },
     crd::{
         conditions, find_condition, labels,
-        validate::{is_env_name, validate_execution},
+        validate::{self, env_name, validate_execution},
         EnvFromSource, Execution, ExecutionPhase, ExecutionSpec, SecretReference, SessionReference,
         DEFAULT_WORKING_DIR,
     },
+    shared::deadlines::result_wait,
 };
 
 /// Label naming the key that created an Execution.
@@ -41,8 +42,6 @@ pub const EXECUTION_LABEL: &str = "kubexec.dev/execution";
 pub const MAX_ENV_BYTES: usize = 512 * 1024;
 /// Largest `code` or `command` (the Execution's own limit).
 pub const MAX_SOURCE_BYTES: usize = 256 * 1024;
-/// Slack on top of the execution timeout for the operator to start and report the run.
-pub const RESULT_GRACE: Duration = Duration::from_secs(60);
 
 /// A validated execute request.
 #[derive(Debug)]
@@ -138,12 +137,7 @@ pub fn plan_execute<'r>(
     }
     let mut env_bytes = 0;
     for (name, value) in &request.env {
-        if !is_env_name(name) {
-            return Err(ApiError::invalid(
-                format!("env.{name}"),
-                "names start with a letter or '_' and contain only letters, digits and '_' (no '=')",
-            ));
-        }
+        env_name(&format!("env.{name}"), name).map_err(ApiError::from_validation)?;
         if value.contains('\0') {
             return Err(ApiError::invalid(
                 format!("env.{name}"),
@@ -186,14 +180,7 @@ fn absolute_working_dir(dir: &str) -> ApiResult<String> {
     } else {
         absolute
     };
-    let inside = absolute == DEFAULT_WORKING_DIR
-        || (absolute.starts_with("/workspace/") && !absolute.split('/').any(|s| s == ".."));
-    if !inside || absolute.contains('\0') {
-        return Err(ApiError::invalid(
-            "workingDir",
-            "must be /workspace or a directory below it, without '..'",
-        ));
-    }
+    validate::working_dir("workingDir", &absolute).map_err(ApiError::from_validation)?;
     Ok(absolute)
 }
 
@@ -412,7 +399,7 @@ pub async fn start_execution(
         name,
         streamed_files,
         ready,
-        result_timeout: Duration::from_secs(u64::try_from(timeout).unwrap_or(30)) + RESULT_GRACE,
+        result_timeout: result_wait(u64::try_from(timeout).unwrap_or(30)),
     })
 }
 

@@ -15,8 +15,7 @@ use hyper_util::rt::TokioIo;
 use super::find_session;
 use crate::api::{auth::Caller, errors::ApiError, state::AppState};
 
-/// The sandbox port that previews reach.
-pub const PREVIEW_PORT: u16 = 8080;
+use crate::layout::PREVIEW_PORT;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Proxies to the root of the session's preview port.

@@ -9,20 +9,17 @@ use kube::{
 use serde_json::json;
 
 use crate::crd::{Execution, ExecutionStatus, Session, API_VERSION};
-use crate::operator::{session::record_activity, Context, Error, Result};
+use crate::operator::{Context, Error, Result};
+use crate::shared::{activity::ActivityWriter, kube_status::is_gone_or_conflict};
 
 use super::decide::Resume;
 
 /// Field manager of the Execution controller's status writes. (The Session's
-/// `lastActivityAt` is written under [`crate::operator::session::ACTIVITY_FIELD_MANAGER`].)
+/// `lastActivityAt` is written under [`ActivityWriter::OPERATOR`].)
 pub const FIELD_MANAGER: &str = "kubexec-execution-status";
 
 /// Field manager that lifts a Session's `spec.suspend` when an Execution needs it.
 pub const RESUME_FIELD_MANAGER: &str = "kubexec-execution-resume";
-
-fn is_status(err: &kube::Error, code: u16) -> bool {
-    matches!(err, kube::Error::Api(status) if status.code == code)
-}
 
 /// The apply patch of a whole status (every field this controller owns is always included, so
 /// server-side apply never drops one).
@@ -145,7 +142,10 @@ pub async fn resume_session(
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let name = &execution.spec.session_ref.name;
     match how {
-        Resume::Idle => record_activity(&ctx.client, &namespace, name, now).await?,
+        Resume::Idle => ActivityWriter::OPERATOR
+            .record(&ctx.client, &namespace, name, now)
+            .await
+            .map_err(Error::kube("record session activity"))?,
         Resume::Unsuspend => {
             let sessions: Api<Session> = Api::namespaced(ctx.client.clone(), &namespace);
             // A merge patch, not an apply: the user keeps owning spec.suspend.
@@ -194,7 +194,7 @@ pub async fn delete(ctx: &Context, execution: &Execution) -> Result<()> {
     };
     match api.delete(&execution.name_any(), &params).await {
         Ok(_) => Ok(()),
-        Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
+        Err(e) if is_gone_or_conflict(&e) => Ok(()),
         Err(e) => Err(Error::kube("delete execution")(e)),
     }
 }

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use crate::crd::{Execution, ExecutionPhase, Session, SessionPhase};
+use crate::operator::reconciler::until;
 
 use super::{
     build::{reasons, Env},
@@ -93,11 +94,6 @@ pub enum Plan {
 
 fn seconds(d: Duration) -> SignedDuration {
     SignedDuration::from_secs(d.as_secs() as i64)
-}
-
-fn until(now: Timestamp, then: Timestamp) -> Duration {
-    let secs = then.as_second().saturating_sub(now.as_second()).max(1);
-    Duration::from_secs(secs as u64)
 }
 
 /// Decides the next step.

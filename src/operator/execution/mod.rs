@@ -8,7 +8,7 @@
 //! ## Lifecycle
 //! - **Pending**: the Session must exist (else Failed, `SessionNotFound`) and be Ready. A
 //!   suspended Session is resumed: idle ones by recording activity
-//!   ([`crate::operator::session::record_activity`]); `spec.suspend: true` is set to false with
+//!   ([`crate::shared::activity`]); `spec.suspend: true` is set to false with
 //!   an Event, because creating an Execution is an explicit request to use the Session, as the
 //!   next `execute` resumes a session in the hosted API. A Session that is not Ready 120 s
 //!   after the Execution's creation fails it with `SessionNotReady`; an expired, failed or
@@ -60,11 +60,11 @@ use kube::{
     Api, ResourceExt,
 };
 use tokio::time::Instant;
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, info, instrument};
 
 use crate::crd::{Execution, ExecutionPhase, Session, MAX_TIMEOUT_SECONDS};
 
-use super::{metrics::ExecutionResultLabels, Context, Error, Result};
+use super::{metrics::ExecutionResultLabels, reconciler, Context, Error, Result};
 
 pub use apply::FIELD_MANAGER;
 pub use tracker::{RunState, Tracker};
@@ -75,37 +75,12 @@ use decide::{Plan, CACHE_LAG_RECHECK, IN_FLIGHT_RECHECK, SESSION_POLL};
 /// Metric and log name of this controller.
 pub const CONTROLLER: &str = "execution";
 
-/// Default number of Executions reconciled at once (runs themselves are not limited by it).
-pub const DEFAULT_CONCURRENCY: u16 = 64;
-
-fn backoff_key(execution: &Execution) -> String {
-    format!(
-        "execution/{}/{}",
-        execution.namespace().unwrap_or_default(),
-        execution.name_any()
-    )
-}
 
 /// Reconciles one Execution. Thin: times it, runs the pipeline, records the result.
 #[instrument(skip_all, fields(execution = %execution.name_any(), namespace = execution.namespace().unwrap_or_default()))]
 pub async fn reconcile(execution: Arc<Execution>, ctx: Arc<Context>) -> Result<Action> {
-    let timer = ctx.metrics.reconcile_started(CONTROLLER);
-    let result = reconcile_execution(&execution, &ctx, Timestamp::now()).await;
-    match &result {
-        Ok(_) => {
-            ctx.reset_backoff(&backoff_key(&execution));
-            timer.finish("ok");
-        }
-        Err(e) => timer.finish(e.metric_label()),
-    }
-    result
-}
-
-fn after(requeue: Option<Duration>) -> Action {
-    match requeue {
-        Some(after) => Action::requeue(after),
-        None => Action::await_change(),
-    }
+    let pipeline = reconcile_execution(&execution, &ctx, Timestamp::now());
+    reconciler::timed(CONTROLLER, &*execution, &ctx, pipeline).await
 }
 
 /// The pipeline: observe → decide → act.
@@ -130,7 +105,7 @@ pub async fn reconcile_execution(
             {
                 apply::write_status(&ctx.client, execution, &status).await?;
             }
-            Ok(after(requeue))
+            Ok(reconciler::requeue(requeue))
         }
         Plan::ResumeSession(how) => {
             info!(?how, "resuming the session");
@@ -261,19 +236,6 @@ fn recover(ctx: &Arc<Context>, execution: &Execution, uid: &str, now: Timestamp)
     Action::requeue(IN_FLIGHT_RECHECK)
 }
 
-/// How long to wait after a failed reconcile: a permanent error waits for a change (with a
-/// long safety requeue); anything else backs off exponentially per Execution.
-pub fn error_policy(execution: Arc<Execution>, error: &Error, ctx: Arc<Context>) -> Action {
-    if error.is_permanent() {
-        warn!(execution = %execution.name_any(), %error, "waiting for the Execution to change");
-        Action::requeue(Duration::from_secs(3600))
-    } else {
-        let wait = ctx.next_backoff(&backoff_key(&execution));
-        warn!(execution = %execution.name_any(), %error, retry_in = ?wait, "reconcile failed");
-        Action::requeue(wait)
-    }
-}
-
 /// Pending Executions of `session`, so that its readiness (or resumption) starts them at once.
 fn waiting_on(
     store: &kube::runtime::reflector::Store<Execution>,
@@ -319,16 +281,8 @@ pub fn controller(
         })
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => debug!(execution = %obj.name, "reconciled"),
-                Err(controller::Error::ReconcilerFailed(err, obj)) => {
-                    debug!(execution = %obj.name, %err, "reconcile failed")
-                }
-                Err(err) => warn!(%err, "execution controller"),
-            }
-        })
+        .run(reconcile, reconciler::policy(CONTROLLER), ctx)
+        .for_each(|result| reconciler::log_outcome(CONTROLLER, result))
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::{Api, ResourceExt};
 
-use crate::crd::{Execution, ExecutionPhase, Session, SessionPhase, ENV_NAME_PATTERN};
+use crate::crd::{Execution, ExecutionPhase, Session, SessionPhase};
+use crate::layout::is_env_name;
 use crate::operator::{Error, Result};
 
 use super::build::Env;
@@ -138,15 +139,6 @@ fn secret_value(secret: &Secret, key: &str) -> Option<Result<String, ()>> {
         .as_ref()
         .and_then(|d| d.get(key))
         .map(|v| Ok(v.clone()))
-}
-
-fn is_env_name(name: &str) -> bool {
-    debug_assert_eq!(ENV_NAME_PATTERN, "^[A-Za-z_][A-Za-z0-9_]*$");
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The pure half of [`resolve_env`], given the Secrets by name.

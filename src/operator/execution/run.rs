@@ -11,8 +11,9 @@ use tokio::time::Instant;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::crd::{Execution, ExecutionStatus};
-use crate::operator::{metrics::ExecutionResultLabels, session::record_activity, Context};
+use crate::operator::{metrics::ExecutionResultLabels, Context};
 use crate::sandbox::{Sandbox, SandboxError};
+use crate::shared::activity::ActivityWriter;
 
 use super::{
     apply::{self, ExecutionEvent},
@@ -21,9 +22,7 @@ use super::{
     tracker::RunGuard,
 };
 
-/// Beyond the execution's own timeout (which the runner enforces, TERM then KILL), how long to
-/// wait for its result before giving up on the runner or the stream.
-pub const RESULT_GRACE: Duration = Duration::from_secs(30);
+pub use crate::shared::deadlines::RESULT_GRACE;
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 const STATUS_WRITE_ATTEMPTS: u32 = 4;
@@ -162,7 +161,10 @@ async fn mark_activity(ctx: &Context, namespace: &str, session: &str) {
     {
         return;
     }
-    if let Err(error) = record_activity(&ctx.client, namespace, session, Timestamp::now()).await {
+    if let Err(error) = ActivityWriter::OPERATOR
+        .record(&ctx.client, namespace, session, Timestamp::now())
+        .await
+    {
         // The Session may be gone; the run's own status matters more.
         warn!(%error, "could not record session activity");
     }

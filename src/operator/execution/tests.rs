@@ -27,6 +27,7 @@ fn test_context() -> (Arc<Context>, Mock) {
         Client::new(service, NS),
         Arc::new(Metrics::default()),
         SandboxConfig::default(),
+        None,
     );
     (Arc::new(ctx), handle)
 }
@@ -267,7 +268,7 @@ async fn an_unreachable_apiserver_is_a_transient_error() {
         .expect_err("no apiserver");
     assert!(!err.is_permanent());
     assert_eq!(
-        error_policy(execution, &err, ctx),
+        crate::operator::reconciler::policy::<Execution>(CONTROLLER)(execution, &err, ctx),
         Action::requeue(Duration::from_secs(1))
     );
 }

@@ -9,12 +9,9 @@ use kube::{
 
 use crate::crd::Session;
 use crate::operator::{Context, Error, Result};
+use crate::shared::kube_status::{is_gone_or_conflict, is_status};
 
 use super::decide::{PodAction, SessionEvent};
-
-fn is_status(err: &kube::Error, code: u16) -> bool {
-    matches!(err, kube::Error::Api(status) if status.code == code)
-}
 
 fn delete_params(uid: Option<String>) -> DeleteParams {
     DeleteParams {
@@ -59,7 +56,7 @@ pub async fn pod_action(
         }
         PodAction::Delete { uid } => match pods.delete(name, &delete_params(uid.clone())).await {
             Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
+            Err(e) if is_gone_or_conflict(&e) => Ok(()),
             Err(e) => Err(Error::kube("delete pod")(e)),
         },
     }
@@ -74,7 +71,7 @@ impl SessionEvent {
                 EventType::Normal,
                 "PodCreated",
                 "CreatePod",
-                format!("created sandbox Pod {}", super::build::pod_name(&name)),
+                format!("created sandbox Pod {}", crate::layout::pod_name(&name)),
             ),
             SessionEvent::Ready => (
                 EventType::Normal,
@@ -158,7 +155,7 @@ pub async fn delete_session(ctx: &Context, session: &Session) -> Result<()> {
         .await
     {
         Ok(_) => Ok(()),
-        Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
+        Err(e) if is_gone_or_conflict(&e) => Ok(()),
         Err(e) => Err(Error::kube("delete session")(e)),
     }
 }

@@ -20,43 +20,15 @@ use crate::crd::{
     annotations, labels, quantity::Quantity, validate::ValidationError, EnvVar, Session,
     SessionSpec,
 };
+use crate::layout::{
+    pod_name, workspace_claim_name, INSTALL_CONTAINER, PIDS_LIMIT_ENV, PREVIEW_PORT, RUNNER_DIR,
+    RUNNER_IMAGE_PATH, RUNNER_PATH, SANDBOX_CONTAINER, SANDBOX_UID, SESSION_ENV, WORKSPACE_DIR,
+};
 use crate::operator::config::SandboxConfig;
-
-/// Name of the sandbox container, where executions run.
-pub const SANDBOX_CONTAINER: &str = "sandbox";
-/// Name of the init container that installs the runner.
-pub const INSTALL_CONTAINER: &str = "install-runner";
-/// Where the runner binary is installed inside the Pod (a read-only emptyDir in the sandbox).
-pub const RUNNER_DIR: &str = "/kubexec/bin";
-/// Path of the runner binary inside the sandbox container.
-pub const RUNNER_PATH: &str = "/kubexec/bin/kubexec-runner";
-/// Path of the runner binary inside the runner image.
-pub const RUNNER_IMAGE_PATH: &str = "/kubexec-runner";
-/// Mount point of the workspace.
-pub const WORKSPACE_DIR: &str = "/workspace";
-/// User and group id sandboxes run as.
-pub const SANDBOX_UID: i64 = 1000;
-/// Port an execution can serve a preview on; the api proxies to it.
-pub const PREVIEW_PORT: i32 = 8080;
-/// Environment variable telling the runner the process-count limit to enforce.
-pub const PIDS_LIMIT_ENV: &str = "KUBEXEC_PIDS_LIMIT";
-/// Environment variable naming the Session inside its sandbox.
-pub const SESSION_ENV: &str = "KUBEXEC_SESSION";
 
 const RUNNER_VOLUME: &str = "runner-bin";
 const WORKSPACE_VOLUME: &str = "workspace";
 const GRACE_PERIOD_SECONDS: i64 = 5;
-
-/// The sandbox Pod of a Session is named `<session>-sandbox`, so it can be found without a
-/// lookup and there is never more than one.
-pub fn pod_name(session_name: &str) -> String {
-    format!("{session_name}-sandbox")
-}
-
-/// The workspace claim of a persistent Session is named `<session>-workspace`.
-pub fn workspace_claim_name(session_name: &str) -> String {
-    format!("{session_name}-workspace")
-}
 
 /// Resolved limits and requests of the sandbox container.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -276,7 +248,7 @@ pub fn build_pod(session: &Session, config: &SandboxConfig) -> Result<Pod, Valid
         env: Some(env),
         ports: Some(vec![ContainerPort {
             name: Some("preview".into()),
-            container_port: PREVIEW_PORT,
+            container_port: i32::from(PREVIEW_PORT),
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),

@@ -16,10 +16,12 @@ use crate::crd::{
     validate::{validate_session, ValidationError},
     Session, SessionPhase, SessionStatus,
 };
+use crate::layout::pod_name;
 use crate::operator::config::SandboxConfig;
+use crate::operator::reconciler::until;
 
 use super::{
-    build::{build_pod, build_workspace_claim, pod_name, pod_spec_hash},
+    build::{build_pod, build_workspace_claim, pod_spec_hash},
     observe::Observed,
 };
 
@@ -209,11 +211,6 @@ fn pod_spec_hash_of(pod: &Pod) -> Option<&str> {
         .as_ref()?
         .get(annotations::SPEC_HASH)
         .map(String::as_str)
-}
-
-fn until(now: Timestamp, then: Timestamp) -> Duration {
-    let secs = then.as_second().saturating_sub(now.as_second()).max(1);
-    Duration::from_secs(u64::try_from(secs).unwrap_or(u64::MAX))
 }
 
 /// Decides what a reconcile does. Pure: `now` is passed in.

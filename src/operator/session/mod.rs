@@ -16,7 +16,7 @@
 //!   `status.lastActivityAt` and `readyAt` while Ready, deletes the Pod and keeps the claim.
 //!   Phase `Suspended`, `Ready` False with reason `Suspended` or `Idle`.
 //! - **Resume**: setting `spec.suspend` back to false, or (for an idle suspension) recording
-//!   activity in [`RESUME_FIELD`] with [`record_activity`], creates a new Pod.
+//!   activity in [`RESUME_FIELD`](crate::shared::activity::RESUME_FIELD), creates a new Pod.
 //! - **Lost Pod**: a Pod that vanished, failed or was evicted is replaced, with a Warning Event
 //!   `PodLost` and `kubexec_session_pods_recreated_total`.
 //! - **Spec change**: a Pod built from an older spec (annotation `kubexec.dev/spec-hash`) is
@@ -30,13 +30,12 @@ pub mod decide;
 pub mod observe;
 pub mod status;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc};
 
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::{
-    api::{Patch, PatchParams},
     runtime::{
         controller::{self, Action, Controller},
         reflector::Store,
@@ -49,79 +48,22 @@ use prometheus_client::{
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
     metrics::{family::Family, gauge::Gauge, MetricType},
 };
-use serde_json::json;
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, info, instrument};
 
-use crate::crd::{labels, Session, SessionPhase, API_VERSION};
+use crate::crd::{labels, Session, SessionPhase};
 
-use super::{Context, Error, Result};
+use super::{reconciler, Context, Error, Result};
 
-pub use build::{pod_name, workspace_claim_name};
 pub use status::FIELD_MANAGER;
 
 /// Metric and log name of this controller.
 pub const CONTROLLER: &str = "session";
 
-/// The resume (and activity) mechanism: the status field the execution path sets to the
-/// current time when an execution starts or finishes. A Session suspended for idling resumes
-/// as soon as this is more recent than `idleTimeoutSeconds` ago; a Ready Session's idle clock
-/// restarts from it. It does not override `spec.suspend: true`, which only the user lifts.
-pub const RESUME_FIELD: &str = "status.lastActivityAt";
-
-/// Field manager of activity writes ([`record_activity`]). Distinct from the Session
-/// controller's, so neither writer removes the other's fields.
-pub const ACTIVITY_FIELD_MANAGER: &str = "kubexec-execution-controller";
-
-/// The server-side apply patch that records activity at `now` (see [`RESUME_FIELD`]).
-pub fn activity_patch(now: Timestamp) -> serde_json::Value {
-    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
-    json!({
-        "apiVersion": API_VERSION,
-        "kind": "Session",
-        "status": { "lastActivityAt": now },
-    })
-}
-
-/// Records activity on a Session, which also resumes it if it is suspended for idling.
-pub async fn record_activity(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    now: Timestamp,
-) -> Result<()> {
-    let sessions: Api<Session> = Api::namespaced(client.clone(), namespace);
-    sessions
-        .patch_status(
-            name,
-            &PatchParams::apply(ACTIVITY_FIELD_MANAGER).force(),
-            &Patch::Apply(activity_patch(now)),
-        )
-        .await
-        .map_err(Error::kube("record session activity"))?;
-    Ok(())
-}
-
-fn backoff_key(session: &Session) -> String {
-    format!(
-        "session/{}/{}",
-        session.namespace().unwrap_or_default(),
-        session.name_any()
-    )
-}
-
 /// Reconciles one Session. Thin: times it, runs the pipeline, records the result.
 #[instrument(skip_all, fields(session = %session.name_any(), namespace = session.namespace().unwrap_or_default()))]
 pub async fn reconcile(session: Arc<Session>, ctx: Arc<Context>) -> Result<Action> {
-    let timer = ctx.metrics.reconcile_started(CONTROLLER);
-    let result = reconcile_session(&session, &ctx, Timestamp::now()).await;
-    match &result {
-        Ok(_) => {
-            ctx.reset_backoff(&backoff_key(&session));
-            timer.finish("ok");
-        }
-        Err(e) => timer.finish(e.metric_label()),
-    }
-    result
+    let pipeline = reconcile_session(&session, &ctx, Timestamp::now());
+    reconciler::timed(CONTROLLER, &*session, &ctx, pipeline).await
 }
 
 /// The pipeline: observe → decide → apply → status.
@@ -138,7 +80,13 @@ pub async fn reconcile_session(session: &Session, ctx: &Context, now: Timestamp)
     };
     debug!(events = ?plan.events, pod_action, "planned");
 
-    apply::pod_action(ctx, &namespace, &pod_name(&session.name_any()), &plan.pod).await?;
+    apply::pod_action(
+        ctx,
+        &namespace,
+        &crate::layout::pod_name(&session.name_any()),
+        &plan.pod,
+    )
+    .await?;
     if let Some(why) = plan.recreate {
         ctx.metrics
             .pods_recreated
@@ -158,23 +106,7 @@ pub async fn reconcile_session(session: &Session, ctx: &Context, now: Timestamp)
     if let Some(invalid) = plan.invalid {
         return Err(Error::InvalidSpec(invalid));
     }
-    Ok(match plan.requeue_after {
-        Some(after) => Action::requeue(after),
-        None => Action::await_change(),
-    })
-}
-
-/// How long to wait after a failed reconcile: an invalid spec waits for a change (with a
-/// long safety requeue); anything else backs off exponentially per Session.
-pub fn error_policy(session: Arc<Session>, error: &Error, ctx: Arc<Context>) -> Action {
-    if error.is_permanent() {
-        warn!(session = %session.name_any(), %error, "waiting for the Session to change");
-        Action::requeue(Duration::from_secs(3600))
-    } else {
-        let wait = ctx.next_backoff(&backoff_key(&session));
-        warn!(session = %session.name_any(), %error, retry_in = ?wait, "reconcile failed");
-        Action::requeue(wait)
-    }
+    Ok(reconciler::requeue(plan.requeue_after))
 }
 
 /// Builds the Session controller. Returns the future that runs it until `shutdown`
@@ -206,16 +138,8 @@ pub fn controller(
         .graceful_shutdown_on(shutdown);
     let store = controller.store();
     let run = controller
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => debug!(session = %obj.name, "reconciled"),
-                Err(controller::Error::ReconcilerFailed(err, obj)) => {
-                    debug!(session = %obj.name, %err, "reconcile failed")
-                }
-                Err(err) => warn!(%err, "session controller"),
-            }
-        });
+        .run(reconcile, reconciler::policy(CONTROLLER), ctx)
+        .for_each(|result| reconciler::log_outcome(CONTROLLER, result));
     (run, store)
 }
 
@@ -265,6 +189,7 @@ mod tests {
     use crate::crd::{SessionPhase, WorkspaceSpec};
     use crate::fixtures::{ready_pod, timeout_after_1s, Scenario};
     use crate::operator::{config::SandboxConfig, metrics::RecreateLabels};
+    use std::time::Duration;
 
     async fn reconcile_with(
         session: Session,
@@ -368,11 +293,11 @@ mod tests {
             .expect_err("no apiserver");
         assert!(!err.is_permanent());
         assert_eq!(
-            error_policy(session.clone(), &err, ctx.clone()),
+            reconciler::policy::<Session>(CONTROLLER)(session.clone(), &err, ctx.clone()),
             Action::requeue(Duration::from_secs(1))
         );
         assert_eq!(
-            error_policy(session, &err, ctx),
+            reconciler::policy::<Session>(CONTROLLER)(session, &err, ctx),
             Action::requeue(Duration::from_secs(2))
         );
     }
@@ -386,7 +311,7 @@ mod tests {
         });
         assert!(err.is_permanent());
         assert_eq!(
-            error_policy(Arc::new(Session::test()), &err, ctx),
+            reconciler::policy::<Session>(CONTROLLER)(Arc::new(Session::test()), &err, ctx),
             Action::requeue(Duration::from_secs(3600))
         );
     }
@@ -399,7 +324,7 @@ mod tests {
         ));
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register_collector(Box::new(SessionPhases(store)));
-        let text = crate::operator::metrics::render(&registry).expect("renders");
+        let text = crate::shared::metrics::render(&registry).expect("renders");
         assert!(
             text.contains("kubexec_sessions{phase=\"Ready\"} 1"),
             "{text}"
@@ -408,16 +333,5 @@ mod tests {
             text.contains("kubexec_sessions{phase=\"Suspended\"} 0"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn activity_patch_sets_only_last_activity() {
-        let now = Timestamp::from_second(1_700_000_000).expect("valid");
-        let patch = activity_patch(now);
-        assert_eq!(
-            patch["status"],
-            json!({"lastActivityAt": "2023-11-14T22:13:20Z"})
-        );
-        assert_eq!(RESUME_FIELD, "status.lastActivityAt");
     }
 }

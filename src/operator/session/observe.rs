@@ -6,7 +6,7 @@ use kube::{Api, ResourceExt};
 use crate::crd::Session;
 use crate::operator::{Error, Result};
 
-use super::build::pod_name;
+use crate::layout::pod_name;
 
 /// What the cluster holds for a Session right now.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -13,7 +13,7 @@ use crate::operator::{Error, Result};
 pub const FIELD_MANAGER: &str = "kubexec-session-controller";
 
 /// The apply patch for the fields this controller owns. `lastActivityAt` is left out: it
-/// belongs to the execution path (see [`super::RESUME_FIELD`]).
+/// belongs to the execution path (see [`crate::shared::activity`]).
 pub fn status_patch(status: &SessionStatus) -> serde_json::Value {
     let owned = SessionStatus {
         last_activity_at: None,
