@@ -232,3 +232,64 @@ async fn invalid_manifests_are_refused_with_readable_messages() {
     }
     assert!(checked >= 4, "only {checked} invalid fixtures");
 }
+
+/// Activity once went under one field manager for every writer; each writer now has its own.
+/// On the real apiserver, a Session whose `lastActivityAt` the old manager owns is still
+/// updated by both new writers, and the field changes hands instead of conflicting.
+#[tokio::test]
+async fn activity_last_written_under_the_old_field_manager_is_still_updated() {
+    use kubexec::shared::activity::ActivityWriter;
+
+    let mut ns = TestNs::new("ses-activity").await;
+    ns.kill_operator(); // only the activity writers touch this Session
+    let sessions = ns.api::<Session>();
+    let session: Session = serde_json::from_value(json!({
+        "apiVersion": "kubexec.dev/v1alpha1", "kind": "Session",
+        "metadata": {"name": "old-owner"}, "spec": {}
+    }))
+    .expect("session literal");
+    sessions
+        .create(&Default::default(), &session)
+        .await
+        .expect("create session");
+    let at = |s: i64| jiff::Timestamp::from_second(s).expect("valid time");
+    sessions
+        .patch_status(
+            "old-owner",
+            &PatchParams::apply(ActivityWriter::LEGACY_FIELD_MANAGER).force(),
+            &Patch::Apply(kubexec::shared::activity::activity_patch(at(1_700_000_000))),
+        )
+        .await
+        .expect("write under the old manager");
+
+    let owners = |s: &Session| -> Vec<String> {
+        s.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|f| {
+                f.fields_v1
+                    .as_ref()
+                    .is_some_and(|v| v.0.to_string().contains("f:lastActivityAt"))
+            })
+            .filter_map(|f| f.manager.clone())
+            .collect()
+    };
+    for (writer, second) in [
+        (ActivityWriter::OPERATOR, 1_700_000_100),
+        (ActivityWriter::API, 1_700_000_200),
+    ] {
+        writer
+            .record(&ns.client, &ns.name, "old-owner", at(second))
+            .await
+            .expect("record activity");
+        let now = sessions.get("old-owner").await.expect("get session");
+        let recorded = now
+            .status
+            .as_ref()
+            .and_then(|s| s.last_activity_at.as_ref())
+            .map(|t| t.0);
+        assert_eq!(recorded, Some(at(second)));
+        assert_eq!(owners(&now), vec![writer.field_manager().to_string()]);
+    }
+}
