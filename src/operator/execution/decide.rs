@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use crate::crd::{Execution, ExecutionPhase, Session, SessionPhase};
@@ -12,6 +11,7 @@ use crate::operator::reconciler::until;
 
 use super::{
     build::{reasons, Env},
+    failure::{pod_lost, Failure},
     observe::{EnvResolution, Observed},
     tracker::RunState,
 };
@@ -31,24 +31,6 @@ pub const IN_FLIGHT_RECHECK: Duration = Duration::from_secs(60);
 pub const CACHE_LAG_RECHECK: Duration = Duration::from_secs(5);
 /// Activity recorded this recently is still resuming the Session; do not record it again.
 pub const RESUME_DEBOUNCE: Duration = Duration::from_secs(10);
-
-/// Why an Execution fails without a result.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    /// One of [`reasons`].
-    pub reason: &'static str,
-    /// What happened, for people.
-    pub message: String,
-}
-
-impl Failure {
-    fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-        }
-    }
-}
 
 /// How to resume a suspended Session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,38 +142,6 @@ fn plan_finished(execution: &Execution, now: Timestamp) -> Plan {
             requeue: Some(until(now, deadline)),
         }
     }
-}
-
-/// Why the recorded Pod no longer holds the run, if it does not.
-pub fn pod_lost(
-    pod: Option<&Pod>,
-    pod_name: Option<&str>,
-    pod_uid: Option<&str>,
-) -> Option<Failure> {
-    let name = pod_name.unwrap_or("the sandbox Pod");
-    let Some(pod) = pod else {
-        return Some(Failure::new(
-            reasons::POD_LOST,
-            format!("sandbox Pod {name} is gone; the run's result was lost with it"),
-        ));
-    };
-    if let (Some(recorded), Some(current)) = (pod_uid, pod.metadata.uid.as_deref()) {
-        if recorded != current {
-            return Some(Failure::new(
-                reasons::POD_LOST,
-                format!(
-                    "sandbox Pod {name} was replaced while the execution ran; the run was lost"
-                ),
-            ));
-        }
-    }
-    if pod.metadata.deletion_timestamp.is_some() {
-        return Some(Failure::new(
-            reasons::POD_LOST,
-            format!("sandbox Pod {name} is being deleted; the run was lost"),
-        ));
-    }
-    None
 }
 
 fn plan_pending(execution: &Execution, observed: &Observed, now: Timestamp) -> Plan {
@@ -339,7 +289,10 @@ mod tests {
     use crate::crd::{
         conditions, ExecutionSpec, ExecutionStatus, SessionReference, SessionSpec, SessionStatus,
     };
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use k8s_openapi::{
+        api::core::v1::Pod,
+        apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    };
 
     const NOW: i64 = 1_700_000_000;
 

@@ -18,7 +18,7 @@ use crate::shared::activity::ActivityWriter;
 use super::{
     apply::{self, ExecutionEvent},
     build::{failed_status, reasons, result_status},
-    decide::{pod_lost, Failure},
+    failure::{pod_lost, Failure},
     tracker::RunGuard,
 };
 
@@ -203,20 +203,9 @@ async fn exec(ctx: &Context, run: &Run) -> Outcome {
             Ok(Err(SandboxError::Runner {
                 code: ErrorCode::Lost,
                 ..
-            })) => {
-                return Outcome::Failed(Failure {
-                    reason: reasons::POD_LOST,
-                    message: format!(
-                        "the run left no result in {}: the sandbox container restarted or the runner was killed",
-                        run.pod_name
-                    ),
-                })
-            }
+            })) => return Outcome::Failed(Failure::run_lost(&run.pod_name)),
             Ok(Err(SandboxError::Runner { code, message })) => {
-                return Outcome::Failed(Failure {
-                    reason: reasons::RUNNER_ERROR,
-                    message: format!("{code:?}: {message}"),
-                })
+                return Outcome::Failed(Failure::runner_error(code, &message))
             }
             Ok(Err(error)) => error,
             Err(_) => return deadline_exceeded(run),
@@ -238,15 +227,8 @@ async fn exec(ctx: &Context, run: &Run) -> Outcome {
 }
 
 fn deadline_exceeded(run: &Run) -> Outcome {
-    let within = match run.timeout_seconds {
-        Some(t) => format!(
-            "within timeoutSeconds ({t}s) plus {}s",
-            RESULT_GRACE.as_secs()
-        ),
-        None => "in time".into(),
-    };
-    Outcome::Failed(Failure {
-        reason: reasons::DEADLINE_EXCEEDED,
-        message: format!("no result from the runner in {} {within}", run.pod_name),
-    })
+    Outcome::Failed(Failure::deadline_exceeded(
+        &run.pod_name,
+        run.timeout_seconds,
+    ))
 }
