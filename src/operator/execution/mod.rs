@@ -45,6 +45,7 @@ pub mod build;
 pub mod decide;
 pub mod failure;
 pub mod observe;
+pub mod outcome;
 pub mod run;
 pub mod tracker;
 
@@ -70,8 +71,9 @@ use super::{metrics::ExecutionResultLabels, reconciler, Context, Error, Result};
 pub use apply::FIELD_MANAGER;
 pub use tracker::{RunState, Tracker};
 
-use build::{exec_spec, failed_status, pending_status, running_status, Env};
+use build::{exec_spec, pending_status, running_status, Env};
 use decide::{Plan, CACHE_LAG_RECHECK, IN_FLIGHT_RECHECK, SESSION_POLL};
+use outcome::RunOutcome;
 
 /// Metric and log name of this controller.
 pub const CONTROLLER: &str = "execution";
@@ -133,21 +135,16 @@ pub async fn reconcile_execution(
         Plan::Recover => Ok(recover(ctx, execution, &uid, now)),
         Plan::Fail(failure) => {
             info!(reason = failure.reason, message = %failure.message, "execution failed");
-            let status = failed_status(execution, failure.reason, &failure.message, now);
+            let outcome = RunOutcome::Failed(failure);
+            let status = outcome.status(execution, None, now);
             apply::write_status(&ctx.client, execution, &status).await?;
             ctx.metrics
                 .executions
-                .get_or_create(&ExecutionResultLabels { result: "error" })
+                .get_or_create(&ExecutionResultLabels {
+                    result: outcome.metric_label(),
+                })
                 .inc();
-            apply::publish(
-                ctx,
-                execution,
-                apply::ExecutionEvent::Failed {
-                    reason: failure.reason.into(),
-                    message: failure.message,
-                },
-            )
-            .await;
+            apply::publish(ctx, execution, outcome.event()).await;
             Ok(Action::await_change())
         }
         Plan::Delete => {
