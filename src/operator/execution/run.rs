@@ -22,7 +22,6 @@ use super::{
     tracker::RunGuard,
 };
 
-pub use crate::shared::deadlines::RESULT_GRACE;
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 const STATUS_WRITE_ATTEMPTS: u32 = 4;
