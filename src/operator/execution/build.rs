@@ -197,12 +197,14 @@ pub fn failed_status(
     with_terminal_condition(execution, base, false, reason, message, now)
 }
 
-/// The final status from the runner's result: Succeeded on exit 0, otherwise Failed with
-/// `TimedOut`, `OOMKilled` or `NonZeroExit`.
+/// The final status from the runner's result, with the verdict on it: `succeeded`, its reason
+/// and message (see [`super::outcome::RunOutcome`]).
 pub fn result_status(
     execution: &Execution,
     result: &ExecResult,
-    timeout_seconds: Option<i32>,
+    succeeded: bool,
+    reason: &str,
+    message: &str,
     now: Timestamp,
 ) -> ExecutionStatus {
     let current = execution.status.clone().unwrap_or_default();
@@ -231,34 +233,7 @@ pub fn result_status(
         pod_uid: current.pod_uid,
         ..ExecutionStatus::default()
     };
-    let (succeeded, reason, message) = if result.timed_out {
-        (
-            false,
-            reasons::TIMED_OUT,
-            match timeout_seconds {
-                Some(t) => format!(
-                    "timed out after {t}s and was killed (exit code {})",
-                    result.exit_code
-                ),
-                None => format!("timed out and was killed (exit code {})", result.exit_code),
-            },
-        )
-    } else if result.oom_killed {
-        (
-            false,
-            reasons::OOM_KILLED,
-            "killed for exceeding the Session's memory limit".to_string(),
-        )
-    } else if result.exit_code != 0 {
-        (
-            false,
-            reasons::NON_ZERO_EXIT,
-            format!("exited with code {}", result.exit_code),
-        )
-    } else {
-        (true, reasons::COMPLETED, "exited with code 0".to_string())
-    };
-    with_terminal_condition(execution, base, succeeded, reason, &message, now)
+    with_terminal_condition(execution, base, succeeded, reason, message, now)
 }
 
 /// `text` if its JSON encoding fits in `budget` bytes; otherwise its head and tail (on character
@@ -333,10 +308,6 @@ mod tests {
         e
     }
 
-    fn at(secs: i64) -> Timestamp {
-        Timestamp::from_second(secs).expect("valid")
-    }
-
     #[test]
     fn exec_spec_carries_the_execution() {
         let env = Env(BTreeMap::from([("A".to_string(), "1".to_string())]));
@@ -365,107 +336,6 @@ mod tests {
             shown.contains("TOKEN") && !shown.contains("s3cr3t"),
             "{shown}"
         );
-    }
-
-    fn result(exit_code: i32) -> ExecResult {
-        ExecResult {
-            version: 1,
-            run_id: "0b5e-uid".into(),
-            exit_code,
-            stdout: "out\n".into(),
-            stdout_bytes: 4,
-            execution_time_ms: 12,
-            memory_used_bytes: 1 << 20,
-            cpu_time_ms: 3,
-            files_written: vec!["bin/x".into()],
-            started_at: 1_700_000_000_000,
-            finished_at: 1_700_000_001_500,
-            ..ExecResult::default()
-        }
-    }
-
-    fn running(e: &Execution) -> Execution {
-        let mut e = e.clone();
-        e.status = Some(running_status(
-            &e,
-            "demo-sandbox",
-            Some("pod-uid".into()),
-            at(1_700_000_000),
-        ));
-        e
-    }
-
-    #[test]
-    fn exit_zero_is_complete() {
-        let e = running(&execution());
-        let status = result_status(&e, &result(0), Some(30), at(1_700_000_002));
-        assert_eq!(status.phase, Some(ExecutionPhase::Succeeded));
-        assert_eq!(status.reason.as_deref(), Some("Completed"));
-        assert_eq!(status.conditions.len(), 1);
-        assert_eq!(status.conditions[0].type_, "Complete");
-        assert_eq!(status.conditions[0].status, "True");
-        assert_eq!(status.exit_code, Some(0));
-        assert_eq!(status.stdout.as_deref(), Some("out\n"));
-        assert_eq!(status.stdout_truncated, Some(false));
-        assert_eq!(status.memory_used_bytes, Some(1 << 20));
-        assert_eq!(status.files_written, vec!["bin/x".to_string()]);
-        assert_eq!(status.start_time, Some(time(at(1_700_000_000))));
-        assert_eq!(status.completion_time, Some(time(at(1_700_000_001))));
-        assert_eq!(
-            status.pod_uid.as_deref(),
-            Some("pod-uid"),
-            "kept from Running"
-        );
-    }
-
-    #[test]
-    fn failures_have_a_reason_and_a_failed_condition() {
-        let e = running(&execution());
-        let now = at(1_700_000_002);
-        let non_zero = result_status(&e, &result(3), Some(30), now);
-        assert_eq!(non_zero.phase, Some(ExecutionPhase::Failed));
-        assert_eq!(non_zero.reason.as_deref(), Some("NonZeroExit"));
-        assert_eq!(non_zero.exit_code, Some(3));
-        assert_eq!(non_zero.conditions[0].type_, "Failed");
-
-        let mut timed_out = result(143);
-        timed_out.timed_out = true;
-        let status = result_status(&e, &timed_out, Some(1), now);
-        assert_eq!(status.reason.as_deref(), Some("TimedOut"));
-        assert_eq!(status.timed_out, Some(true));
-        assert!(status.message.unwrap_or_default().contains("1s"));
-
-        let mut oom = result(137);
-        oom.oom_killed = true;
-        let status = result_status(&e, &oom, Some(30), now);
-        assert_eq!(status.reason.as_deref(), Some("OOMKilled"));
-        assert_eq!(status.oom_killed, Some(true));
-
-        let lost = failed_status(&e, reasons::POD_LOST, "gone", now);
-        assert_eq!(lost.phase, Some(ExecutionPhase::Failed));
-        assert_eq!(
-            lost.exit_code, None,
-            "no exit code when nothing ran to the end"
-        );
-        assert_eq!(lost.pod_name.as_deref(), Some("demo-sandbox"));
-        assert!(lost.completion_time.is_some() && lost.start_time.is_some());
-    }
-
-    #[test]
-    fn truncation_is_flagged_and_the_status_stays_small() {
-        let e = running(&execution());
-        let mut big = result(0);
-        // Control characters take six bytes each in JSON.
-        big.stdout = "\u{1}".repeat(60 * 1024);
-        big.stderr = "é".repeat(40 * 1024);
-        big.stdout_truncated = false;
-        let status = result_status(&e, &big, Some(30), at(1_700_000_002));
-        assert_eq!(status.stdout_truncated, Some(true));
-        assert_eq!(status.stderr_truncated, Some(true));
-        let size = serde_json::to_vec(&status).map(|v| v.len()).unwrap_or(0);
-        assert!(size < 128 * 1024, "status is {size} bytes");
-        let stdout = status.stdout.unwrap_or_default();
-        assert!(stdout.contains("bytes truncated"));
     }
 
     #[test]

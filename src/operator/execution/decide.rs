@@ -1,17 +1,19 @@
 //! Pure decisions: given an Execution, what was observed, what this process is running, and
-//! the time, what should happen next.
+//! the time, what should happen next. A run is planned whole ([`RunPlan`]): its Pod, timeout,
+//! deadline and env, so that the IO only carries it out.
 
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
-use crate::crd::{Execution, ExecutionPhase, Session, SessionPhase};
+use crate::crd::{Execution, ExecutionPhase, Session, SessionPhase, MAX_TIMEOUT_SECONDS};
 use crate::operator::reconciler::until;
+use crate::shared::deadlines::{run_deadline, RESULT_GRACE};
 
 use super::{
     build::{reasons, Env},
+    failure::{pod_lost, Failure},
     observe::{EnvResolution, Observed},
     tracker::RunState,
 };
@@ -32,24 +34,6 @@ pub const CACHE_LAG_RECHECK: Duration = Duration::from_secs(5);
 /// Activity recorded this recently is still resuming the Session; do not record it again.
 pub const RESUME_DEBOUNCE: Duration = Duration::from_secs(10);
 
-/// Why an Execution fails without a result.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    /// One of [`reasons`].
-    pub reason: &'static str,
-    /// What happened, for people.
-    pub message: String,
-}
-
-impl Failure {
-    fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-        }
-    }
-}
-
 /// How to resume a suspended Session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resume {
@@ -58,6 +42,37 @@ pub enum Resume {
     /// `spec.suspend: true`: an Execution is an explicit request to use the Session, so it
     /// lifts the suspension (with an Event), as the next `execute` does in the hosted API.
     Unsuspend,
+}
+
+/// Whether a run starts now or was started by an earlier operator process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    /// Pending: record Running in the Pod, then exec.
+    Fresh,
+    /// Running, but no task of this process runs it (the operator restarted): exec again with
+    /// the same run ID, which replays the stored result or attaches to the run.
+    Recovering,
+}
+
+/// A run to carry out, with everything decided about it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunPlan {
+    /// Fresh or recovering.
+    pub mode: RunMode,
+    /// The sandbox Pod (the exec goes to its [`crate::layout::SANDBOX_CONTAINER`]).
+    pub pod_name: String,
+    /// Its UID, recorded to recognise a replacement later.
+    pub pod_uid: Option<String>,
+    /// The timeout the runner enforces, in seconds.
+    pub timeout_seconds: i32,
+    /// The effective timeout when known, named in messages. A recovery knows only the spec's:
+    /// the Session's default is not at hand.
+    pub known_timeout_seconds: Option<i32>,
+    /// How long from now the result is waited for before the run is given up.
+    pub deadline: Duration,
+    /// The resolved environment. Empty when recovering: the runner ignores the spec of a run it
+    /// already has, so the values are not sent again.
+    pub env: Env,
 }
 
 /// What to do.
@@ -72,24 +87,20 @@ pub enum Plan {
     },
     /// Resume the Session, then wait for it.
     ResumeSession(Resume),
-    /// Record Running in this Pod, then exec.
-    Start {
-        /// The sandbox Pod.
-        pod_name: String,
-        /// Its UID, recorded to recognise a replacement later.
-        pod_uid: Option<String>,
-        /// The resolved environment.
-        env: Env,
-        /// Effective timeout in seconds.
-        timeout_seconds: i32,
-    },
-    /// Running, but no task of this process runs it (the operator restarted): exec again with
-    /// the same run ID, which replays the stored result or attaches to the run.
-    Recover,
+    /// Exec the run (after recording Running, when fresh).
+    Run(RunPlan),
     /// Fail without a result.
     Fail(Failure),
     /// `ttlSecondsAfterFinished` has passed.
     Delete,
+}
+
+/// Nothing to write; look again after `requeue` (`None`: on change only).
+fn look_again(requeue: Option<Duration>) -> Plan {
+    Plan::Wait {
+        pending: None,
+        requeue,
+    }
 }
 
 fn seconds(d: Duration) -> SignedDuration {
@@ -98,50 +109,26 @@ fn seconds(d: Duration) -> SignedDuration {
 
 /// Decides the next step.
 pub fn plan(execution: &Execution, observed: &Observed, run: RunState, now: Timestamp) -> Plan {
-    let status = execution.status.clone().unwrap_or_default();
     if execution.metadata.deletion_timestamp.is_some() {
-        return Plan::Wait {
-            pending: None,
-            requeue: None,
-        };
+        return look_again(None);
     }
-    match status.phase.unwrap_or_default() {
-        ExecutionPhase::Succeeded | ExecutionPhase::Failed => plan_finished(execution, now),
-        ExecutionPhase::Running => match run {
-            RunState::InFlight => Plan::Wait {
-                pending: None,
-                requeue: Some(IN_FLIGHT_RECHECK),
-            },
-            RunState::Finished => Plan::Wait {
-                pending: None,
-                requeue: Some(CACHE_LAG_RECHECK),
-            },
-            RunState::Unknown => match pod_lost(
-                observed.pod.as_ref(),
-                status.pod_name.as_deref(),
-                status.pod_uid.as_deref(),
-            ) {
-                Some(failure) => Plan::Fail(failure),
-                None => Plan::Recover,
-            },
-        },
-        ExecutionPhase::Pending => match run {
-            // Started here moments ago; the cache has not caught up with the Running status.
-            RunState::InFlight | RunState::Finished => Plan::Wait {
-                pending: None,
-                requeue: Some(CACHE_LAG_RECHECK),
-            },
-            RunState::Unknown => plan_pending(execution, observed, now),
-        },
+    let phase = execution.status.as_ref().and_then(|s| s.phase);
+    match (phase.unwrap_or_default(), run) {
+        (ExecutionPhase::Succeeded | ExecutionPhase::Failed, _) => plan_finished(execution, now),
+        (ExecutionPhase::Running, RunState::InFlight) => look_again(Some(IN_FLIGHT_RECHECK)),
+        (ExecutionPhase::Running, RunState::Finished) => look_again(Some(CACHE_LAG_RECHECK)),
+        (ExecutionPhase::Running, RunState::Unknown) => plan_recovery(execution, observed, now),
+        // Started here moments ago; the cache has not caught up with the Running status.
+        (ExecutionPhase::Pending, RunState::InFlight | RunState::Finished) => {
+            look_again(Some(CACHE_LAG_RECHECK))
+        }
+        (ExecutionPhase::Pending, RunState::Unknown) => plan_pending(execution, observed, now),
     }
 }
 
 fn plan_finished(execution: &Execution, now: Timestamp) -> Plan {
     let Some(ttl) = execution.spec.ttl_seconds_after_finished else {
-        return Plan::Wait {
-            pending: None,
-            requeue: None,
-        };
+        return look_again(None);
     };
     let finished = execution
         .status
@@ -155,67 +142,126 @@ fn plan_finished(execution: &Execution, now: Timestamp) -> Plan {
     if now >= deadline {
         Plan::Delete
     } else {
-        Plan::Wait {
-            pending: None,
-            requeue: Some(until(now, deadline)),
-        }
+        look_again(Some(until(now, deadline)))
     }
 }
 
-/// Why the recorded Pod no longer holds the run, if it does not.
-pub fn pod_lost(
-    pod: Option<&Pod>,
-    pod_name: Option<&str>,
-    pod_uid: Option<&str>,
-) -> Option<Failure> {
-    let name = pod_name.unwrap_or("the sandbox Pod");
-    let Some(pod) = pod else {
-        return Some(Failure::new(
-            reasons::POD_LOST,
-            format!("sandbox Pod {name} is gone; the run's result was lost with it"),
+/// A Running Execution that no task of this process runs: exec it again in the Pod it was
+/// recorded in, unless that Pod lost it.
+fn plan_recovery(execution: &Execution, observed: &Observed, now: Timestamp) -> Plan {
+    let status = execution.status.clone().unwrap_or_default();
+    if let Some(failure) = pod_lost(
+        observed.pod.as_ref(),
+        status.pod_name.as_deref(),
+        status.pod_uid.as_deref(),
+    ) {
+        return Plan::Fail(failure);
+    }
+    let Some(pod_name) = status.pod_name else {
+        // A Pod with no name recorded cannot have been read for this status; look again.
+        return look_again(Some(CACHE_LAG_RECHECK));
+    };
+    // The Session's default is not at hand; the deadline assumes the longest timeout allowed.
+    let timeout_seconds = execution
+        .spec
+        .timeout_seconds
+        .unwrap_or(MAX_TIMEOUT_SECONDS);
+    let started = status.start_time.map(|t| t.0);
+    Plan::Run(RunPlan {
+        mode: RunMode::Recovering,
+        pod_name,
+        pod_uid: status.pod_uid,
+        timeout_seconds,
+        known_timeout_seconds: execution.spec.timeout_seconds,
+        deadline: recovery_deadline(started, timeout_seconds, now),
+        env: Env::default(),
+    })
+}
+
+/// How long from `now` a recovered run is still waited for: what is left of its timeout since
+/// it `started` (none once passed; all of it when the start is unknown), plus [`RESULT_GRACE`].
+pub fn recovery_deadline(
+    started: Option<Timestamp>,
+    timeout_seconds: i32,
+    now: Timestamp,
+) -> Duration {
+    let timeout = SignedDuration::from_secs(timeout_seconds.into());
+    let remaining = started
+        .and_then(|started| started.checked_add(timeout).ok())
+        .map(|end| end.duration_since(now).as_secs().max(0))
+        .unwrap_or(timeout_seconds.into());
+    Duration::from_secs(u64::try_from(remaining).unwrap_or(0)) + RESULT_GRACE
+}
+
+/// A Pending Execution: it starts once its Session is Ready, the Session's Pod is there and
+/// its env resolves.
+fn plan_pending(execution: &Execution, observed: &Observed, now: Timestamp) -> Plan {
+    let Some(session) = observed.session.as_ref() else {
+        return Plan::Fail(Failure::new(
+            reasons::SESSION_NOT_FOUND,
+            format!(
+                "Session {} not found in namespace {}",
+                execution.spec.session_ref.name,
+                execution.namespace().unwrap_or_default()
+            ),
         ));
     };
-    if let (Some(recorded), Some(current)) = (pod_uid, pod.metadata.uid.as_deref()) {
-        if recorded != current {
-            return Some(Failure::new(
-                reasons::POD_LOST,
-                format!(
-                    "sandbox Pod {name} was replaced while the execution ran; the run was lost"
-                ),
-            ));
-        }
-    }
-    if pod.metadata.deletion_timestamp.is_some() {
-        return Some(Failure::new(
-            reasons::POD_LOST,
-            format!("sandbox Pod {name} is being deleted; the run was lost"),
-        ));
-    }
-    None
-}
-
-fn plan_pending(execution: &Execution, observed: &Observed, now: Timestamp) -> Plan {
     let created = execution
         .metadata
         .creation_timestamp
         .as_ref()
         .map(|t| t.0)
         .unwrap_or(now);
-    let session_name = &execution.spec.session_ref.name;
-    let Some(session) = observed.session.as_ref() else {
-        return Plan::Fail(Failure::new(
-            reasons::SESSION_NOT_FOUND,
-            format!(
-                "Session {session_name} not found in namespace {}",
-                execution.namespace().unwrap_or_default()
-            ),
-        ));
+    let wait = SessionWait::new(&execution.spec.session_ref.name, created, now);
+    if let Some(plan) = plan_unready_session(session, &wait, now) {
+        return plan;
+    }
+    let (pod_name, pod_uid) = match session_pod(session, observed) {
+        Ok(pod) => pod,
+        Err(why) => return wait.because(why),
     };
-    let ready_deadline = created
-        .checked_add(seconds(SESSION_READY_DEADLINE))
-        .unwrap_or(Timestamp::MAX);
-    let waiting = |why: String| {
-        if now >= ready_deadline {
+    let env = match ready_env(observed.env.as_ref(), &wait, created, now) {
+        Ok(env) => env,
+        Err(plan) => return plan,
+    };
+    let timeout_seconds = execution
+        .spec
+        .effective_timeout_seconds(session.spec.default_timeout_seconds);
+    Plan::Run(RunPlan {
+        mode: RunMode::Fresh,
+        pod_name,
+        pod_uid,
+        timeout_seconds,
+        known_timeout_seconds: Some(timeout_seconds),
+        deadline: run_deadline(u64::try_from(timeout_seconds).unwrap_or(0)),
+        env,
+    })
+}
+
+/// Waiting for the Session: a Pending status with why, until [`SESSION_READY_DEADLINE`] after
+/// the Execution's creation; then `SessionNotReady`.
+struct SessionWait<'a> {
+    session_name: &'a str,
+    deadline: Timestamp,
+    now: Timestamp,
+}
+
+impl<'a> SessionWait<'a> {
+    fn new(session_name: &'a str, created: Timestamp, now: Timestamp) -> Self {
+        let deadline = created
+            .checked_add(seconds(SESSION_READY_DEADLINE))
+            .unwrap_or(Timestamp::MAX);
+        Self {
+            session_name,
+            deadline,
+            now,
+        }
+    }
+
+    /// Waits (or gives up) because of `why`.
+    fn because(&self, why: String) -> Plan {
+        let session_name = self.session_name;
+        if self.now >= self.deadline {
             Plan::Fail(Failure::new(
                 reasons::SESSION_NOT_READY,
                 format!(
@@ -229,25 +275,30 @@ fn plan_pending(execution: &Execution, observed: &Observed, now: Timestamp) -> P
                     reasons::WAITING_FOR_SESSION,
                     format!("waiting for Session {session_name}: {why}"),
                 )),
-                requeue: Some(SESSION_POLL.min(until(now, ready_deadline))),
+                requeue: Some(SESSION_POLL.min(until(self.now, self.deadline))),
             }
         }
-    };
+    }
+}
+
+/// The plan while the Session cannot take the run (deleted, finished, suspended or starting);
+/// `None` once it is Ready.
+fn plan_unready_session(session: &Session, wait: &SessionWait, now: Timestamp) -> Option<Plan> {
+    let session_name = wait.session_name;
     let session_message = session
         .status
         .as_ref()
         .and_then(|s| s.message.clone())
         .unwrap_or_default();
-
     if session.metadata.deletion_timestamp.is_some() {
-        return Plan::Fail(Failure::new(
+        return Some(Plan::Fail(Failure::new(
             reasons::SESSION_NOT_READY,
             format!("Session {session_name} is being deleted"),
-        ));
+        )));
     }
     match session.phase() {
         phase @ (SessionPhase::Expired | SessionPhase::Failed | SessionPhase::Terminating) => {
-            return Plan::Fail(Failure::new(
+            Some(Plan::Fail(Failure::new(
                 reasons::SESSION_NOT_READY,
                 format!(
                     "Session {session_name} is {}: {session_message}",
@@ -255,50 +306,55 @@ fn plan_pending(execution: &Execution, observed: &Observed, now: Timestamp) -> P
                 )
                 .trim_end_matches([' ', ':'])
                 .to_string(),
-            ));
+            )))
         }
-        _ if session.spec.suspend => return Plan::ResumeSession(Resume::Unsuspend),
-        SessionPhase::Suspended => {
-            return if recently_active(session, now) {
-                waiting("resuming from suspension".into())
-            } else {
-                Plan::ResumeSession(Resume::Idle)
-            };
-        }
-        SessionPhase::Ready => {}
+        _ if session.spec.suspend => Some(Plan::ResumeSession(Resume::Unsuspend)),
+        SessionPhase::Suspended => Some(if recently_active(session, now) {
+            wait.because("resuming from suspension".into())
+        } else {
+            Plan::ResumeSession(Resume::Idle)
+        }),
+        SessionPhase::Ready => None,
         SessionPhase::Pending => {
             let why = if session_message.is_empty() {
                 "its sandbox Pod is starting".to_string()
             } else {
                 session_message
             };
-            return waiting(why);
+            Some(wait.because(why))
         }
     }
+}
 
-    // Ready: the Pod named in its status must be there and not going away.
+/// The Ready Session's sandbox Pod (name, UID), named in its status, there and not going
+/// away; otherwise why not.
+fn session_pod(session: &Session, observed: &Observed) -> Result<(String, Option<String>), String> {
     let Some(pod_name) = session.status.as_ref().and_then(|s| s.pod_name.clone()) else {
-        return waiting("it has no sandbox Pod yet".into());
+        return Err("it has no sandbox Pod yet".into());
     };
     match observed.pod.as_ref() {
-        Some(pod) if pod.metadata.deletion_timestamp.is_none() => {}
-        _ => return waiting(format!("sandbox Pod {pod_name} is being replaced")),
+        Some(pod) if pod.metadata.deletion_timestamp.is_none() => {
+            Ok((pod_name, pod.metadata.uid.clone()))
+        }
+        _ => Err(format!("sandbox Pod {pod_name} is being replaced")),
     }
-    let timeout_seconds = execution
-        .spec
-        .effective_timeout_seconds(session.spec.default_timeout_seconds);
-    match observed.env.clone() {
-        Some(EnvResolution::Ready(env)) => Plan::Start {
-            pod_uid: observed.pod.as_ref().and_then(|p| p.metadata.uid.clone()),
-            pod_name,
-            env,
-            timeout_seconds,
-        },
+}
+
+/// The resolved env; otherwise the plan: wait for a missing Secret for [`SECRET_GRACE`] after
+/// the Execution's creation, or fail.
+fn ready_env(
+    env: Option<&EnvResolution>,
+    wait: &SessionWait,
+    created: Timestamp,
+    now: Timestamp,
+) -> Result<Env, Plan> {
+    match env {
+        Some(EnvResolution::Ready(env)) => Ok(env.clone()),
         Some(EnvResolution::MissingSecret(secret)) => {
             let grace_end = created
                 .checked_add(seconds(SECRET_GRACE))
                 .unwrap_or(Timestamp::MAX);
-            if now >= grace_end {
+            Err(if now >= grace_end {
                 Plan::Fail(Failure::new(
                     reasons::SECRET_NOT_FOUND,
                     format!("Secret {secret} (for env) not found"),
@@ -311,17 +367,18 @@ fn plan_pending(execution: &Execution, observed: &Observed, now: Timestamp) -> P
                     )),
                     requeue: Some(SECRET_POLL),
                 }
-            }
+            })
         }
-        Some(EnvResolution::MissingKey { secret, key }) => Plan::Fail(Failure::new(
+        Some(EnvResolution::MissingKey { secret, key }) => Err(Plan::Fail(Failure::new(
             reasons::SECRET_NOT_FOUND,
             format!("Secret {secret} has no key {key:?}"),
-        )),
-        Some(EnvResolution::Invalid(message)) => {
-            Plan::Fail(Failure::new(reasons::INVALID_ENV, message))
-        }
+        ))),
+        Some(EnvResolution::Invalid(message)) => Err(Plan::Fail(Failure::new(
+            reasons::INVALID_ENV,
+            message.clone(),
+        ))),
         // Not resolved (observe only resolves for a ready Session); look again soon.
-        None => waiting("resolving the environment".into()),
+        None => Err(wait.because("resolving the environment".into())),
     }
 }
 
@@ -339,7 +396,10 @@ mod tests {
     use crate::crd::{
         conditions, ExecutionSpec, ExecutionStatus, SessionReference, SessionSpec, SessionStatus,
     };
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use k8s_openapi::{
+        api::core::v1::Pod,
+        apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    };
 
     const NOW: i64 = 1_700_000_000;
 
@@ -417,13 +477,47 @@ mod tests {
         let plan = plan(&execution(0), &observed, RunState::Unknown, at(NOW));
         assert_eq!(
             plan,
-            Plan::Start {
+            Plan::Run(RunPlan {
+                mode: RunMode::Fresh,
                 pod_name: "demo-sandbox".into(),
                 pod_uid: Some("pod-1".into()),
-                env: Env::default(),
                 timeout_seconds: 9,
-            }
+                known_timeout_seconds: Some(9),
+                deadline: Duration::from_secs(9 + 30),
+                env: Env::default(),
+            })
         );
+    }
+
+    #[test]
+    fn a_fresh_run_is_given_up_its_timeout_plus_the_grace_after_it_starts() {
+        let mut e = execution(0);
+        e.spec.timeout_seconds = Some(120);
+        let env = Env(std::collections::BTreeMap::from([(
+            "A".to_string(),
+            "1".to_string(),
+        )]));
+        let Plan::Run(run) = plan(
+            &e,
+            &ready(EnvResolution::Ready(env.clone())),
+            RunState::Unknown,
+            at(NOW),
+        ) else {
+            panic!("a run")
+        };
+        assert_eq!(run.mode, RunMode::Fresh);
+        assert_eq!(run.timeout_seconds, 120, "the spec's timeout wins");
+        assert_eq!(run.known_timeout_seconds, Some(120));
+        assert_eq!(run.deadline, Duration::from_secs(120) + RESULT_GRACE);
+        assert_eq!(run.env, env);
+
+        // Neither the spec nor the Session names a timeout: the default.
+        let Plan::Run(run) = plan(&execution(0), &ready(no_env()), RunState::Unknown, at(NOW))
+        else {
+            panic!("a run")
+        };
+        assert_eq!(run.timeout_seconds, crate::crd::DEFAULT_TIMEOUT_SECONDS);
+        assert_eq!(run.deadline, Duration::from_secs(30 + 30));
     }
 
     #[test]
@@ -540,7 +634,15 @@ mod tests {
         };
         assert_eq!(
             plan(&e, &observed, RunState::Unknown, at(NOW)),
-            Plan::Recover
+            Plan::Run(RunPlan {
+                mode: RunMode::Recovering,
+                pod_name: "demo-sandbox".into(),
+                pod_uid: Some("pod-1".into()),
+                timeout_seconds: MAX_TIMEOUT_SECONDS,
+                known_timeout_seconds: None,
+                deadline: Duration::from_secs(300 + 30),
+                env: Env::default(),
+            })
         );
         assert!(matches!(
             plan(&e, &observed, RunState::InFlight, at(NOW)),
@@ -555,6 +657,88 @@ mod tests {
             plan(&execution(0), &ready(no_env()), RunState::InFlight, at(NOW)),
             Plan::Wait { .. }
         ));
+    }
+
+    fn recovered(e: &Execution) -> RunPlan {
+        let observed = Observed {
+            pod: Some(pod("pod-1")),
+            ..Observed::default()
+        };
+        match plan(e, &observed, RunState::Unknown, at(NOW)) {
+            Plan::Run(run) => run,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_recovered_run_is_given_up_what_is_left_of_its_timeout_plus_the_grace() {
+        let mut e = running("pod-1");
+        e.spec.timeout_seconds = Some(30);
+        let running_status = e.status.clone().unwrap_or_default();
+        let started = |ago: i64| {
+            Some(ExecutionStatus {
+                start_time: Some(Time(at(NOW - ago))),
+                ..running_status.clone()
+            })
+        };
+
+        e.status = started(10);
+        let run = recovered(&e);
+        assert_eq!(run.mode, RunMode::Recovering);
+        assert_eq!(run.timeout_seconds, 30);
+        assert_eq!(run.known_timeout_seconds, Some(30));
+        assert_eq!(run.deadline, Duration::from_secs(20) + RESULT_GRACE);
+        assert_eq!(run.env, Env::default(), "values are not sent again");
+
+        // Its timeout passed long ago: only the grace is left.
+        e.status = started(3600);
+        assert_eq!(recovered(&e).deadline, RESULT_GRACE);
+
+        // No timeout in the spec: the Session's default is unknown, so the longest allowed.
+        e.spec.timeout_seconds = None;
+        e.status = started(10);
+        let run = recovered(&e);
+        assert_eq!(run.timeout_seconds, MAX_TIMEOUT_SECONDS);
+        assert_eq!(run.known_timeout_seconds, None);
+        assert_eq!(run.deadline, Duration::from_secs(290) + RESULT_GRACE);
+    }
+
+    #[test]
+    fn the_recovery_deadline_counts_from_the_start() {
+        let now = at(NOW);
+        assert_eq!(
+            recovery_deadline(Some(at(NOW - 10)), 30, now),
+            Duration::from_secs(50)
+        );
+        assert_eq!(
+            recovery_deadline(Some(at(NOW - 30)), 30, now),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            recovery_deadline(Some(at(NOW - 100)), 30, now),
+            Duration::from_secs(30)
+        );
+        // Unknown start: the whole timeout.
+        assert_eq!(recovery_deadline(None, 30, now), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_running_execution_without_a_recorded_pod_name_is_looked_at_again() {
+        let mut e = running("pod-1");
+        if let Some(status) = e.status.as_mut() {
+            status.pod_name = None;
+        }
+        let observed = Observed {
+            pod: Some(pod("pod-1")),
+            ..Observed::default()
+        };
+        assert_eq!(
+            plan(&e, &observed, RunState::Unknown, at(NOW)),
+            Plan::Wait {
+                pending: None,
+                requeue: Some(CACHE_LAG_RECHECK)
+            }
+        );
     }
 
     #[test]

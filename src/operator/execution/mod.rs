@@ -2,8 +2,11 @@
 //! the result to its status.
 //!
 //! Each reconcile is a pipeline: [`observe`] (IO: the Session, its Pod, the env Secrets) →
-//! [`decide`] (pure: the next step) → act ([`apply`]: status, Events, resume, delete; or
-//! [`run`]: a spawned exec task) → status (server-side apply under [`apply::FIELD_MANAGER`]).
+//! [`decide`] (pure: the next step; a run is planned whole, with its Pod, timeout, deadline,
+//! env and mode) → act ([`apply`]: status, Events, resume, delete; or [`run`]: a spawned exec
+//! task, which reports an [`outcome::RunOutcome`]) → status (server-side apply under
+//! [`apply::FIELD_MANAGER`]). The pure verdicts on a run ([`failure`], [`outcome`]) are shared
+//! by the planner and the run task, which never imports the planner.
 //!
 //! ## Lifecycle
 //! - **Pending**: the Session must exist (else Failed, `SessionNotFound`) and be Ready. A
@@ -43,14 +46,16 @@
 pub mod apply;
 pub mod build;
 pub mod decide;
+pub mod failure;
 pub mod observe;
+pub mod outcome;
 pub mod run;
 pub mod tracker;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc};
 
 use futures::StreamExt;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use kube::{
     runtime::{
         controller::{self, Action, Controller},
@@ -62,19 +67,20 @@ use kube::{
 use tokio::time::Instant;
 use tracing::{debug, info, instrument};
 
-use crate::crd::{Execution, ExecutionPhase, Session, MAX_TIMEOUT_SECONDS};
+use crate::crd::{Execution, ExecutionPhase, Session};
 
 use super::{metrics::ExecutionResultLabels, reconciler, Context, Error, Result};
 
 pub use apply::FIELD_MANAGER;
 pub use tracker::{RunState, Tracker};
 
-use build::{exec_spec, failed_status, pending_status, running_status, Env};
-use decide::{Plan, CACHE_LAG_RECHECK, IN_FLIGHT_RECHECK, SESSION_POLL};
+use build::{exec_spec, pending_status, running_status};
+use decide::{Plan, RunMode, RunPlan, CACHE_LAG_RECHECK, IN_FLIGHT_RECHECK, SESSION_POLL};
+use failure::Failure;
+use outcome::RunOutcome;
 
 /// Metric and log name of this controller.
 pub const CONTROLLER: &str = "execution";
-
 
 /// Reconciles one Execution. Thin: times it, runs the pipeline, records the result.
 #[instrument(skip_all, fields(execution = %execution.name_any(), namespace = execution.namespace().unwrap_or_default()))]
@@ -112,44 +118,8 @@ pub async fn reconcile_execution(
             apply::resume_session(ctx, execution, how, now).await?;
             Ok(Action::requeue(SESSION_POLL))
         }
-        Plan::Start {
-            pod_name,
-            pod_uid,
-            env,
-            timeout_seconds,
-        } => {
-            start(
-                ctx,
-                execution,
-                &uid,
-                pod_name,
-                pod_uid,
-                env,
-                timeout_seconds,
-                now,
-            )
-            .await
-        }
-        Plan::Recover => Ok(recover(ctx, execution, &uid, now)),
-        Plan::Fail(failure) => {
-            info!(reason = failure.reason, message = %failure.message, "execution failed");
-            let status = failed_status(execution, failure.reason, &failure.message, now);
-            apply::write_status(&ctx.client, execution, &status).await?;
-            ctx.metrics
-                .executions
-                .get_or_create(&ExecutionResultLabels { result: "error" })
-                .inc();
-            apply::publish(
-                ctx,
-                execution,
-                apply::ExecutionEvent::Failed {
-                    reason: failure.reason.into(),
-                    message: failure.message,
-                },
-            )
-            .await;
-            Ok(Action::await_change())
-        }
+        Plan::Run(planned) => start_run(ctx, execution, &uid, planned, now).await,
+        Plan::Fail(failure) => fail(ctx, execution, failure, now).await,
         Plan::Delete => {
             info!("ttlSecondsAfterFinished passed; deleting the Execution");
             apply::delete(ctx, execution).await?;
@@ -158,82 +128,60 @@ pub async fn reconcile_execution(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn start(
+/// Claims the run, records Running when it is fresh, and spawns its task.
+async fn start_run(
     ctx: &Arc<Context>,
     execution: &Execution,
     uid: &str,
-    pod_name: String,
-    pod_uid: Option<String>,
-    env: Env,
-    timeout_seconds: i32,
+    planned: RunPlan,
     now: Timestamp,
 ) -> Result<Action> {
     let Some(guard) = ctx.runs.claim(uid) else {
         return Ok(Action::requeue(CACHE_LAG_RECHECK));
     };
-    let running = running_status(execution, &pod_name, pod_uid.clone(), now);
-    // Recorded before the exec: if this write fails, nothing has run (the guard is dropped).
-    apply::write_status(&ctx.client, execution, &running).await?;
-    let spec = exec_spec(execution, timeout_seconds, env);
     let mut snapshot = execution.clone();
-    snapshot.status = Some(running);
-    let grace = Duration::from_secs(timeout_seconds.max(1) as u64) + run::RESULT_GRACE;
+    if planned.mode == RunMode::Fresh {
+        let running = running_status(execution, &planned.pod_name, planned.pod_uid.clone(), now);
+        // Recorded before the exec: if this write fails, nothing has run (the guard is dropped).
+        apply::write_status(&ctx.client, execution, &running).await?;
+        snapshot.status = Some(running);
+    }
+    let spec = exec_spec(execution, planned.timeout_seconds, planned.env);
     run::spawn(
         ctx.clone(),
         guard,
         run::Run {
             execution: snapshot,
             spec,
-            pod_name,
-            pod_uid,
-            timeout_seconds: Some(timeout_seconds),
-            deadline: Instant::now() + grace,
-            recovering: false,
+            pod_name: planned.pod_name,
+            pod_uid: planned.pod_uid,
+            timeout_seconds: planned.known_timeout_seconds,
+            deadline: Instant::now() + planned.deadline,
+            recovering: planned.mode == RunMode::Recovering,
         },
     );
     Ok(Action::requeue(IN_FLIGHT_RECHECK))
 }
 
-fn recover(ctx: &Arc<Context>, execution: &Execution, uid: &str, now: Timestamp) -> Action {
-    let Some(guard) = ctx.runs.claim(uid) else {
-        return Action::requeue(CACHE_LAG_RECHECK);
-    };
-    let status = execution.status.clone().unwrap_or_default();
-    let Some(pod_name) = status.pod_name.clone() else {
-        // decide() fails a Running Execution without a Pod; nothing to recover here.
-        return Action::requeue(CACHE_LAG_RECHECK);
-    };
-    // The session default is not at hand; the deadline assumes the longest timeout allowed.
-    let timeout = execution
-        .spec
-        .timeout_seconds
-        .unwrap_or(MAX_TIMEOUT_SECONDS);
-    let remaining = status
-        .start_time
-        .as_ref()
-        .and_then(|t| {
-            t.0.checked_add(SignedDuration::from_secs(timeout.into()))
-                .ok()
+/// Fails the Execution without a result: status, metric, Event.
+async fn fail(
+    ctx: &Context,
+    execution: &Execution,
+    failure: Failure,
+    now: Timestamp,
+) -> Result<Action> {
+    info!(reason = failure.reason, message = %failure.message, "execution failed");
+    let outcome = RunOutcome::Failed(failure);
+    let status = outcome.status(execution, None, now);
+    apply::write_status(&ctx.client, execution, &status).await?;
+    ctx.metrics
+        .executions
+        .get_or_create(&ExecutionResultLabels {
+            result: outcome.metric_label(),
         })
-        .map(|end| end.duration_since(now).as_secs().max(0) as u64)
-        .unwrap_or(timeout as u64);
-    // A claimed run ignores the spec's content, so the env values are not sent again.
-    let spec = exec_spec(execution, timeout, Env::default());
-    run::spawn(
-        ctx.clone(),
-        guard,
-        run::Run {
-            execution: execution.clone(),
-            spec,
-            pod_name,
-            pod_uid: status.pod_uid.clone(),
-            timeout_seconds: execution.spec.timeout_seconds,
-            deadline: Instant::now() + Duration::from_secs(remaining) + run::RESULT_GRACE,
-            recovering: true,
-        },
-    );
-    Action::requeue(IN_FLIGHT_RECHECK)
+        .inc();
+    apply::publish(ctx, execution, outcome.event()).await;
+    Ok(Action::await_change())
 }
 
 /// Pending Executions of `session`, so that its readiness (or resumption) starts them at once.

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, ResourceExt};
-use kubexec_runner::protocol::{ErrorCode, ExecResult, ExecSpec};
+use kubexec_runner::protocol::{ErrorCode, ExecSpec};
 use tokio::time::Instant;
 use tracing::{info, info_span, warn, Instrument};
 
@@ -17,12 +17,11 @@ use crate::shared::activity::ActivityWriter;
 
 use super::{
     apply::{self, ExecutionEvent},
-    build::{failed_status, reasons, result_status},
-    decide::{pod_lost, Failure},
+    failure::{pod_lost, Failure},
+    outcome::RunOutcome,
     tracker::RunGuard,
 };
 
-pub use crate::shared::deadlines::RESULT_GRACE;
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 const STATUS_WRITE_ATTEMPTS: u32 = 4;
@@ -45,13 +44,6 @@ pub struct Run {
     pub deadline: Instant,
     /// True when a previous process started this run (the exec replays or attaches).
     pub recovering: bool,
-}
-
-/// How the exec ended.
-#[derive(Debug)]
-enum Outcome {
-    Result(ExecResult),
-    Failed(Failure),
 }
 
 /// Spawns the run; the guard is released when it ends.
@@ -82,31 +74,7 @@ async fn carry_out(ctx: Arc<Context>, guard: RunGuard, run: Run) {
     }
 
     let outcome = exec(&ctx, &run).await;
-    let now = Timestamp::now();
-    let (status, label, event) = match &outcome {
-        Outcome::Result(result) => {
-            let status = result_status(&run.execution, result, run.timeout_seconds, now);
-            let label = if result.timed_out {
-                "timed_out"
-            } else if result.oom_killed {
-                "oom_killed"
-            } else if result.exit_code != 0 {
-                "failed"
-            } else {
-                "succeeded"
-            };
-            (status, label, terminal_event(label, result))
-        }
-        Outcome::Failed(failure) => (
-            failed_status(&run.execution, failure.reason, &failure.message, now),
-            "error",
-            ExecutionEvent::Failed {
-                reason: failure.reason.into(),
-                message: failure.message.clone(),
-            },
-        ),
-    };
-
+    let status = outcome.status(&run.execution, run.timeout_seconds, Timestamp::now());
     if !write_final(&ctx, &run.execution, &status).await {
         // Forget the run: a later reconcile recovers it (the runner replays the result).
         return;
@@ -114,44 +82,20 @@ async fn carry_out(ctx: Arc<Context>, guard: RunGuard, run: Run) {
     guard.finished();
     ctx.metrics
         .executions
-        .get_or_create(&ExecutionResultLabels { result: label })
+        .get_or_create(&ExecutionResultLabels {
+            result: outcome.metric_label(),
+        })
         .inc();
-    if let Outcome::Result(result) = &outcome {
-        ctx.metrics
-            .execution_duration
-            .observe(result.execution_time_ms as f64 / 1000.0);
+    if let Some(seconds) = outcome.run_seconds() {
+        ctx.metrics.execution_duration.observe(seconds);
     }
     info!(
-        result = label,
-        reason = status.reason.as_deref().unwrap_or_default(),
+        result = outcome.metric_label(),
+        reason = outcome.reason(),
         "execution finished"
     );
-    apply::publish(&ctx, &run.execution, event).await;
+    apply::publish(&ctx, &run.execution, outcome.event()).await;
     mark_activity(&ctx, &namespace, &session).await;
-}
-
-fn terminal_event(label: &str, result: &ExecResult) -> ExecutionEvent {
-    let message = format!(
-        "exit code {} after {} ms",
-        result.exit_code, result.execution_time_ms
-    );
-    match label {
-        "succeeded" => ExecutionEvent::Completed { message },
-        _ => ExecutionEvent::Failed {
-            reason: execution_reason(result).into(),
-            message,
-        },
-    }
-}
-
-fn execution_reason(result: &ExecResult) -> &'static str {
-    if result.timed_out {
-        reasons::TIMED_OUT
-    } else if result.oom_killed {
-        reasons::OOM_KILLED
-    } else {
-        reasons::NON_ZERO_EXIT
-    }
 }
 
 async fn mark_activity(ctx: &Context, namespace: &str, session: &str) {
@@ -191,7 +135,7 @@ async fn write_final(ctx: &Context, execution: &Execution, status: &ExecutionSta
 /// Execs until a result, a definite failure, or the deadline. Any unclear failure (the stream
 /// broke, the exec could not connect) is retried with the same run ID, which is always safe:
 /// the runner never runs a run ID twice, it replays the stored result or attaches to the run.
-async fn exec(ctx: &Context, run: &Run) -> Outcome {
+async fn exec(ctx: &Context, run: &Run) -> RunOutcome {
     let namespace = run.execution.namespace().unwrap_or_default();
     let sandbox = Sandbox::new(ctx.client.clone(), &namespace, &run.pod_name);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -199,24 +143,13 @@ async fn exec(ctx: &Context, run: &Run) -> Outcome {
     loop {
         let attempt = async { sandbox.exec(&run.spec).await?.result(|_| {}).await };
         let error = match tokio::time::timeout_at(run.deadline, attempt).await {
-            Ok(Ok(result)) => return Outcome::Result(result),
+            Ok(Ok(result)) => return RunOutcome::from(result),
             Ok(Err(SandboxError::Runner {
                 code: ErrorCode::Lost,
                 ..
-            })) => {
-                return Outcome::Failed(Failure {
-                    reason: reasons::POD_LOST,
-                    message: format!(
-                        "the run left no result in {}: the sandbox container restarted or the runner was killed",
-                        run.pod_name
-                    ),
-                })
-            }
+            })) => return RunOutcome::Failed(Failure::run_lost(&run.pod_name)),
             Ok(Err(SandboxError::Runner { code, message })) => {
-                return Outcome::Failed(Failure {
-                    reason: reasons::RUNNER_ERROR,
-                    message: format!("{code:?}: {message}"),
-                })
+                return RunOutcome::Failed(Failure::runner_error(code, &message))
             }
             Ok(Err(error)) => error,
             Err(_) => return deadline_exceeded(run),
@@ -225,7 +158,7 @@ async fn exec(ctx: &Context, run: &Run) -> Outcome {
             if let Some(failure) =
                 pod_lost(pod.as_ref(), Some(&run.pod_name), run.pod_uid.as_deref())
             {
-                return Outcome::Failed(failure);
+                return RunOutcome::Failed(failure);
             }
         }
         if Instant::now() + retry >= run.deadline {
@@ -237,16 +170,9 @@ async fn exec(ctx: &Context, run: &Run) -> Outcome {
     }
 }
 
-fn deadline_exceeded(run: &Run) -> Outcome {
-    let within = match run.timeout_seconds {
-        Some(t) => format!(
-            "within timeoutSeconds ({t}s) plus {}s",
-            RESULT_GRACE.as_secs()
-        ),
-        None => "in time".into(),
-    };
-    Outcome::Failed(Failure {
-        reason: reasons::DEADLINE_EXCEEDED,
-        message: format!("no result from the runner in {} {within}", run.pod_name),
-    })
+fn deadline_exceeded(run: &Run) -> RunOutcome {
+    RunOutcome::Failed(Failure::deadline_exceeded(
+        &run.pod_name,
+        run.timeout_seconds,
+    ))
 }
