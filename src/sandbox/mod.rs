@@ -54,6 +54,7 @@ const AFTER_STATUS_GRACE: Duration = Duration::from_secs(2);
 pub struct Sandbox {
     pods: Api<Pod>,
     pod: String,
+    container: &'static str,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -118,7 +119,14 @@ impl Sandbox {
         Self {
             pods: Api::namespaced(client, namespace),
             pod: pod_name.to_string(),
+            container: CONTAINER,
         }
+    }
+
+    /// The same Pod, with the runner in `container` instead of the sandbox container.
+    pub fn in_container(mut self, container: &'static str) -> Self {
+        self.container = container;
+        self
     }
 
     /// The Pod's name.
@@ -133,7 +141,7 @@ impl Sandbox {
             .map(str::to_string)
             .collect();
         let params = AttachParams {
-            container: Some(CONTAINER.to_string()),
+            container: Some(self.container.to_string()),
             stdin,
             stdout: true,
             stderr: true,

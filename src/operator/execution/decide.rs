@@ -8,6 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
 use crate::crd::{Execution, ExecutionPhase, Session, SessionPhase, MAX_TIMEOUT_SECONDS};
+use crate::layout::SANDBOX_CONTAINER;
 use crate::operator::reconciler::until;
 use crate::shared::deadlines::{run_deadline, RESULT_GRACE};
 
@@ -59,8 +60,10 @@ pub enum RunMode {
 pub struct RunPlan {
     /// Fresh or recovering.
     pub mode: RunMode,
-    /// The sandbox Pod (the exec goes to its [`crate::layout::SANDBOX_CONTAINER`]).
+    /// The sandbox Pod.
     pub pod_name: String,
+    /// The container of that Pod the runner is exec'd in.
+    pub container: &'static str,
     /// Its UID, recorded to recognise a replacement later.
     pub pod_uid: Option<String>,
     /// The timeout the runner enforces, in seconds.
@@ -170,6 +173,7 @@ fn plan_recovery(execution: &Execution, observed: &Observed, now: Timestamp) -> 
     Plan::Run(RunPlan {
         mode: RunMode::Recovering,
         pod_name,
+        container: SANDBOX_CONTAINER,
         pod_uid: status.pod_uid,
         timeout_seconds,
         known_timeout_seconds: execution.spec.timeout_seconds,
@@ -230,6 +234,7 @@ fn plan_pending(execution: &Execution, observed: &Observed, now: Timestamp) -> P
     Plan::Run(RunPlan {
         mode: RunMode::Fresh,
         pod_name,
+        container: SANDBOX_CONTAINER,
         pod_uid,
         timeout_seconds,
         known_timeout_seconds: Some(timeout_seconds),
@@ -480,6 +485,7 @@ mod tests {
             Plan::Run(RunPlan {
                 mode: RunMode::Fresh,
                 pod_name: "demo-sandbox".into(),
+                container: "sandbox",
                 pod_uid: Some("pod-1".into()),
                 timeout_seconds: 9,
                 known_timeout_seconds: Some(9),
@@ -637,6 +643,7 @@ mod tests {
             Plan::Run(RunPlan {
                 mode: RunMode::Recovering,
                 pod_name: "demo-sandbox".into(),
+                container: "sandbox",
                 pod_uid: Some("pod-1".into()),
                 timeout_seconds: MAX_TIMEOUT_SECONDS,
                 known_timeout_seconds: None,

@@ -155,6 +155,7 @@ async fn start_run(
             spec,
             pod_name: planned.pod_name,
             pod_uid: planned.pod_uid,
+            container: planned.container,
             timeout_seconds: planned.known_timeout_seconds,
             deadline: Instant::now() + planned.deadline,
             recovering: planned.mode == RunMode::Recovering,

@@ -38,6 +38,8 @@ pub struct Run {
     pub pod_name: String,
     /// See `pod_name`.
     pub pod_uid: Option<String>,
+    /// The container the runner is exec'd in.
+    pub container: &'static str,
     /// The effective timeout, when known (for messages).
     pub timeout_seconds: Option<i32>,
     /// When to stop waiting for a result.
@@ -137,7 +139,8 @@ async fn write_final(ctx: &Context, execution: &Execution, status: &ExecutionSta
 /// the runner never runs a run ID twice, it replays the stored result or attaches to the run.
 async fn exec(ctx: &Context, run: &Run) -> RunOutcome {
     let namespace = run.execution.namespace().unwrap_or_default();
-    let sandbox = Sandbox::new(ctx.client.clone(), &namespace, &run.pod_name);
+    let sandbox =
+        Sandbox::new(ctx.client.clone(), &namespace, &run.pod_name).in_container(run.container);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut retry = FIRST_RETRY;
     loop {
