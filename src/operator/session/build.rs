@@ -191,61 +191,134 @@ fn hardened_container(read_only_root: bool) -> SecurityContext {
 /// - `restartPolicy: Always`: if PID 1 dies the sandbox comes back in the same Pod with the
 ///   same workspace.
 pub fn build_pod(session: &Session, config: &SandboxConfig) -> Result<Pod, ValidationError> {
-    let name = session.name_any();
-    let spec = &session.spec;
-    let resources = sandbox_resources(spec, config)?;
+    let resources = sandbox_resources(&session.spec, config)?;
+    Ok(Pod {
+        metadata: pod_metadata(session),
+        spec: Some(PodSpec {
+            init_containers: Some(vec![install_container(config)]),
+            containers: vec![sandbox_container(session, config, &resources)],
+            volumes: Some(vec![workspace_volume(session), runner_volume()]),
+            restart_policy: Some("Always".into()),
+            termination_grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            security_context: Some(pod_security_context()),
+            ..PodSpec::default()
+        }),
+        status: None,
+    })
+}
 
-    let mut meta = object_meta(session, pod_name(&name), "sandbox");
+/// Name, labels and owner of the sandbox Pod, and the hash of the spec it is built from.
+fn pod_metadata(session: &Session) -> ObjectMeta {
+    let mut meta = object_meta(session, pod_name(&session.name_any()), "sandbox");
     meta.annotations = Some(BTreeMap::from([(
         annotations::SPEC_HASH.to_string(),
-        pod_spec_hash(spec),
+        pod_spec_hash(&session.spec),
     )]));
+    meta
+}
 
-    let mut env = vec![literal_env("HOME", WORKSPACE_DIR)];
-    env.extend(spec.env.iter().map(to_k8s_env));
-    env.push(literal_env(SESSION_ENV, name.clone()));
-    env.push(literal_env(PIDS_LIMIT_ENV, resources.pids.to_string()));
-
-    let install = Container {
-        name: INSTALL_CONTAINER.into(),
-        image: Some(config.runner_image.clone()),
-        image_pull_policy: Some("IfNotPresent".into()),
-        command: Some(vec![
-            RUNNER_IMAGE_PATH.into(),
-            "install".into(),
-            RUNNER_PATH.into(),
-        ]),
-        volume_mounts: Some(vec![VolumeMount {
-            name: RUNNER_VOLUME.into(),
-            mount_path: RUNNER_DIR.into(),
-            ..VolumeMount::default()
-        }]),
-        resources: Some(ResourceRequirements {
-            limits: Some(quantity_map(&BTreeMap::from([
-                ("cpu".to_string(), "200m".to_string()),
-                ("memory".to_string(), "64Mi".to_string()),
-            ]))),
-            requests: Some(quantity_map(&BTreeMap::from([
-                ("cpu".to_string(), "10m".to_string()),
-                ("memory".to_string(), "16Mi".to_string()),
-            ]))),
-            ..ResourceRequirements::default()
+/// Every process in the Pod runs as the sandbox user, under the runtime's default seccomp
+/// profile.
+fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(SANDBOX_UID),
+        run_as_group: Some(SANDBOX_UID),
+        fs_group: Some(SANDBOX_UID),
+        fs_group_change_policy: Some("OnRootMismatch".into()),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
         }),
-        security_context: Some(hardened_container(true)),
-        ..Container::default()
-    };
+        ..PodSecurityContext::default()
+    }
+}
 
-    let sandbox = Container {
+/// The session's limits and the requests derived from them.
+fn sandbox_requirements(resources: &SandboxResources) -> ResourceRequirements {
+    ResourceRequirements {
+        limits: Some(quantity_map(&resources.limits)),
+        requests: Some(quantity_map(&resources.requests)),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// Copying one binary needs little, but it is limited like everything else in the Pod.
+fn install_requirements() -> ResourceRequirements {
+    ResourceRequirements {
+        limits: Some(quantity_map(&BTreeMap::from([
+            ("cpu".to_string(), "200m".to_string()),
+            ("memory".to_string(), "64Mi".to_string()),
+        ]))),
+        requests: Some(quantity_map(&BTreeMap::from([
+            ("cpu".to_string(), "10m".to_string()),
+            ("memory".to_string(), "16Mi".to_string()),
+        ]))),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// The workspace: the Session's claim when it is persistent, else a sized emptyDir.
+fn workspace_volume(session: &Session) -> Volume {
+    let workspace = &session.spec.workspace;
+    if workspace.persistent {
+        Volume {
+            name: WORKSPACE_VOLUME.into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: workspace_claim_name(&session.name_any()),
+                read_only: Some(false),
+            }),
+            ..Volume::default()
+        }
+    } else {
+        Volume {
+            name: WORKSPACE_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: None,
+                size_limit: Some(K8sQuantity(workspace.size.clone())),
+            }),
+            ..Volume::default()
+        }
+    }
+}
+
+/// The emptyDir the init container installs the runner into.
+fn runner_volume() -> Volume {
+    Volume {
+        name: RUNNER_VOLUME.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: None,
+            size_limit: Some(K8sQuantity("128Mi".into())),
+        }),
+        ..Volume::default()
+    }
+}
+
+/// `HOME`, then the session's env, then the session name and process limit for the runner.
+fn sandbox_env(session: &Session, resources: &SandboxResources) -> Vec<K8sEnvVar> {
+    let mut env = vec![literal_env("HOME", WORKSPACE_DIR)];
+    env.extend(session.spec.env.iter().map(to_k8s_env));
+    env.push(literal_env(SESSION_ENV, session.name_any()));
+    env.push(literal_env(PIDS_LIMIT_ENV, resources.pids.to_string()));
+    env
+}
+
+/// The sandbox: the runner as PID 1 in the session's image, working in the workspace.
+fn sandbox_container(
+    session: &Session,
+    config: &SandboxConfig,
+    resources: &SandboxResources,
+) -> Container {
+    let image = session.spec.image.clone();
+    Container {
         name: SANDBOX_CONTAINER.into(),
-        image: Some(
-            spec.image
-                .clone()
-                .unwrap_or_else(|| config.sandbox_image.clone()),
-        ),
+        image: Some(image.unwrap_or_else(|| config.sandbox_image.clone())),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(vec![RUNNER_PATH.into(), "init".into()]),
         working_dir: Some(WORKSPACE_DIR.into()),
-        env: Some(env),
+        env: Some(sandbox_env(session, resources)),
         ports: Some(vec![ContainerPort {
             name: Some("preview".into()),
             container_port: i32::from(PREVIEW_PORT),
@@ -265,69 +338,32 @@ pub fn build_pod(session: &Session, config: &SandboxConfig) -> Result<Pod, Valid
                 ..VolumeMount::default()
             },
         ]),
-        resources: Some(ResourceRequirements {
-            limits: Some(quantity_map(&resources.limits)),
-            requests: Some(quantity_map(&resources.requests)),
-            ..ResourceRequirements::default()
-        }),
+        resources: Some(sandbox_requirements(resources)),
         security_context: Some(hardened_container(false)),
         ..Container::default()
-    };
+    }
+}
 
-    let workspace = if spec.workspace.persistent {
-        Volume {
-            name: WORKSPACE_VOLUME.into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: workspace_claim_name(&name),
-                read_only: Some(false),
-            }),
-            ..Volume::default()
-        }
-    } else {
-        Volume {
-            name: WORKSPACE_VOLUME.into(),
-            empty_dir: Some(EmptyDirVolumeSource {
-                medium: None,
-                size_limit: Some(K8sQuantity(spec.workspace.size.clone())),
-            }),
-            ..Volume::default()
-        }
-    };
-    let runner_bin = Volume {
-        name: RUNNER_VOLUME.into(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            medium: None,
-            size_limit: Some(K8sQuantity("128Mi".into())),
-        }),
-        ..Volume::default()
-    };
-
-    Ok(Pod {
-        metadata: meta,
-        spec: Some(PodSpec {
-            init_containers: Some(vec![install]),
-            containers: vec![sandbox],
-            volumes: Some(vec![workspace, runner_bin]),
-            restart_policy: Some("Always".into()),
-            termination_grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
-            automount_service_account_token: Some(false),
-            enable_service_links: Some(false),
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(SANDBOX_UID),
-                run_as_group: Some(SANDBOX_UID),
-                fs_group: Some(SANDBOX_UID),
-                fs_group_change_policy: Some("OnRootMismatch".into()),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".into(),
-                    localhost_profile: None,
-                }),
-                ..PodSecurityContext::default()
-            }),
-            ..PodSpec::default()
-        }),
-        status: None,
-    })
+/// The init container: copies the runner from its image into the runner volume.
+fn install_container(config: &SandboxConfig) -> Container {
+    Container {
+        name: INSTALL_CONTAINER.into(),
+        image: Some(config.runner_image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec![
+            RUNNER_IMAGE_PATH.into(),
+            "install".into(),
+            RUNNER_PATH.into(),
+        ]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: RUNNER_VOLUME.into(),
+            mount_path: RUNNER_DIR.into(),
+            ..VolumeMount::default()
+        }]),
+        resources: Some(install_requirements()),
+        security_context: Some(hardened_container(true)),
+        ..Container::default()
+    }
 }
 
 /// Builds the workspace claim of a persistent Session (ReadWriteOnce, `workspace.size`,

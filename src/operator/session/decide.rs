@@ -5,15 +5,14 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::{
     api::core::v1::{PersistentVolumeClaim, Pod},
-    apimachinery::pkg::apis::meta::v1::Time,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
 };
 use kube::ResourceExt;
 
 use crate::crd::{
-    annotations,
     conditions::{self, READY},
     find_condition, next_condition,
-    validate::{validate_session, ValidationError},
+    validate::ValidationError,
     Session, SessionPhase, SessionStatus,
 };
 use crate::layout::pod_name;
@@ -21,8 +20,10 @@ use crate::operator::config::SandboxConfig;
 use crate::operator::reconciler::until;
 
 use super::{
-    build::{build_pod, build_workspace_claim, pod_spec_hash},
+    build::build_workspace_claim,
+    desired::DesiredPod,
     observe::Observed,
+    pod_state::{pod_state, PodState},
 };
 
 /// How often a Session is looked at when nothing happens.
@@ -136,8 +137,11 @@ pub fn expires_at(session: &Session, now: Timestamp) -> Timestamp {
 /// and the moment its Pod became ready. `None` when it cannot idle (no idle timeout, or it never
 /// became ready).
 pub fn idle_deadline(session: &Session) -> Option<Timestamp> {
-    let timeout = session.spec.idle_timeout_seconds?;
-    let status = session.status.as_ref()?;
+    idle_deadline_after(session.spec.idle_timeout_seconds?, session.status.as_ref()?)
+}
+
+/// [`idle_deadline`] for a status not written yet.
+fn idle_deadline_after(timeout: i64, status: &SessionStatus) -> Option<Timestamp> {
     let last = [status.last_activity_at.as_ref(), status.ready_at.as_ref()]
         .into_iter()
         .flatten()
@@ -162,325 +166,335 @@ pub fn is_idle(session: &Session, now: Timestamp) -> bool {
     (phase == SessionPhase::Ready || idle_suspended) && now >= deadline
 }
 
-fn pod_is_ready(pod: &Pod) -> Option<Time> {
-    let status = pod.status.as_ref()?;
-    let ready = status
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready" && c.status == "True")?;
-    Some(
-        ready
-            .last_transition_time
-            .clone()
-            .unwrap_or(Time(Timestamp::UNIX_EPOCH)),
-    )
-}
-
-fn pod_phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("Pending")
-}
-
-/// Why a Pod is not ready yet, from its containers' waiting states.
-fn pod_waiting_message(pod: &Pod) -> Option<String> {
-    let status = pod.status.as_ref()?;
-    status
-        .init_container_statuses
-        .iter()
-        .flatten()
-        .chain(status.container_statuses.iter().flatten())
-        .find_map(|cs| {
-            let waiting = cs.state.as_ref()?.waiting.as_ref()?;
-            let reason = waiting.reason.as_deref()?;
-            if reason == "ContainerCreating" || reason == "PodInitializing" {
-                return None;
-            }
-            Some(match waiting.message.as_deref() {
-                Some(msg) => format!("{}: {reason}: {msg}", cs.name),
-                None => format!("{}: {reason}", cs.name),
-            })
-        })
-}
-
-fn pod_spec_hash_of(pod: &Pod) -> Option<&str> {
-    pod.metadata
-        .annotations
-        .as_ref()?
-        .get(annotations::SPEC_HASH)
-        .map(String::as_str)
-}
-
-/// Decides what a reconcile does. Pure: `now` is passed in.
+/// Decides what a reconcile does. Pure: `now` is passed in. The spec is validated and the Pod
+/// built here, once; every step after that reads the one [`DesiredPod`].
 pub fn plan(
     session: &Session,
     observed: &Observed,
     config: &SandboxConfig,
     now: Timestamp,
 ) -> Plan {
+    plan_with(session, observed, DesiredPod::build(session, config), now)
+}
+
+/// [`plan`] once the Pod is built. Without the [`SandboxConfig`] no step can build another.
+fn plan_with(
+    session: &Session,
+    observed: &Observed,
+    desired: Result<DesiredPod, ValidationError>,
+    now: Timestamp,
+) -> Plan {
     // Times in the status have second precision; keep `now` the same so comparisons hold.
     let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
     let current = session.status.clone().unwrap_or_default();
-    let phase = session.phase();
-    let generation = session.metadata.generation;
-    let expires = expires_at(session, now);
-    let previous_ready = find_condition(&current.conditions, READY).cloned();
+    let mut draft = Draft::new(session, &current, now);
+    let pod = observed.pod.as_ref();
+    match stage(session, desired, draft.expires, now) {
+        Stage::Terminating => terminating(&mut draft),
+        Stage::Expired => expired(session, &mut draft),
+        Stage::Invalid(invalid) => invalid_spec(session, invalid, &mut draft),
+        Stage::Suspended { idle } => suspended(session, pod, idle, &mut draft),
+        Stage::Running(desired) => running(session, pod, desired, &mut draft),
+    }
+    draft.finish(&current)
+}
 
-    let mut plan = Plan {
-        pod: PodAction::Keep,
-        events: Vec::new(),
-        status: None,
-        delete_session: false,
-        recreate: None,
-        invalid: None,
-        requeue_after: Some(RESYNC),
-    };
+/// Where a Session is in its lifecycle; each stage has its own step.
+#[derive(Clone, Debug, PartialEq)]
+enum Stage {
+    /// The Session is being deleted.
+    Terminating,
+    /// The TTL passed.
+    Expired,
+    /// The spec cannot be turned into a Pod.
+    Invalid(ValidationError),
+    /// The Pod must go: by `spec.suspend` (`idle: false`) or for idling (`idle: true`).
+    Suspended { idle: bool },
+    /// The Session should have this Pod running.
+    Running(DesiredPod),
+}
 
-    // Status fields this controller owns, starting from what is there.
-    let mut status = SessionStatus {
-        phase: Some(phase),
-        conditions: current.conditions.clone(),
-        pod_name: current.pod_name.clone(),
-        pod_ip: current.pod_ip.clone(),
-        ready_at: current.ready_at.clone(),
-        last_activity_at: current.last_activity_at.clone(),
-        expires_at: Some(Time(expires)),
-        observed_generation: generation,
-        message: current.message.clone(),
-    };
-    let ready_condition = |ready: bool, reason: &str, message: &str| {
-        next_condition(
-            previous_ready.as_ref(),
+/// The first stage that applies wins: a Session that is deleted or expired is not reported
+/// invalid, and `spec.suspend` is the reason given even when the Session is idle too.
+fn stage(
+    session: &Session,
+    desired: Result<DesiredPod, ValidationError>,
+    expires: Timestamp,
+    now: Timestamp,
+) -> Stage {
+    if session.metadata.deletion_timestamp.is_some() {
+        return Stage::Terminating;
+    }
+    if now >= expires {
+        return Stage::Expired;
+    }
+    match desired {
+        Err(invalid) => Stage::Invalid(invalid),
+        Ok(_) if session.spec.suspend => Stage::Suspended { idle: false },
+        Ok(_) if is_idle(session, now) => Stage::Suspended { idle: true },
+        Ok(desired) => Stage::Running(desired),
+    }
+}
+
+/// A plan being worked out: the side effects so far, and the status they lead to.
+struct Draft {
+    plan: Plan,
+    status: SessionStatus,
+    previous_ready: Option<Condition>,
+    generation: Option<i64>,
+    now: Timestamp,
+    expires: Timestamp,
+}
+
+impl Draft {
+    /// Keep the Pod, look again after [`RESYNC`], and keep the status this controller owns as
+    /// it is, apart from the expiry and the generation it was computed for.
+    fn new(session: &Session, current: &SessionStatus, now: Timestamp) -> Self {
+        let expires = expires_at(session, now);
+        let generation = session.metadata.generation;
+        let status = SessionStatus {
+            phase: Some(session.phase()),
+            conditions: current.conditions.clone(),
+            pod_name: current.pod_name.clone(),
+            pod_ip: current.pod_ip.clone(),
+            ready_at: current.ready_at.clone(),
+            last_activity_at: current.last_activity_at.clone(),
+            expires_at: Some(Time(expires)),
+            observed_generation: generation,
+            message: current.message.clone(),
+        };
+        let plan = Plan {
+            pod: PodAction::Keep,
+            events: Vec::new(),
+            status: None,
+            delete_session: false,
+            recreate: None,
+            invalid: None,
+            requeue_after: Some(RESYNC),
+        };
+        Self {
+            plan,
+            status,
+            previous_ready: find_condition(&current.conditions, READY).cloned(),
+            generation,
+            now,
+            expires,
+        }
+    }
+
+    /// The plan, with the status only when it differs from `current` (no needless write).
+    fn finish(mut self, current: &SessionStatus) -> Plan {
+        if self.status != *current {
+            self.plan.status = Some(self.status);
+        }
+        self.plan
+    }
+
+    fn event(&mut self, event: SessionEvent) {
+        self.plan.events.push(event);
+    }
+
+    fn set_ready(&mut self, ready: bool, reason: &str, message: &str) {
+        let condition = next_condition(
+            self.previous_ready.as_ref(),
             READY,
             ready,
             reason,
             message,
-            generation,
-            Time(now),
+            self.generation,
+            Time(self.now),
+        );
+        self.status.conditions.retain(|c| c.type_ != READY);
+        self.status.conditions.push(condition);
+    }
+
+    /// A phase without a Pod to use, for `reason`, explained in the status message.
+    fn not_ready(&mut self, phase: SessionPhase, reason: &str, message: String) {
+        self.status.phase = Some(phase);
+        self.set_ready(false, reason, &message);
+        self.status.message = Some(message);
+    }
+
+    /// Pending while a Pod is created, replaced or starts. `pod_name` is what the next
+    /// reconcile compares against to tell a lost Pod from one this controller replaced on
+    /// purpose, so it is `None` when the Pod is deleted here.
+    fn starting(&mut self, message: &str, pod_name: Option<String>) {
+        self.status.phase = Some(SessionPhase::Pending);
+        self.status.pod_name = pod_name;
+        self.status.pod_ip = None;
+        self.status.message = Some(message.to_string());
+        self.set_ready(false, conditions::REASON_POD_STARTING, message);
+    }
+}
+
+/// Being deleted: say so; the garbage collector does the rest.
+fn terminating(draft: &mut Draft) {
+    draft.not_ready(
+        SessionPhase::Terminating,
+        conditions::REASON_TERMINATING,
+        "the Session is being deleted".into(),
+    );
+    draft.plan.requeue_after = None;
+}
+
+/// The TTL passed: delete the Session. Owner references take its Pod and claim with it.
+fn expired(session: &Session, draft: &mut Draft) {
+    if session.phase() != SessionPhase::Expired {
+        draft.event(SessionEvent::Expired);
+    }
+    let message = format!(
+        "the TTL of {}s passed at {}; the Session is deleted",
+        session.spec.ttl_seconds, draft.expires
+    );
+    draft.not_ready(SessionPhase::Expired, conditions::REASON_EXPIRED, message);
+    draft.plan.delete_session = true;
+    draft.plan.requeue_after = None;
+}
+
+/// The spec cannot become a Pod: fail until it changes, announcing each new reason once.
+fn invalid_spec(session: &Session, invalid: ValidationError, draft: &mut Draft) {
+    let message = invalid.to_string();
+    let reported = session.status.as_ref().and_then(|s| s.message.as_deref());
+    if session.phase() != SessionPhase::Failed || reported != Some(message.as_str()) {
+        draft.event(SessionEvent::InvalidSpec {
+            detail: message.clone(),
+        });
+    }
+    draft.not_ready(
+        SessionPhase::Failed,
+        conditions::REASON_INVALID_SPEC,
+        message,
+    );
+    draft.plan.invalid = Some(invalid);
+    draft.plan.requeue_after = None;
+}
+
+/// Suspended: delete the Pod unless it is already going, keep the workspace, and look again
+/// by the expiry at the latest.
+fn suspended(session: &Session, pod: Option<&Pod>, idle: bool, draft: &mut Draft) {
+    let (reason, message) = if idle {
+        (
+            conditions::REASON_IDLE,
+            "suspended after idling; the next execution resumes it",
+        )
+    } else {
+        (
+            conditions::REASON_SUSPENDED,
+            "suspended by spec.suspend; set it to false to resume",
         )
     };
-    let set_ready = |status: &mut SessionStatus, ready: bool, reason: &str, message: &str| {
-        status.conditions.retain(|c| c.type_ != READY);
-        status
-            .conditions
-            .push(ready_condition(ready, reason, message));
-    };
-
-    let pod = observed.pod.as_ref();
-
-    if session.metadata.deletion_timestamp.is_some() {
-        status.phase = Some(SessionPhase::Terminating);
-        status.message = Some("the Session is being deleted".into());
-        set_ready(
-            &mut status,
-            false,
-            conditions::REASON_TERMINATING,
-            "the Session is being deleted",
-        );
-        plan.requeue_after = None;
-    } else if now >= expires {
-        let message = format!(
-            "the TTL of {}s passed at {}; the Session is deleted",
-            session.spec.ttl_seconds, expires
-        );
-        if phase != SessionPhase::Expired {
-            plan.events.push(SessionEvent::Expired);
-        }
-        status.phase = Some(SessionPhase::Expired);
-        set_ready(&mut status, false, conditions::REASON_EXPIRED, &message);
-        status.message = Some(message);
-        plan.delete_session = true;
-        plan.requeue_after = None;
-    } else if let Err(invalid) = validate_session(&session.name_any(), &session.spec)
-        .and_then(|()| build_pod(session, config).map(|_| ()))
-    {
-        let message = invalid.to_string();
-        if phase != SessionPhase::Failed || current.message.as_deref() != Some(message.as_str()) {
-            plan.events.push(SessionEvent::InvalidSpec {
-                detail: message.clone(),
-            });
-        }
-        status.phase = Some(SessionPhase::Failed);
-        set_ready(
-            &mut status,
-            false,
-            conditions::REASON_INVALID_SPEC,
-            &message,
-        );
-        status.message = Some(message);
-        plan.invalid = Some(invalid);
-        plan.requeue_after = None;
-    } else if session.spec.suspend || is_idle(session, now) {
-        let idle = !session.spec.suspend;
-        let (reason, message) = if idle {
-            (
-                conditions::REASON_IDLE,
-                "suspended after idling; the next execution resumes it".to_string(),
-            )
-        } else {
-            (
-                conditions::REASON_SUSPENDED,
-                "suspended by spec.suspend; set it to false to resume".to_string(),
-            )
-        };
-        if let Some(pod) = pod.filter(|p| p.metadata.deletion_timestamp.is_none()) {
-            plan.pod = PodAction::Delete { uid: pod.uid() };
-        }
-        if phase != SessionPhase::Suspended {
-            plan.events.push(SessionEvent::Suspended { idle });
-        }
-        status.phase = Some(SessionPhase::Suspended);
-        status.pod_name = None;
-        status.pod_ip = None;
-        set_ready(&mut status, false, reason, &message);
-        status.message = Some(message);
-        plan.requeue_after = Some(until(now, expires).min(RESYNC));
-    } else {
-        plan_running(session, pod, config, now, &mut plan, &mut status);
-        let mut next = until(now, expires).min(plan.requeue_after.unwrap_or(RESYNC));
-        if status.phase == Some(SessionPhase::Ready) {
-            let mut probe = session.clone();
-            probe.status = Some(status.clone());
-            if let Some(deadline) = idle_deadline(&probe) {
-                next = next.min(until(now, deadline));
-            }
-        }
-        plan.requeue_after = Some(next);
+    if let Some(pod) = pod.filter(|p| p.metadata.deletion_timestamp.is_none()) {
+        draft.plan.pod = PodAction::Delete { uid: pod.uid() };
     }
-
-    if status != current {
-        plan.status = Some(status);
+    if session.phase() != SessionPhase::Suspended {
+        draft.event(SessionEvent::Suspended { idle });
     }
-    plan
+    draft.not_ready(SessionPhase::Suspended, reason, message.to_string());
+    draft.status.pod_name = None;
+    draft.status.pod_ip = None;
+    draft.plan.requeue_after = Some(until(draft.now, draft.expires).min(RESYNC));
 }
 
 /// The Session should have a running Pod: create, replace or report on it.
-fn plan_running(
-    session: &Session,
-    pod: Option<&Pod>,
-    config: &SandboxConfig,
-    now: Timestamp,
-    plan: &mut Plan,
-    status: &mut SessionStatus,
-) {
-    let current = session.status.clone().unwrap_or_default();
-    let phase = session.phase();
-    let generation = session.metadata.generation;
-    let previous_ready = find_condition(&current.conditions, READY).cloned();
-    let set_ready = |status: &mut SessionStatus, ready: bool, reason: &str, message: &str| {
-        let condition = next_condition(
-            previous_ready.as_ref(),
-            READY,
-            ready,
-            reason,
-            message,
-            generation,
-            Time(now),
-        );
-        status.conditions.retain(|c| c.type_ != READY);
-        status.conditions.push(condition);
-    };
+fn running(session: &Session, pod: Option<&Pod>, desired: DesiredPod, draft: &mut Draft) {
     let name = pod_name(&session.name_any());
-    // `pod_name` is what the next reconcile compares against to tell a lost Pod from one this
-    // controller replaced on purpose, so it is cleared when the Pod is deleted here.
-    let starting = |status: &mut SessionStatus, message: &str, pod_name: Option<String>| {
-        status.phase = Some(SessionPhase::Pending);
-        status.pod_name = pod_name;
-        status.pod_ip = None;
-        status.message = Some(message.to_string());
-    };
-
-    match pod {
-        None => {
-            // Validated in `plan`, so building cannot fail here.
-            let Ok(built) = build_pod(session, config) else {
-                return;
-            };
-            let claim = session
-                .spec
-                .workspace
-                .persistent
-                .then(|| Box::new(build_workspace_claim(session)));
-            plan.pod = PodAction::Create {
-                pod: Box::new(built),
-                claim,
-            };
-            if phase == SessionPhase::Suspended {
-                plan.events.push(SessionEvent::Resumed);
-            } else if current.pod_name.is_some() {
-                plan.events.push(SessionEvent::PodLost {
-                    detail: format!("Pod {name} is gone; creating a new one"),
-                });
-                plan.recreate = Some(Recreate::Missing);
-            } else {
-                plan.events.push(SessionEvent::PodCreated);
-            }
-            let message = "creating the sandbox Pod";
-            starting(status, message, Some(name.clone()));
-            set_ready(status, false, conditions::REASON_POD_STARTING, message);
+    match pod_state(pod, &desired) {
+        PodState::Missing => create_pod(session, desired, draft),
+        PodState::Terminating => {
+            let recorded = session.status.as_ref().and_then(|s| s.pod_name.clone());
+            draft.starting("waiting for the previous Pod to terminate", recorded);
+            draft.plan.requeue_after = Some(TERMINATING_POLL);
         }
-        Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
-            let message = "waiting for the previous Pod to terminate";
-            starting(status, message, current.pod_name.clone());
-            set_ready(status, false, conditions::REASON_POD_STARTING, message);
-            plan.requeue_after = Some(TERMINATING_POLL);
-        }
-        Some(pod) if matches!(pod_phase(pod), "Failed" | "Succeeded") => {
-            let why = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.reason.clone().or_else(|| s.message.clone()))
-                .unwrap_or_else(|| pod_phase(pod).to_string());
-            plan.pod = PodAction::Delete { uid: pod.uid() };
-            plan.events.push(SessionEvent::PodLost {
+        PodState::Stopped { uid, why } => {
+            draft.plan.pod = PodAction::Delete { uid };
+            draft.event(SessionEvent::PodLost {
                 detail: format!("Pod {name} stopped ({why}); replacing it"),
             });
-            plan.recreate = Some(Recreate::Failed);
-            let message = format!("replacing the Pod, which stopped ({why})");
-            starting(status, &message, None);
-            set_ready(status, false, conditions::REASON_POD_STARTING, &message);
+            draft.plan.recreate = Some(Recreate::Failed);
+            draft.starting(&format!("replacing the Pod, which stopped ({why})"), None);
         }
-        Some(pod) if pod_spec_hash_of(pod).is_some_and(|h| h != pod_spec_hash(&session.spec)) => {
-            plan.pod = PodAction::Delete { uid: pod.uid() };
-            plan.events.push(SessionEvent::SpecChanged);
-            let message = "the spec changed; replacing the Pod";
-            starting(status, message, None);
-            set_ready(status, false, conditions::REASON_POD_STARTING, message);
+        PodState::Outdated { uid } => {
+            draft.plan.pod = PodAction::Delete { uid };
+            draft.event(SessionEvent::SpecChanged);
+            draft.starting("the spec changed; replacing the Pod", None);
         }
-        Some(pod) => match pod_is_ready(pod) {
-            Some(ready_since) => {
-                if phase != SessionPhase::Ready {
-                    plan.events.push(SessionEvent::Ready);
-                }
-                status.phase = Some(SessionPhase::Ready);
-                status.pod_name = Some(name.clone());
-                status.pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
-                status.ready_at = Some(ready_since);
-                status.message = None;
-                set_ready(
-                    status,
-                    true,
-                    conditions::REASON_POD_READY,
-                    "the sandbox is ready",
-                );
-            }
-            None => {
-                let message = pod_waiting_message(pod)
-                    .unwrap_or_else(|| "waiting for the sandbox Pod to become ready".into());
-                starting(status, &message, Some(name.clone()));
-                status.pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
-                set_ready(status, false, conditions::REASON_POD_STARTING, &message);
-            }
-        },
+        PodState::Ready { since, ip } => ready(session, since, ip, draft),
+        PodState::Starting { waiting, ip } => {
+            let message =
+                waiting.unwrap_or_else(|| "waiting for the sandbox Pod to become ready".into());
+            draft.starting(&message, Some(name));
+            draft.status.pod_ip = ip;
+        }
     }
+    draft.plan.requeue_after = Some(running_requeue(session, draft));
+}
+
+/// No Pod: create the desired one (after its claim, for a persistent workspace). A Pod name
+/// in the status means this controller had a Pod it did not delete: that one was lost.
+fn create_pod(session: &Session, desired: DesiredPod, draft: &mut Draft) {
+    let name = pod_name(&session.name_any());
+    let claim = session
+        .spec
+        .workspace
+        .persistent
+        .then(|| Box::new(build_workspace_claim(session)));
+    draft.plan.pod = PodAction::Create {
+        pod: desired.into_pod(),
+        claim,
+    };
+    let had_pod = session
+        .status
+        .as_ref()
+        .is_some_and(|s| s.pod_name.is_some());
+    if session.phase() == SessionPhase::Suspended {
+        draft.event(SessionEvent::Resumed);
+    } else if had_pod {
+        draft.event(SessionEvent::PodLost {
+            detail: format!("Pod {name} is gone; creating a new one"),
+        });
+        draft.plan.recreate = Some(Recreate::Missing);
+    } else {
+        draft.event(SessionEvent::PodCreated);
+    }
+    draft.starting("creating the sandbox Pod", Some(name));
+}
+
+/// The Pod is ready, and so is the Session.
+fn ready(session: &Session, since: Time, ip: Option<String>, draft: &mut Draft) {
+    if session.phase() != SessionPhase::Ready {
+        draft.event(SessionEvent::Ready);
+    }
+    let status = &mut draft.status;
+    status.phase = Some(SessionPhase::Ready);
+    status.pod_name = Some(pod_name(&session.name_any()));
+    status.pod_ip = ip;
+    status.ready_at = Some(since);
+    status.message = None;
+    draft.set_ready(true, conditions::REASON_POD_READY, "the sandbox is ready");
+}
+
+/// While running, look again at the expiry, at the idle deadline once Ready, or sooner when a
+/// step asked to.
+fn running_requeue(session: &Session, draft: &Draft) -> Duration {
+    let asked = draft.plan.requeue_after.unwrap_or(RESYNC);
+    let mut next = until(draft.now, draft.expires).min(asked);
+    if draft.status.phase == Some(SessionPhase::Ready) {
+        let deadline = session
+            .spec
+            .idle_timeout_seconds
+            .and_then(|timeout| idle_deadline_after(timeout, &draft.status));
+        if let Some(deadline) = deadline {
+            next = next.min(until(draft.now, deadline));
+        }
+    }
+    next
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::{SessionSpec, WorkspaceSpec};
+    use crate::operator::session::build::build_pod;
     use k8s_openapi::{
         api::core::v1::{PodCondition, PodStatus},
         apimachinery::pkg::apis::meta::v1::Condition,
@@ -568,6 +582,71 @@ mod tests {
             Some(("False".into(), "PodStarting".into()))
         );
         assert_eq!(p.recreate, None);
+    }
+
+    #[test]
+    fn the_pod_is_built_once_and_that_pod_is_created() {
+        let s = session(|_| {});
+        // A runner image no default has marks this Pod as the one built here.
+        let config = SandboxConfig {
+            runner_image: "marked/runner:1".into(),
+            ..SandboxConfig::default()
+        };
+        let desired = DesiredPod::build(&s, &config).expect("valid");
+        // `plan_with` gets no config, so it cannot build a Pod of its own.
+        let p = plan_with(&s, &observed(None), Ok(desired.clone()), at(5));
+        let PodAction::Create { pod, .. } = p.pod else {
+            panic!("expected a create: {:?}", p.pod);
+        };
+        assert_eq!(pod, desired.into_pod());
+
+        let p = plan_at(&s, None, 5);
+        let built = DesiredPod::build(&s, &SandboxConfig::default()).expect("valid");
+        assert_eq!(
+            p.pod,
+            PodAction::Create {
+                pod: built.into_pod(),
+                claim: None
+            }
+        );
+    }
+
+    #[test]
+    fn the_first_stage_that_applies_wins() {
+        let invalid = ValidationError {
+            field: "spec.image".into(),
+            message: "must not be empty".into(),
+        };
+        let stage_at = |s: &Session, secs| {
+            let desired = DesiredPod::build(s, &SandboxConfig::default());
+            stage(s, desired, expires_at(s, at(secs)), at(secs))
+        };
+        let mut s = session(|spec| {
+            spec.ttl_seconds = 60;
+            spec.image = Some(String::new());
+            spec.suspend = true;
+            spec.idle_timeout_seconds = Some(1);
+        });
+        let s_ready = with_status(s.clone(), |st| {
+            st.phase = Some(SessionPhase::Ready);
+            st.ready_at = Some(Time(at(0)));
+        });
+        assert_eq!(stage_at(&s_ready, 30), Stage::Invalid(invalid.clone()));
+        assert_eq!(stage_at(&s_ready, 60), Stage::Expired);
+        s.metadata.deletion_timestamp = Some(Time(at(1)));
+        assert_eq!(stage_at(&s, 60), Stage::Terminating);
+
+        let mut idle_too = s_ready;
+        idle_too.spec.image = None;
+        assert_eq!(
+            stage_at(&idle_too, 30),
+            Stage::Suspended { idle: false },
+            "spec.suspend is the reason given"
+        );
+        idle_too.spec.suspend = false;
+        assert_eq!(stage_at(&idle_too, 30), Stage::Suspended { idle: true });
+        idle_too.spec.idle_timeout_seconds = None;
+        assert!(matches!(stage_at(&idle_too, 30), Stage::Running(_)));
     }
 
     #[test]

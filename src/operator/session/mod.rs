@@ -2,9 +2,12 @@
 //! Session is suspended, idles out, expires or is deleted.
 //!
 //! Each reconcile is a pipeline:
-//! [`observe`] (IO: read the Pod) → [`decide`] (pure: validate and plan) → [`build`] (pure: the
-//! Pod and claim, called by `decide`) → [`apply`] (IO: Pod, Events, Session deletion) →
-//! [`status`] (IO: server-side apply of the status).
+//! [`observe`] (IO: read the Pod) → [`decide`] (pure: validate and plan) → [`apply`] (IO: Pod,
+//! Events, Session deletion) → [`status`] (IO: server-side apply of the status).
+//!
+//! `decide` validates the spec and builds the [`desired`] Pod once ([`build`] holds the pure
+//! builders), reads what the observed Pod means with [`pod_state`], and hands the one built
+//! Pod to `apply` when it has to be created.
 //!
 //! ## Lifecycle
 //! - **Create**: the Pod `<name>-sandbox` (and, for a persistent workspace, the claim
@@ -27,7 +30,9 @@
 pub mod apply;
 pub mod build;
 pub mod decide;
+pub mod desired;
 pub mod observe;
+pub mod pod_state;
 pub mod status;
 
 use std::{future::Future, sync::Arc};

@@ -1,0 +1,122 @@
+//! The sandbox Pod a Session asks for: validated and built once per reconcile, then read by
+//! every decision that needs it and handed to `apply` when it has to be created.
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+
+use crate::crd::{annotations, validate::validate_session, validate::ValidationError, Session};
+use crate::operator::config::SandboxConfig;
+
+use super::build::{build_pod, pod_spec_hash};
+
+/// The Pod built from a valid Session spec, with the hash of the spec it was built from.
+/// The only way to get one is [`DesiredPod::build`], so holding one means the spec is valid.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredPod {
+    pod: Box<Pod>,
+    spec_hash: String,
+}
+
+impl DesiredPod {
+    /// Validates the Session's spec and builds its Pod. Either step can reject the spec: the
+    /// operator's defaults fill gaps in it, and the Pod builder checks the result.
+    pub fn build(session: &Session, config: &SandboxConfig) -> Result<Self, ValidationError> {
+        validate_session(&session.name_any(), &session.spec)?;
+        let pod = build_pod(session, config)?;
+        Ok(Self {
+            pod: Box::new(pod),
+            spec_hash: pod_spec_hash(&session.spec),
+        })
+    }
+
+    /// The Pod to create.
+    pub fn pod(&self) -> &Pod {
+        &self.pod
+    }
+
+    /// Hands over the Pod to create.
+    pub fn into_pod(self) -> Box<Pod> {
+        self.pod
+    }
+
+    /// The hash this Pod carries in [`annotations::SPEC_HASH`].
+    pub fn spec_hash(&self) -> &str {
+        &self.spec_hash
+    }
+
+    /// True when `existing` was built from another spec and must be replaced. A Pod without
+    /// the annotation is left alone: nothing says it is out of date.
+    pub fn is_outdated(&self, existing: &Pod) -> bool {
+        spec_hash_of(existing).is_some_and(|hash| hash != self.spec_hash)
+    }
+}
+
+fn spec_hash_of(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(annotations::SPEC_HASH)
+        .map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::SessionSpec;
+
+    fn session(f: impl FnOnce(&mut SessionSpec)) -> Session {
+        let mut spec = SessionSpec {
+            ttl_seconds: 3600,
+            ..SessionSpec::default()
+        };
+        f(&mut spec);
+        let mut s = Session::new("demo", spec);
+        s.metadata.namespace = Some("ns".into());
+        s.metadata.uid = Some("uid-1".into());
+        s
+    }
+
+    #[test]
+    fn it_is_the_built_pod_with_its_spec_hash() {
+        let s = session(|_| {});
+        let config = SandboxConfig::default();
+        let desired = DesiredPod::build(&s, &config).expect("valid");
+        assert_eq!(desired.pod(), &build_pod(&s, &config).expect("pod"));
+        assert_eq!(desired.spec_hash(), pod_spec_hash(&s.spec));
+        assert_eq!(spec_hash_of(desired.pod()), Some(desired.spec_hash()));
+    }
+
+    #[test]
+    fn the_spec_is_validated_before_the_pod_is_built() {
+        let s = session(|spec| spec.image = Some(" ".into()));
+        let err = DesiredPod::build(&s, &SandboxConfig::default()).expect_err("invalid");
+        assert_eq!(err.field, "spec.image");
+        assert!(build_pod(&s, &SandboxConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn the_operator_defaults_can_make_a_spec_invalid() {
+        let config = SandboxConfig {
+            default_memory: "lots".into(),
+            ..SandboxConfig::default()
+        };
+        let err = DesiredPod::build(&session(|_| {}), &config).expect_err("invalid");
+        assert_eq!(err.field, "spec.resources.memory");
+    }
+
+    #[test]
+    fn only_a_pod_from_another_spec_is_outdated() {
+        let s = session(|_| {});
+        let desired = DesiredPod::build(&s, &SandboxConfig::default()).expect("valid");
+        let mut existing = desired.pod().clone();
+        assert!(!desired.is_outdated(&existing), "the same spec");
+
+        let mut older = s.clone();
+        older.spec.image = Some("other:1".into());
+        let older = DesiredPod::build(&older, &SandboxConfig::default()).expect("valid");
+        assert!(desired.is_outdated(older.pod()), "another image");
+
+        existing.metadata.annotations = None;
+        assert!(!desired.is_outdated(&existing), "no hash to compare");
+    }
+}
