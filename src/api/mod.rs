@@ -2,9 +2,10 @@
 //! Execution resources, with API keys, tenants, tier limits and SSE streaming. It maps
 //! requests onto the resources and reads (watches) their status back; it runs nothing itself.
 //!
-//! Modules: [`server`] (router and middleware), [`routes`] (handlers), [`auth`] (bearer keys and
-//! rate limits), [`keys`] (key storage), [`tiers`] (limits), [`errors`] (the error type),
-//! [`extract`] (JSON extractors), [`files`] (validation and streamed delivery), [`stream`]
+//! Modules: [`server`] (router and middleware), [`routes`] (handlers), [`auth`] (bearer keys),
+//! [`rate_limit`] (the per-key request rate), [`keys`] (key storage), [`tiers`] (limits),
+//! [`errors`] (the error type), [`extract`] (JSON extractors), [`files`] (validation and
+//! streamed delivery), [`outcome`] (an Execution's result as the api reports it), [`stream`]
 //! (SSE), [`openapi`], [`metrics`], [`cluster`] (the Kubernetes seam), [`state`], [`config`].
 
 pub mod auth;
@@ -19,6 +20,8 @@ pub mod keys_cli;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
+pub mod outcome;
+pub mod rate_limit;
 pub mod routes;
 pub mod sandbox_errors;
 pub mod server;

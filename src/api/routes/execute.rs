@@ -2,7 +2,7 @@
 //! everything, delivers large files, stores env values in a Secret, creates the Execution, and
 //! then watches it to the end (or streams it, see [`crate::api::stream`]).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use axum::{
     extract::State,
@@ -12,7 +12,7 @@ use axum::{
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::{api::ObjectMeta, Resource};
 
-use super::{ready_session, ReadySession};
+use super::ready_session;
 use crate::{
     api::{
         auth::Caller,
@@ -22,13 +22,14 @@ use crate::{
         files::{choose_delivery, inline_specs, plan_files, stream_files, Delivery, PlannedFile},
         keys::random_name_suffix,
         model::{ExecuteRequest, ExecuteResponse},
+        outcome::{is_finished, outcome, outcome_label, Started},
         state::AppState,
         stream,
     },
     crd::{
-        conditions, find_condition, labels,
+        labels,
         validate::{self, env_name, validate_execution},
-        EnvFromSource, Execution, ExecutionPhase, ExecutionSpec, SecretReference, SessionReference,
+        EnvFromSource, Execution, ExecutionSpec, SecretReference, SessionReference,
         DEFAULT_WORKING_DIR,
     },
     shared::deadlines::result_wait,
@@ -243,86 +244,6 @@ pub fn build_execution(
     (execution, env_secret)
 }
 
-/// True once the Execution has its final status.
-pub fn is_finished(execution: &Execution) -> bool {
-    let Some(status) = &execution.status else {
-        return false;
-    };
-    let condition_true =
-        |type_| find_condition(&status.conditions, type_).is_some_and(|c| c.status == "True");
-    condition_true(conditions::COMPLETE)
-        || condition_true(conditions::FAILED)
-        || matches!(
-            status.phase,
-            Some(ExecutionPhase::Succeeded | ExecutionPhase::Failed)
-        )
-}
-
-/// True once the Execution runs (or has finished).
-pub fn is_started(execution: &Execution) -> bool {
-    is_finished(execution)
-        || execution
-            .status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(ExecutionPhase::Running))
-}
-
-/// The response for a finished Execution: the run's result when it ran (whatever its exit
-/// code, timeout or OOM), an error when it could not run.
-pub fn outcome(execution: &Execution, streamed_files: &[String]) -> ApiResult<ExecuteResponse> {
-    let status = execution.status.clone().unwrap_or_default();
-    let ran = status.exit_code.is_some() || status.timed_out == Some(true);
-    if !ran {
-        let reason = status.reason.clone().unwrap_or_else(|| "Unknown".into());
-        if reason == "SessionNotFound" {
-            return Err(ApiError::SessionNotFound(
-                execution.spec.session_ref.name.clone(),
-            ));
-        }
-        return Err(ApiError::ExecutionFailed {
-            reason,
-            message: status
-                .message
-                .clone()
-                .unwrap_or_else(|| "the execution did not run".into()),
-        });
-    }
-    let mut files_written = streamed_files.to_vec();
-    files_written.extend(status.files_written.iter().cloned());
-    Ok(ExecuteResponse {
-        stdout: status.stdout.unwrap_or_default(),
-        stderr: status.stderr.unwrap_or_default(),
-        exit_code: status.exit_code.unwrap_or(-1),
-        execution_time: status.execution_time_ms.unwrap_or(0),
-        memory_used: status.memory_used_bytes.unwrap_or(0),
-        cpu_time: status.cpu_time_ms.unwrap_or(0),
-        timed_out: status.timed_out.unwrap_or(false),
-        files_written,
-    })
-}
-
-/// Metric label of an outcome.
-pub fn outcome_label(result: &ApiResult<ExecuteResponse>) -> &'static str {
-    match result {
-        Ok(r) if r.timed_out => "timed_out",
-        Ok(_) => "ok",
-        Err(ApiError::ExecutionFailed { .. }) => "failed",
-        Err(_) => "error",
-    }
-}
-
-/// An Execution that exists, with what was delivered before it.
-pub struct Started {
-    /// Its name.
-    pub name: String,
-    /// Files streamed before it was created.
-    pub streamed_files: Vec<String>,
-    /// Where it runs.
-    pub ready: ReadySession,
-    /// How long to wait for its result.
-    pub result_timeout: Duration,
-}
-
 /// Delivers large files, stores env values, and creates the Execution. On failure, removes
 /// what it created (files already renamed into the workspace stay: they were written whole).
 pub async fn start_execution(
@@ -398,7 +319,7 @@ pub async fn start_execution(
     Ok(Started {
         name,
         streamed_files,
-        ready,
+        pod: ready.pod,
         result_timeout: result_wait(u64::try_from(timeout).unwrap_or(30)),
     })
 }

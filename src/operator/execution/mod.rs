@@ -75,7 +75,6 @@ use decide::{Plan, CACHE_LAG_RECHECK, IN_FLIGHT_RECHECK, SESSION_POLL};
 /// Metric and log name of this controller.
 pub const CONTROLLER: &str = "execution";
 
-
 /// Reconciles one Execution. Thin: times it, runs the pipeline, records the result.
 #[instrument(skip_all, fields(execution = %execution.name_any(), namespace = execution.namespace().unwrap_or_default()))]
 pub async fn reconcile(execution: Arc<Execution>, ctx: Arc<Context>) -> Result<Action> {
