@@ -25,6 +25,7 @@ use crate::{
         outcome::{is_finished, outcome, outcome_label, Started},
         state::AppState,
         stream,
+        tiers::TierLimits,
     },
     crd::{
         labels,
@@ -71,11 +72,35 @@ pub struct ExecutePlan<'r> {
 /// 413 is decided here.
 pub fn plan_execute<'r>(
     request: &'r ExecuteRequest<'r>,
-    limits: &crate::api::tiers::TierLimits,
+    limits: &TierLimits,
 ) -> ApiResult<ExecutePlan<'r>> {
     if request.session_id.is_empty() {
         return Err(ApiError::invalid("sessionId", "is required"));
     }
+    let (code, command) = code_or_command(request)?;
+    let timeout = timeout_within(request.timeout, limits)?;
+    let working_dir = match request.working_dir.as_deref() {
+        None | Some("") => None,
+        Some(dir) => Some(absolute_working_dir(dir)?),
+    };
+    check_env(&request.env, limits)?;
+    let files = plan_files(&request.files, limits)?;
+    let delivery = choose_delivery(&files);
+    Ok(ExecutePlan {
+        session: request.session_id.clone(),
+        code,
+        command,
+        timeout,
+        working_dir,
+        files,
+        delivery,
+        env: &request.env,
+        stream: request.stream,
+    })
+}
+
+/// Exactly one of `code` and `command` (an empty one counts as unset), within the size limit.
+fn code_or_command(request: &ExecuteRequest<'_>) -> ApiResult<(Option<String>, Option<String>)> {
     let code = request.code.clone().filter(|c| !c.is_empty());
     let command = request.command.clone().filter(|c| !c.is_empty());
     match (&code, &command) {
@@ -108,36 +133,39 @@ pub fn plan_execute<'r>(
             }
         }
     }
-    let timeout = match request.timeout {
-        None => None,
-        Some(t) if t >= 1 && t <= i64::from(limits.timeout_seconds) => i32::try_from(t).ok(),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "timeout",
-                format!(
-                    "must be between 1 and {} seconds on this tier",
-                    limits.timeout_seconds
-                ),
-            ))
-        }
-    };
-    let working_dir = match request.working_dir.as_deref() {
-        None | Some("") => None,
-        Some(dir) => Some(absolute_working_dir(dir)?),
-    };
-    if request.env.len() > limits.env_vars {
+    Ok((code, command))
+}
+
+/// The requested timeout, if any, between 1 second and the tier's longest.
+fn timeout_within(timeout: Option<i64>, limits: &TierLimits) -> ApiResult<Option<i32>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t >= 1 && t <= i64::from(limits.timeout_seconds) => Ok(i32::try_from(t).ok()),
+        Some(_) => Err(ApiError::invalid(
+            "timeout",
+            format!(
+                "must be between 1 and {} seconds on this tier",
+                limits.timeout_seconds
+            ),
+        )),
+    }
+}
+
+/// The env variables: as many as the tier allows, valid names, no NUL, within the Secret's size.
+fn check_env(env: &BTreeMap<String, String>, limits: &TierLimits) -> ApiResult<()> {
+    if env.len() > limits.env_vars {
         return Err(ApiError::invalid_with(
             codes::TOO_MANY_ENV_VARS,
             "env",
             format!(
                 "at most {} environment variables on this tier, got {}",
                 limits.env_vars,
-                request.env.len()
+                env.len()
             ),
         ));
     }
     let mut env_bytes = 0;
-    for (name, value) in &request.env {
+    for (name, value) in env {
         env_name(&format!("env.{name}"), name).map_err(ApiError::from_validation)?;
         if value.contains('\0') {
             return Err(ApiError::invalid(
@@ -155,19 +183,7 @@ pub fn plan_execute<'r>(
             limit: MAX_ENV_BYTES as u64,
         });
     }
-    let files = plan_files(&request.files, limits)?;
-    let delivery = choose_delivery(&files);
-    Ok(ExecutePlan {
-        session: request.session_id.clone(),
-        code,
-        command,
-        timeout,
-        working_dir,
-        files,
-        delivery,
-        env: &request.env,
-        stream: request.stream,
-    })
+    Ok(())
 }
 
 fn absolute_working_dir(dir: &str) -> ApiResult<String> {
@@ -394,7 +410,6 @@ async fn execute_inner(state: &AppState, caller: &Caller, body: &[u8]) -> ApiRes
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::tiers::TierLimits;
 
     fn request(json: &str) -> ExecuteRequest<'_> {
         parse_json(json.as_bytes()).expect("parses")
