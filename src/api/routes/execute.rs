@@ -289,34 +289,9 @@ pub async fn start_execution(
     if let Some(secret) = &env_secret {
         state.cluster.create_secret(ns, secret).await?;
     }
-    let created = match state.cluster.create_execution(ns, &execution).await {
-        Ok(Created::New(created)) => created,
-        failed => {
-            if let Some(secret) = &env_secret {
-                let secret_name = secret.metadata.name.as_deref().unwrap_or_default();
-                if let Err(e) = state.cluster.delete_secret(ns, secret_name).await {
-                    tracing::warn!(error = %e, "could not remove the env Secret of a failed create");
-                }
-            }
-            return Err(match failed {
-                Err(e) => e,
-                _ => ApiError::internal("create execution", "name collision"),
-            });
-        }
-    };
+    let created = create_or_remove_secret(state, ns, &execution, env_secret.as_ref()).await?;
     if let Some(secret) = &env_secret {
-        if let Some(owner) = created.controller_owner_ref(&()) {
-            let secret_name = secret.metadata.name.as_deref().unwrap_or_default();
-            let owner = OwnerReference {
-                controller: Some(false),
-                block_owner_deletion: None,
-                ..owner
-            };
-            // The Execution runs either way; without the owner the Secret only outlives it.
-            if let Err(e) = state.cluster.own_secret(ns, secret_name, owner).await {
-                tracing::warn!(error = %e, execution = %name, "could not set the env Secret's owner");
-            }
-        }
+        own_env_secret(state, ns, &name, secret, &created).await;
     }
     let timeout = plan.timeout.unwrap_or_else(|| {
         ready
@@ -338,6 +313,53 @@ pub async fn start_execution(
         pod: ready.pod,
         result_timeout: result_wait(u64::try_from(timeout).unwrap_or(30)),
     })
+}
+
+/// Creates the Execution; if that fails, removes its env Secret, which nothing would use.
+async fn create_or_remove_secret(
+    state: &AppState,
+    ns: &str,
+    execution: &Execution,
+    env_secret: Option<&Secret>,
+) -> ApiResult<Execution> {
+    match state.cluster.create_execution(ns, execution).await {
+        Ok(Created::New(created)) => Ok(created),
+        failed => {
+            if let Some(secret) = env_secret {
+                let secret_name = secret.metadata.name.as_deref().unwrap_or_default();
+                if let Err(e) = state.cluster.delete_secret(ns, secret_name).await {
+                    tracing::warn!(error = %e, "could not remove the env Secret of a failed create");
+                }
+            }
+            Err(match failed {
+                Err(e) => e,
+                _ => ApiError::internal("create execution", "name collision"),
+            })
+        }
+    }
+}
+
+/// Makes the created Execution an owner of its env Secret, so the Secret goes with it.
+async fn own_env_secret(
+    state: &AppState,
+    ns: &str,
+    name: &str,
+    secret: &Secret,
+    created: &Execution,
+) {
+    let Some(owner) = created.controller_owner_ref(&()) else {
+        return;
+    };
+    let secret_name = secret.metadata.name.as_deref().unwrap_or_default();
+    let owner = OwnerReference {
+        controller: Some(false),
+        block_owner_deletion: None,
+        ..owner
+    };
+    // The Execution runs either way; without the owner the Secret only outlives it.
+    if let Err(e) = state.cluster.own_secret(ns, secret_name, owner).await {
+        tracing::warn!(error = %e, execution = %name, "could not set the env Secret's owner");
+    }
 }
 
 /// Runs code or a command in a session.
