@@ -72,7 +72,8 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn report(command: &str, result: Result<(), String>) -> ExitCode {
+/// `kubexec <command>: <error>` on stderr and exit 1 for a failed command.
+fn report(command: &str, result: Result<(), impl std::error::Error>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

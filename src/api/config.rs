@@ -32,15 +32,26 @@ impl TenancyArgs {
     }
 
     /// Checks a tenant name: its namespace must be a valid DNS label.
-    pub fn check_tenant(&self, tenant: &str) -> Result<(), String> {
+    pub fn check_tenant(&self, tenant: &str) -> Result<(), InvalidTenant> {
         let namespace = self.namespace_of(tenant);
         if tenant.is_empty() || !is_dns_label(&namespace) || !is_dns_label(tenant) {
-            return Err(format!(
-                "tenant {tenant:?}: the tenant and its namespace {namespace:?} must be lowercase letters, digits and '-', at most 63 characters"
-            ));
+            return Err(InvalidTenant {
+                tenant: tenant.to_string(),
+                namespace,
+            });
         }
         Ok(())
     }
+}
+
+/// A tenant name that cannot name a namespace.
+#[derive(Debug, thiserror::Error)]
+#[error("tenant {tenant:?}: the tenant and its namespace {namespace:?} must be lowercase letters, digits and '-', at most 63 characters")]
+pub struct InvalidTenant {
+    /// The tenant name.
+    pub tenant: String,
+    /// Its namespace.
+    pub namespace: String,
 }
 
 /// True for a valid Kubernetes DNS label (namespace and Session names).

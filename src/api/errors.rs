@@ -12,6 +12,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
+use crate::layout::PREVIEW_PORT;
+
 /// Error codes, as they appear in `error.code`.
 pub mod codes {
     /// The body is not valid JSON, or not of the expected shape.
@@ -274,7 +276,7 @@ impl ApiError {
             ),
             ApiError::PreviewUnavailable(_) => (
                 codes::PREVIEW_UNAVAILABLE,
-                "nothing answers on the session's preview port (8080)".to_string(),
+                format!("nothing answers on the session's preview port ({PREVIEW_PORT})"),
                 json!({}),
             ),
             ApiError::Internal { .. } => (

@@ -50,9 +50,14 @@ pub struct KeyInfo {
     pub tier: Tier,
 }
 
+/// The OS gave no random bytes.
+#[derive(Debug, thiserror::Error)]
+#[error("no randomness from the OS: {0}")]
+pub struct NoRandomness(getrandom::Error);
+
 /// Fills `buf` with random bytes from the OS.
-fn random_bytes(buf: &mut [u8]) -> Result<(), String> {
-    getrandom::fill(buf).map_err(|e| format!("no randomness from the OS: {e}"))
+fn random_bytes(buf: &mut [u8]) -> Result<(), NoRandomness> {
+    getrandom::fill(buf).map_err(NoRandomness)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -60,7 +65,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A random lowercase alphanumeric string (for object names).
-pub fn random_name_suffix(len: usize) -> Result<String, String> {
+pub fn random_name_suffix(len: usize) -> Result<String, NoRandomness> {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut bytes = vec![0u8; len];
     random_bytes(&mut bytes)?;
@@ -72,7 +77,7 @@ pub fn random_name_suffix(len: usize) -> Result<String, String> {
 }
 
 /// A new key id and plaintext key.
-pub fn generate_key() -> Result<(String, String), String> {
+pub fn generate_key() -> Result<(String, String), NoRandomness> {
     let mut id = [0u8; 4];
     let mut secret = [0u8; 32];
     random_bytes(&mut id)?;

@@ -3,8 +3,8 @@
 use std::{sync::Arc, time::Duration};
 
 use super::{
-    auth::RateLimiter, cluster::Cluster, config::TenancyArgs, keys::KeyCache, metrics::HttpMetrics,
-    tiers::Tiers,
+    cluster::Cluster, config::TenancyArgs, keys::KeyCache, metrics::HttpMetrics,
+    rate_limit::RateLimiter, tiers::Tiers,
 };
 
 /// Settings of the api that handlers read.

@@ -20,7 +20,8 @@ use tokio::sync::mpsc;
 
 use super::{
     errors::{ApiError, ApiResult},
-    routes::execute::{is_finished, is_started, outcome, outcome_label, Started},
+    model::ExecuteResponse,
+    outcome::{is_finished, is_started, outcome, outcome_label, Started},
     state::AppState,
 };
 
@@ -83,7 +84,7 @@ async fn follow_then_finish(
     namespace: &str,
     started: &Started,
     tx: &mpsc::Sender<Event>,
-) -> ApiResult<super::model::ExecuteResponse> {
+) -> ApiResult<ExecuteResponse> {
     let cluster = &state.cluster;
     let running = cluster
         .wait_execution(namespace, &started.name, started.result_timeout, is_started)
@@ -97,7 +98,7 @@ async fn follow_then_finish(
         .status
         .as_ref()
         .and_then(|s| s.pod_name.clone())
-        .unwrap_or_else(|| started.ready.pod.clone());
+        .unwrap_or_else(|| started.pod.clone());
     match cluster.follow(namespace, &pod, &run_id).await {
         Ok(mut events) => {
             while let Some(event) = events.next().await {

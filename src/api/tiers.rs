@@ -1,7 +1,12 @@
 //! Tier limits: what a key of each tier may do. The defaults are the hosted API's; a YAML file
 //! (`--tiers-file`, a Helm value in a cluster) overrides any of them.
 
-use std::{collections::BTreeMap, fmt, path::Path, str::FromStr};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -189,9 +194,8 @@ impl Tiers {
     }
 
     /// The defaults with the overrides of a YAML document applied.
-    pub fn from_yaml(text: &str) -> Result<Self, String> {
-        let file: TiersFile =
-            serde_saphyr::from_str(text).map_err(|e| format!("tiers file: {e}"))?;
+    pub fn from_yaml(text: &str) -> Result<Self, TiersError> {
+        let file: TiersFile = serde_saphyr::from_str(text).map_err(TiersError::Syntax)?;
         let mut tiers = Tiers::default();
         for (tier, overrides) in [
             (Tier::Free, file.free),
@@ -199,20 +203,19 @@ impl Tiers {
             (Tier::Enterprise, file.enterprise),
         ] {
             let Some(overrides) = overrides else { continue };
-            let mut merged =
-                serde_json::to_value(tiers.get(tier)).map_err(|e| format!("tiers file: {e}"))?;
+            let mut merged = serde_json::to_value(tiers.get(tier)).map_err(TiersError::Merge)?;
             let (Some(base), serde_json::Value::Object(over)) = (merged.as_object_mut(), overrides)
             else {
-                return Err(format!("tiers file: {tier} must be a mapping"));
+                return Err(TiersError::NotAMapping(tier));
             };
             for (key, value) in over {
                 if !base.contains_key(&key) {
-                    return Err(format!("tiers file: {tier}: unknown limit {key:?}"));
+                    return Err(TiersError::UnknownLimit { tier, key });
                 }
                 base.insert(key, value);
             }
-            let limits: TierLimits =
-                serde_json::from_value(merged).map_err(|e| format!("tiers file: {tier}: {e}"))?;
+            let limits: TierLimits = serde_json::from_value(merged)
+                .map_err(|source| TiersError::BadLimit { tier, source })?;
             check(tier, &limits)?;
             tiers.0.insert(tier, limits);
         }
@@ -220,34 +223,87 @@ impl Tiers {
     }
 
     /// Reads `--tiers-file`.
-    pub fn from_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    pub fn from_file(path: &Path) -> Result<Self, TiersError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TiersError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_yaml(&text)
     }
 }
 
+/// Why a tiers file was refused. The messages name the file's part at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TiersError {
+    /// The file could not be read.
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        /// The `--tiers-file` path.
+        path: PathBuf,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not YAML of the expected shape.
+    #[error("tiers file: {0}")]
+    Syntax(#[source] serde_saphyr::Error),
+    /// A tier's defaults could not be merged with its overrides.
+    #[error("tiers file: {0}")]
+    Merge(#[source] serde_json::Error),
+    /// A tier's entry is not a mapping of limits.
+    #[error("tiers file: {0} must be a mapping")]
+    NotAMapping(Tier),
+    /// A tier names a limit that does not exist.
+    #[error("tiers file: {tier}: unknown limit {key:?}")]
+    UnknownLimit {
+        /// The tier.
+        tier: Tier,
+        /// The unknown name.
+        key: String,
+    },
+    /// A limit has a value of the wrong type.
+    #[error("tiers file: {tier}: {source}")]
+    BadLimit {
+        /// The tier.
+        tier: Tier,
+        /// What did not deserialize.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// `timeoutSeconds` is outside what an Execution accepts.
+    #[error("tiers file: {tier}: timeoutSeconds must be between 1 and {max}")]
+    Timeout {
+        /// The tier.
+        tier: Tier,
+        /// The Execution's largest timeout.
+        max: u32,
+    },
+    /// Limits that must be positive are not.
+    #[error("tiers file: {tier}: {limits} must be positive")]
+    NotPositive {
+        /// The tier.
+        tier: Tier,
+        /// The limits, as named in the file.
+        limits: &'static str,
+    },
+}
+
 static FALLBACK: std::sync::LazyLock<TierLimits> = std::sync::LazyLock::new(TierLimits::free);
 
-fn check(tier: Tier, limits: &TierLimits) -> Result<(), String> {
-    let max_timeout = u32::try_from(MAX_TIMEOUT_SECONDS).unwrap_or(300);
-    if !(1..=max_timeout).contains(&limits.timeout_seconds) {
-        return Err(format!(
-            "tiers file: {tier}: timeoutSeconds must be between 1 and {max_timeout}"
-        ));
+fn check(tier: Tier, limits: &TierLimits) -> Result<(), TiersError> {
+    let max = u32::try_from(MAX_TIMEOUT_SECONDS).unwrap_or(300);
+    if !(1..=max).contains(&limits.timeout_seconds) {
+        return Err(TiersError::Timeout { tier, max });
     }
+    let not_positive = |limits| Err(TiersError::NotPositive { tier, limits });
     if !(limits.cpu.is_finite() && limits.cpu > 0.0) {
-        return Err(format!("tiers file: {tier}: cpu must be positive"));
+        return not_positive("cpu");
     }
     if !(limits.requests_per_minute.is_finite() && limits.requests_per_minute > 0.0) {
-        return Err(format!(
-            "tiers file: {tier}: requestsPerMinute must be positive"
-        ));
+        return not_positive("requestsPerMinute");
     }
     if limits.memory_mb == 0 || limits.file_bytes == 0 || limits.burst == 0 {
-        return Err(format!(
-            "tiers file: {tier}: memoryMiB, fileSizeBytes and burst must be positive"
-        ));
+        return not_positive("memoryMiB, fileSizeBytes and burst");
     }
     Ok(())
 }
@@ -285,6 +341,47 @@ mod tests {
         assert!(Tiers::from_yaml("free:\n  timeoutSeconds: 301\n").is_err());
         assert!(Tiers::from_yaml("free:\n  bogus: 1\n").is_err());
         assert!(Tiers::from_yaml("gold: {}\n").is_err());
+    }
+
+    /// `kubexec api` prints these messages; they read as they did when they were strings.
+    #[test]
+    fn refused_files_say_why() {
+        let message = |yaml: &str| match Tiers::from_yaml(yaml) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{yaml:?} was accepted"),
+        };
+        assert_eq!(
+            message("free:\n  timeoutSeconds: 301\n"),
+            "tiers file: free: timeoutSeconds must be between 1 and 300"
+        );
+        assert_eq!(
+            message("paid:\n  bogus: 1\n"),
+            "tiers file: paid: unknown limit \"bogus\""
+        );
+        assert_eq!(message("free: 3\n"), "tiers file: free must be a mapping");
+        assert_eq!(
+            message("free:\n  cpu: 0\n"),
+            "tiers file: free: cpu must be positive"
+        );
+        assert_eq!(
+            message("free:\n  requestsPerMinute: 0\n"),
+            "tiers file: free: requestsPerMinute must be positive"
+        );
+        assert_eq!(
+            message("enterprise:\n  burst: 0\n"),
+            "tiers file: enterprise: memoryMiB, fileSizeBytes and burst must be positive"
+        );
+        assert!(message("free:\n  burst: many\n").starts_with("tiers file: free: "));
+        assert!(message("gold: {}\n").starts_with("tiers file: "));
+        let missing = Path::new("/nonexistent/tiers.yaml");
+        let read = Tiers::from_file(missing)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        assert!(
+            read.as_ref()
+                .is_err_and(|e| e.starts_with("reading /nonexistent/tiers.yaml: ")),
+            "{read:?}"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! everything, delivers large files, stores env values in a Secret, creates the Execution, and
 //! then watches it to the end (or streams it, see [`crate::api::stream`]).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use axum::{
     extract::State,
@@ -12,7 +12,7 @@ use axum::{
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::{api::ObjectMeta, Resource};
 
-use super::{ready_session, ReadySession};
+use super::ready_session;
 use crate::{
     api::{
         auth::Caller,
@@ -22,13 +22,15 @@ use crate::{
         files::{choose_delivery, inline_specs, plan_files, stream_files, Delivery, PlannedFile},
         keys::random_name_suffix,
         model::{ExecuteRequest, ExecuteResponse},
+        outcome::{is_finished, outcome, outcome_label, Started},
         state::AppState,
         stream,
+        tiers::TierLimits,
     },
     crd::{
-        conditions, find_condition, labels,
+        labels,
         validate::{self, env_name, validate_execution},
-        EnvFromSource, Execution, ExecutionPhase, ExecutionSpec, SecretReference, SessionReference,
+        EnvFromSource, Execution, ExecutionSpec, SecretReference, SessionReference,
         DEFAULT_WORKING_DIR,
     },
     shared::deadlines::result_wait,
@@ -70,11 +72,35 @@ pub struct ExecutePlan<'r> {
 /// 413 is decided here.
 pub fn plan_execute<'r>(
     request: &'r ExecuteRequest<'r>,
-    limits: &crate::api::tiers::TierLimits,
+    limits: &TierLimits,
 ) -> ApiResult<ExecutePlan<'r>> {
     if request.session_id.is_empty() {
         return Err(ApiError::invalid("sessionId", "is required"));
     }
+    let (code, command) = code_or_command(request)?;
+    let timeout = timeout_within(request.timeout, limits)?;
+    let working_dir = match request.working_dir.as_deref() {
+        None | Some("") => None,
+        Some(dir) => Some(absolute_working_dir(dir)?),
+    };
+    check_env(&request.env, limits)?;
+    let files = plan_files(&request.files, limits)?;
+    let delivery = choose_delivery(&files);
+    Ok(ExecutePlan {
+        session: request.session_id.clone(),
+        code,
+        command,
+        timeout,
+        working_dir,
+        files,
+        delivery,
+        env: &request.env,
+        stream: request.stream,
+    })
+}
+
+/// Exactly one of `code` and `command` (an empty one counts as unset), within the size limit.
+fn code_or_command(request: &ExecuteRequest<'_>) -> ApiResult<(Option<String>, Option<String>)> {
     let code = request.code.clone().filter(|c| !c.is_empty());
     let command = request.command.clone().filter(|c| !c.is_empty());
     match (&code, &command) {
@@ -107,36 +133,39 @@ pub fn plan_execute<'r>(
             }
         }
     }
-    let timeout = match request.timeout {
-        None => None,
-        Some(t) if t >= 1 && t <= i64::from(limits.timeout_seconds) => i32::try_from(t).ok(),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "timeout",
-                format!(
-                    "must be between 1 and {} seconds on this tier",
-                    limits.timeout_seconds
-                ),
-            ))
-        }
-    };
-    let working_dir = match request.working_dir.as_deref() {
-        None | Some("") => None,
-        Some(dir) => Some(absolute_working_dir(dir)?),
-    };
-    if request.env.len() > limits.env_vars {
+    Ok((code, command))
+}
+
+/// The requested timeout, if any, between 1 second and the tier's longest.
+fn timeout_within(timeout: Option<i64>, limits: &TierLimits) -> ApiResult<Option<i32>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t >= 1 && t <= i64::from(limits.timeout_seconds) => Ok(i32::try_from(t).ok()),
+        Some(_) => Err(ApiError::invalid(
+            "timeout",
+            format!(
+                "must be between 1 and {} seconds on this tier",
+                limits.timeout_seconds
+            ),
+        )),
+    }
+}
+
+/// The env variables: as many as the tier allows, valid names, no NUL, within the Secret's size.
+fn check_env(env: &BTreeMap<String, String>, limits: &TierLimits) -> ApiResult<()> {
+    if env.len() > limits.env_vars {
         return Err(ApiError::invalid_with(
             codes::TOO_MANY_ENV_VARS,
             "env",
             format!(
                 "at most {} environment variables on this tier, got {}",
                 limits.env_vars,
-                request.env.len()
+                env.len()
             ),
         ));
     }
     let mut env_bytes = 0;
-    for (name, value) in &request.env {
+    for (name, value) in env {
         env_name(&format!("env.{name}"), name).map_err(ApiError::from_validation)?;
         if value.contains('\0') {
             return Err(ApiError::invalid(
@@ -154,19 +183,7 @@ pub fn plan_execute<'r>(
             limit: MAX_ENV_BYTES as u64,
         });
     }
-    let files = plan_files(&request.files, limits)?;
-    let delivery = choose_delivery(&files);
-    Ok(ExecutePlan {
-        session: request.session_id.clone(),
-        code,
-        command,
-        timeout,
-        working_dir,
-        files,
-        delivery,
-        env: &request.env,
-        stream: request.stream,
-    })
+    Ok(())
 }
 
 fn absolute_working_dir(dir: &str) -> ApiResult<String> {
@@ -243,86 +260,6 @@ pub fn build_execution(
     (execution, env_secret)
 }
 
-/// True once the Execution has its final status.
-pub fn is_finished(execution: &Execution) -> bool {
-    let Some(status) = &execution.status else {
-        return false;
-    };
-    let condition_true =
-        |type_| find_condition(&status.conditions, type_).is_some_and(|c| c.status == "True");
-    condition_true(conditions::COMPLETE)
-        || condition_true(conditions::FAILED)
-        || matches!(
-            status.phase,
-            Some(ExecutionPhase::Succeeded | ExecutionPhase::Failed)
-        )
-}
-
-/// True once the Execution runs (or has finished).
-pub fn is_started(execution: &Execution) -> bool {
-    is_finished(execution)
-        || execution
-            .status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(ExecutionPhase::Running))
-}
-
-/// The response for a finished Execution: the run's result when it ran (whatever its exit
-/// code, timeout or OOM), an error when it could not run.
-pub fn outcome(execution: &Execution, streamed_files: &[String]) -> ApiResult<ExecuteResponse> {
-    let status = execution.status.clone().unwrap_or_default();
-    let ran = status.exit_code.is_some() || status.timed_out == Some(true);
-    if !ran {
-        let reason = status.reason.clone().unwrap_or_else(|| "Unknown".into());
-        if reason == "SessionNotFound" {
-            return Err(ApiError::SessionNotFound(
-                execution.spec.session_ref.name.clone(),
-            ));
-        }
-        return Err(ApiError::ExecutionFailed {
-            reason,
-            message: status
-                .message
-                .clone()
-                .unwrap_or_else(|| "the execution did not run".into()),
-        });
-    }
-    let mut files_written = streamed_files.to_vec();
-    files_written.extend(status.files_written.iter().cloned());
-    Ok(ExecuteResponse {
-        stdout: status.stdout.unwrap_or_default(),
-        stderr: status.stderr.unwrap_or_default(),
-        exit_code: status.exit_code.unwrap_or(-1),
-        execution_time: status.execution_time_ms.unwrap_or(0),
-        memory_used: status.memory_used_bytes.unwrap_or(0),
-        cpu_time: status.cpu_time_ms.unwrap_or(0),
-        timed_out: status.timed_out.unwrap_or(false),
-        files_written,
-    })
-}
-
-/// Metric label of an outcome.
-pub fn outcome_label(result: &ApiResult<ExecuteResponse>) -> &'static str {
-    match result {
-        Ok(r) if r.timed_out => "timed_out",
-        Ok(_) => "ok",
-        Err(ApiError::ExecutionFailed { .. }) => "failed",
-        Err(_) => "error",
-    }
-}
-
-/// An Execution that exists, with what was delivered before it.
-pub struct Started {
-    /// Its name.
-    pub name: String,
-    /// Files streamed before it was created.
-    pub streamed_files: Vec<String>,
-    /// Where it runs.
-    pub ready: ReadySession,
-    /// How long to wait for its result.
-    pub result_timeout: Duration,
-}
-
 /// Delivers large files, stores env values, and creates the Execution. On failure, removes
 /// what it created (files already renamed into the workspace stay: they were written whole).
 pub async fn start_execution(
@@ -352,34 +289,9 @@ pub async fn start_execution(
     if let Some(secret) = &env_secret {
         state.cluster.create_secret(ns, secret).await?;
     }
-    let created = match state.cluster.create_execution(ns, &execution).await {
-        Ok(Created::New(created)) => created,
-        failed => {
-            if let Some(secret) = &env_secret {
-                let secret_name = secret.metadata.name.as_deref().unwrap_or_default();
-                if let Err(e) = state.cluster.delete_secret(ns, secret_name).await {
-                    tracing::warn!(error = %e, "could not remove the env Secret of a failed create");
-                }
-            }
-            return Err(match failed {
-                Err(e) => e,
-                _ => ApiError::internal("create execution", "name collision"),
-            });
-        }
-    };
+    let created = create_or_remove_secret(state, ns, &execution, env_secret.as_ref()).await?;
     if let Some(secret) = &env_secret {
-        if let Some(owner) = created.controller_owner_ref(&()) {
-            let secret_name = secret.metadata.name.as_deref().unwrap_or_default();
-            let owner = OwnerReference {
-                controller: Some(false),
-                block_owner_deletion: None,
-                ..owner
-            };
-            // The Execution runs either way; without the owner the Secret only outlives it.
-            if let Err(e) = state.cluster.own_secret(ns, secret_name, owner).await {
-                tracing::warn!(error = %e, execution = %name, "could not set the env Secret's owner");
-            }
-        }
+        own_env_secret(state, ns, &name, secret, &created).await;
     }
     let timeout = plan.timeout.unwrap_or_else(|| {
         ready
@@ -398,9 +310,56 @@ pub async fn start_execution(
     Ok(Started {
         name,
         streamed_files,
-        ready,
+        pod: ready.pod,
         result_timeout: result_wait(u64::try_from(timeout).unwrap_or(30)),
     })
+}
+
+/// Creates the Execution; if that fails, removes its env Secret, which nothing would use.
+async fn create_or_remove_secret(
+    state: &AppState,
+    ns: &str,
+    execution: &Execution,
+    env_secret: Option<&Secret>,
+) -> ApiResult<Execution> {
+    match state.cluster.create_execution(ns, execution).await {
+        Ok(Created::New(created)) => Ok(created),
+        failed => {
+            if let Some(secret) = env_secret {
+                let secret_name = secret.metadata.name.as_deref().unwrap_or_default();
+                if let Err(e) = state.cluster.delete_secret(ns, secret_name).await {
+                    tracing::warn!(error = %e, "could not remove the env Secret of a failed create");
+                }
+            }
+            Err(match failed {
+                Err(e) => e,
+                _ => ApiError::internal("create execution", "name collision"),
+            })
+        }
+    }
+}
+
+/// Makes the created Execution an owner of its env Secret, so the Secret goes with it.
+async fn own_env_secret(
+    state: &AppState,
+    ns: &str,
+    name: &str,
+    secret: &Secret,
+    created: &Execution,
+) {
+    let Some(owner) = created.controller_owner_ref(&()) else {
+        return;
+    };
+    let secret_name = secret.metadata.name.as_deref().unwrap_or_default();
+    let owner = OwnerReference {
+        controller: Some(false),
+        block_owner_deletion: None,
+        ..owner
+    };
+    // The Execution runs either way; without the owner the Secret only outlives it.
+    if let Err(e) = state.cluster.own_secret(ns, secret_name, owner).await {
+        tracing::warn!(error = %e, execution = %name, "could not set the env Secret's owner");
+    }
 }
 
 /// Runs code or a command in a session.
@@ -473,7 +432,6 @@ async fn execute_inner(state: &AppState, caller: &Caller, body: &[u8]) -> ApiRes
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::tiers::TierLimits;
 
     fn request(json: &str) -> ExecuteRequest<'_> {
         parse_json(json.as_bytes()).expect("parses")

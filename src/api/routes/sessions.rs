@@ -14,12 +14,13 @@ use super::find_session;
 use crate::{
     api::{
         auth::Caller,
+        cluster::Created,
         errors::{codes, ApiError, ApiResult},
         extract::ApiJson,
         keys::{random_name_suffix, sha256_hex, TENANT_LABEL},
         model::{
-            CreateSessionRequest, DeleteSessionResponse, ResourceLimits, SessionList,
-            SessionResponse,
+            CreateSessionRequest, DeleteSessionResponse, ResourceLimits, ResourceLimitsRequest,
+            SessionList, SessionResponse,
         },
         state::AppState,
         tiers::TierLimits,
@@ -49,69 +50,19 @@ pub fn session_spec(request: &CreateSessionRequest, limits: &TierLimits) -> ApiR
             format!("must be between 1 and {MAX_TTL_SECONDS} seconds"),
         ));
     }
-    let requested = request.resource_limits.as_ref();
-    let memory = requested.and_then(|r| r.memory).unwrap_or(limits.memory_mb);
-    if memory == 0 || memory > limits.memory_mb {
-        return Err(ApiError::invalid(
-            "resourceLimits.memory",
-            format!("must be between 1 and {} MB on this tier", limits.memory_mb),
-        ));
-    }
-    let cpu = requested.and_then(|r| r.cpu).unwrap_or(limits.cpu.min(1.0));
-    if !(cpu.is_finite() && cpu >= 0.001 && cpu <= limits.cpu) {
-        return Err(ApiError::invalid(
-            "resourceLimits.cpu",
-            format!(
-                "must be between 0.001 and {} cores on this tier",
-                limits.cpu
-            ),
-        ));
-    }
-    let timeout = requested.and_then(|r| r.timeout).unwrap_or(
-        u32::try_from(DEFAULT_TIMEOUT_SECONDS)
-            .unwrap_or(30)
-            .min(limits.timeout_seconds),
-    );
-    if timeout == 0 || timeout > limits.timeout_seconds {
-        return Err(ApiError::invalid(
-            "resourceLimits.timeout",
-            format!(
-                "must be between 1 and {} seconds on this tier",
-                limits.timeout_seconds
-            ),
-        ));
-    }
-    let disk = requested.and_then(|r| r.disk).unwrap_or(DEFAULT_DISK_MB);
-    if disk == 0 || disk > MAX_DISK_MB {
-        return Err(ApiError::invalid(
-            "resourceLimits.disk",
-            format!("must be between 1 and {MAX_DISK_MB} MB"),
-        ));
-    }
-    let metadata: BTreeMap<String, String> = request
-        .metadata
-        .iter()
-        .flatten()
-        .map(|(k, v)| {
-            let text = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            (k.clone(), text)
-        })
-        .collect();
-    let millicores = (cpu * 1000.0).round().max(1.0) as u64;
+    let size = sandbox_size(request.resource_limits.as_ref(), limits)?;
+    let millicores = (size.cores * 1000.0).round().max(1.0) as u64;
     let spec = SessionSpec {
         ttl_seconds: ttl,
-        default_timeout_seconds: Some(i32::try_from(timeout).unwrap_or(30)),
-        metadata,
+        default_timeout_seconds: Some(i32::try_from(size.timeout_seconds).unwrap_or(30)),
+        metadata: metadata_as_strings(request),
         resources: crate::crd::SessionResources {
             cpu: Some(format!("{millicores}m")),
-            memory: Some(format!("{memory}Mi")),
+            memory: Some(format!("{}Mi", size.memory_mb)),
             ..Default::default()
         },
         workspace: crate::crd::WorkspaceSpec {
-            size: format!("{disk}Mi"),
+            size: format!("{}Mi", size.disk_mb),
             ..Default::default()
         },
         ..Default::default()
@@ -125,6 +76,80 @@ pub fn session_spec(request: &CreateSessionRequest, limits: &TierLimits) -> ApiR
         ApiError::invalid(field, e.message)
     })?;
     Ok(spec)
+}
+
+/// The sandbox a create request asks for, each limit defaulted and within the tier.
+struct SandboxSize {
+    memory_mb: u64,
+    cores: f64,
+    timeout_seconds: u32,
+    disk_mb: u64,
+}
+
+fn sandbox_size(
+    requested: Option<&ResourceLimitsRequest>,
+    limits: &TierLimits,
+) -> ApiResult<SandboxSize> {
+    let memory_mb = requested.and_then(|r| r.memory).unwrap_or(limits.memory_mb);
+    if memory_mb == 0 || memory_mb > limits.memory_mb {
+        return Err(ApiError::invalid(
+            "resourceLimits.memory",
+            format!("must be between 1 and {} MB on this tier", limits.memory_mb),
+        ));
+    }
+    let cores = requested.and_then(|r| r.cpu).unwrap_or(limits.cpu.min(1.0));
+    if !(cores.is_finite() && cores >= 0.001 && cores <= limits.cpu) {
+        return Err(ApiError::invalid(
+            "resourceLimits.cpu",
+            format!(
+                "must be between 0.001 and {} cores on this tier",
+                limits.cpu
+            ),
+        ));
+    }
+    let timeout_seconds = requested.and_then(|r| r.timeout).unwrap_or(
+        u32::try_from(DEFAULT_TIMEOUT_SECONDS)
+            .unwrap_or(30)
+            .min(limits.timeout_seconds),
+    );
+    if timeout_seconds == 0 || timeout_seconds > limits.timeout_seconds {
+        return Err(ApiError::invalid(
+            "resourceLimits.timeout",
+            format!(
+                "must be between 1 and {} seconds on this tier",
+                limits.timeout_seconds
+            ),
+        ));
+    }
+    let disk_mb = requested.and_then(|r| r.disk).unwrap_or(DEFAULT_DISK_MB);
+    if disk_mb == 0 || disk_mb > MAX_DISK_MB {
+        return Err(ApiError::invalid(
+            "resourceLimits.disk",
+            format!("must be between 1 and {MAX_DISK_MB} MB"),
+        ));
+    }
+    Ok(SandboxSize {
+        memory_mb,
+        cores,
+        timeout_seconds,
+        disk_mb,
+    })
+}
+
+/// The request's metadata as the Session stores it: strings as given, other values as JSON text.
+fn metadata_as_strings(request: &CreateSessionRequest) -> BTreeMap<String, String> {
+    request
+        .metadata
+        .iter()
+        .flatten()
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect()
 }
 
 fn mib(quantity: Option<&str>, default: u64) -> u64 {
@@ -242,22 +267,56 @@ pub async fn create_session(
 ) -> ApiResult<(StatusCode, Json<SessionResponse>)> {
     let spec = session_spec(&request, &caller.limits)?;
     let spec_hash = sha256_hex(&serde_json::to_vec(&spec).unwrap_or_default());
-    let idempotency = headers
+    let idempotency = idempotency_key(&headers)?;
+    let name = session_name(&caller, idempotency.as_deref())?;
+    let ns = &caller.namespace;
+    if idempotency.is_some() {
+        if let Some(existing) = state.cluster.get_session(ns, &name).await? {
+            return replay(&state, &headers, &existing, &spec_hash);
+        }
+    }
+    check_session_limit(&state, &caller).await?;
+    let session = new_session(&name, &caller, spec, &spec_hash);
+    match state.cluster.create_session(ns, &session).await? {
+        Created::New(created) => {
+            tracing::info!(session = %name, tenant = %caller.tenant, "session created");
+            Ok((
+                StatusCode::CREATED,
+                Json(session_response(
+                    &created,
+                    &public_base(&state.settings, &headers),
+                )),
+            ))
+        }
+        Created::Exists => match state.cluster.get_session(ns, &name).await? {
+            Some(existing) if idempotency.is_some() => {
+                replay(&state, &headers, &existing, &spec_hash)
+            }
+            _ => Err(ApiError::internal("create session", "name collision")),
+        },
+    }
+}
+
+/// The `Idempotency-Key` header, if the request has one.
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let key = headers
         .get(IDEMPOTENCY_KEY)
         .map(|v| v.to_str().map(str::to_string))
         .transpose()
         .map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII"))?;
-    if idempotency
-        .as_ref()
-        .is_some_and(|k| k.is_empty() || k.len() > 255)
-    {
+    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 255) {
         return Err(ApiError::invalid(
             "Idempotency-Key",
             "must be 1 to 255 characters",
         ));
     }
-    let name = match &idempotency {
-        // The name is derived from the key, so two concurrent creates cannot both succeed.
+    Ok(key)
+}
+
+/// The new Session's name: derived from the idempotency key, so two concurrent creates with
+/// the same key cannot both succeed; random without one.
+fn session_name(caller: &Caller, idempotency: Option<&str>) -> ApiResult<String> {
+    Ok(match idempotency {
         Some(key) => {
             let digest = sha256_hex(format!("{}\0{key}", caller.tenant).as_bytes());
             format!("ses-{}", &digest[..24])
@@ -266,16 +325,14 @@ pub async fn create_session(
             "ses-{}",
             random_name_suffix(16).map_err(ApiError::internal_from("random name"))?
         ),
-    };
-    let ns = &caller.namespace;
-    if idempotency.is_some() {
-        if let Some(existing) = state.cluster.get_session(ns, &name).await? {
-            return replay(&state, &headers, &existing, &spec_hash);
-        }
-    }
+    })
+}
+
+/// Refuses a create once the caller has as many active sessions as the tier allows.
+async fn check_session_limit(state: &AppState, caller: &Caller) -> ApiResult<()> {
     let active = state
         .cluster
-        .list_sessions(ns)
+        .list_sessions(&caller.namespace)
         .await?
         .iter()
         .filter(|s| counts_against_limit(s))
@@ -290,10 +347,15 @@ pub async fn create_session(
             retry_after: 60,
         });
     }
-    let session = Session {
+    Ok(())
+}
+
+/// The Session to create, labelled with its tenant and annotated with the hash of its spec.
+fn new_session(name: &str, caller: &Caller, spec: SessionSpec, spec_hash: &str) -> Session {
+    Session {
         metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(ns.clone()),
+            name: Some(name.to_string()),
+            namespace: Some(caller.namespace.clone()),
             labels: Some(BTreeMap::from([
                 (
                     labels::MANAGED_BY.to_string(),
@@ -303,30 +365,12 @@ pub async fn create_session(
             ])),
             annotations: Some(BTreeMap::from([(
                 REQUEST_HASH_ANNOTATION.to_string(),
-                spec_hash.clone(),
+                spec_hash.to_string(),
             )])),
             ..Default::default()
         },
         spec,
         status: None,
-    };
-    match state.cluster.create_session(ns, &session).await? {
-        crate::api::cluster::Created::New(created) => {
-            tracing::info!(session = %name, tenant = %caller.tenant, "session created");
-            Ok((
-                StatusCode::CREATED,
-                Json(session_response(
-                    &created,
-                    &public_base(&state.settings, &headers),
-                )),
-            ))
-        }
-        crate::api::cluster::Created::Exists => match state.cluster.get_session(ns, &name).await? {
-            Some(existing) if idempotency.is_some() => {
-                replay(&state, &headers, &existing, &spec_hash)
-            }
-            _ => Err(ApiError::internal("create session", "name collision")),
-        },
     }
 }
 

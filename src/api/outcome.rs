@@ -1,0 +1,92 @@
+//! An Execution the api created, as the api watches it: when it has started and when it has
+//! finished, and the response (and metric label) its final status makes. Both answers of
+//! `POST /execute` read it: the plain JSON response ([`super::routes::execute`]) and the SSE
+//! stream ([`super::stream`]), so the two cannot drift apart.
+
+use std::time::Duration;
+
+use super::{
+    errors::{ApiError, ApiResult},
+    model::ExecuteResponse,
+};
+use crate::crd::{conditions, find_condition, Execution, ExecutionPhase};
+
+/// An Execution that exists, with what was delivered before it.
+pub struct Started {
+    /// Its name.
+    pub name: String,
+    /// Files streamed before it was created.
+    pub streamed_files: Vec<String>,
+    /// The sandbox Pod of its session.
+    pub pod: String,
+    /// How long to wait for its result.
+    pub result_timeout: Duration,
+}
+
+/// True once the Execution has its final status.
+pub fn is_finished(execution: &Execution) -> bool {
+    let Some(status) = &execution.status else {
+        return false;
+    };
+    let condition_true =
+        |type_| find_condition(&status.conditions, type_).is_some_and(|c| c.status == "True");
+    condition_true(conditions::COMPLETE)
+        || condition_true(conditions::FAILED)
+        || matches!(
+            status.phase,
+            Some(ExecutionPhase::Succeeded | ExecutionPhase::Failed)
+        )
+}
+
+/// True once the Execution runs (or has finished).
+pub fn is_started(execution: &Execution) -> bool {
+    is_finished(execution)
+        || execution
+            .status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(ExecutionPhase::Running))
+}
+
+/// The response for a finished Execution: the run's result when it ran (whatever its exit
+/// code, timeout or OOM), an error when it could not run.
+pub fn outcome(execution: &Execution, streamed_files: &[String]) -> ApiResult<ExecuteResponse> {
+    let status = execution.status.clone().unwrap_or_default();
+    let ran = status.exit_code.is_some() || status.timed_out == Some(true);
+    if !ran {
+        let reason = status.reason.clone().unwrap_or_else(|| "Unknown".into());
+        if reason == "SessionNotFound" {
+            return Err(ApiError::SessionNotFound(
+                execution.spec.session_ref.name.clone(),
+            ));
+        }
+        return Err(ApiError::ExecutionFailed {
+            reason,
+            message: status
+                .message
+                .clone()
+                .unwrap_or_else(|| "the execution did not run".into()),
+        });
+    }
+    let mut files_written = streamed_files.to_vec();
+    files_written.extend(status.files_written.iter().cloned());
+    Ok(ExecuteResponse {
+        stdout: status.stdout.unwrap_or_default(),
+        stderr: status.stderr.unwrap_or_default(),
+        exit_code: status.exit_code.unwrap_or(-1),
+        execution_time: status.execution_time_ms.unwrap_or(0),
+        memory_used: status.memory_used_bytes.unwrap_or(0),
+        cpu_time: status.cpu_time_ms.unwrap_or(0),
+        timed_out: status.timed_out.unwrap_or(false),
+        files_written,
+    })
+}
+
+/// Metric label of an outcome.
+pub fn outcome_label(result: &ApiResult<ExecuteResponse>) -> &'static str {
+    match result {
+        Ok(r) if r.timed_out => "timed_out",
+        Ok(_) => "ok",
+        Err(ApiError::ExecutionFailed { .. }) => "failed",
+        Err(_) => "error",
+    }
+}

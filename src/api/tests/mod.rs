@@ -1,0 +1,15 @@
+//! Route tests: the whole router (`app(state).oneshot(request)`) over an in-memory
+//! [`FakeCluster`](fake_cluster::FakeCluster), for every error case of the API and the OpenAPI
+//! document. One module per route group; [`harness`] and [`fake_cluster`] are what they share.
+
+mod fake_cluster;
+mod harness;
+
+mod auth;
+mod errors;
+mod execute;
+mod files;
+mod health;
+mod preview;
+mod sessions;
+mod stream;
