@@ -11,11 +11,11 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::paths::Workspace;
-use crate::protocol::{DEFAULT_WORKSPACE, PROTOCOL_VERSION};
+use crate::protocol::{DEFAULT_WORKSPACE, INIT_GRACE_ENV, PROTOCOL_VERSION, WORKSPACE_ENV};
 use crate::run_dir::RunDir;
 use crate::sink::EventSink;
 use crate::write_files::WriteLimits;
-use crate::{exec, init, install, listing, process, signals, write_files};
+use crate::{exec, init, install, listing, process, signals, supervise, write_files};
 
 pub const USAGE: &str = "\
 usage: kubexec-runner <command> [args]
@@ -149,7 +149,7 @@ impl Parsed {
         self.options
             .get("workspace")
             .cloned()
-            .or_else(|| std::env::var("KUBEXEC_WORKSPACE").ok())
+            .or_else(|| std::env::var(WORKSPACE_ENV).ok())
             .unwrap_or_else(|| DEFAULT_WORKSPACE.into())
             .into()
     }
@@ -164,7 +164,7 @@ pub fn parse(args: &[String]) -> Result<Command> {
     let command = match command.as_str() {
         "init" => {
             parse(&[], &[])?.at_most(0)?;
-            let grace = std::env::var("KUBEXEC_INIT_GRACE_SECONDS")
+            let grace = std::env::var(INIT_GRACE_ENV)
                 .ok()
                 .and_then(|s| s.parse().ok());
             Command::Init {
@@ -290,6 +290,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
 }
 
 fn dispatch(command: Command) -> Result<()> {
+    // Every runner process (PID 1, each exec, each helper) keeps the runner's own process limit
+    // and speaks for the sandbox on the exec stream: none may be taken over by user code.
+    supervise::protect_from_user_code();
     match command {
         Command::Init { grace } => init::run(grace),
         Command::Exec => {

@@ -11,6 +11,7 @@ use crate::files::{write_atomically, write_spec_files};
 use crate::follow::OutputFollower;
 use crate::invocation::{self, Invocation};
 use crate::paths::Workspace;
+use crate::pids::{self, ProcessLimit};
 use crate::protocol::{read_frame, ExecResult, ExecSpec, RunStatus, RunnerEvent, PROTOCOL_VERSION};
 use crate::run_dir::{Claim, RunDir};
 use crate::sink::EventSink;
@@ -115,6 +116,9 @@ fn run_claimed(
         stdin: stdin.as_deref(),
         stdout: &stdout_path,
         stderr: &stderr_path,
+        // From the runner's own environment, never from `spec.env`.
+        process_limit: ProcessLimit::from_environment()
+            .for_user_process(pids::current_hard_limit()),
     };
 
     supervise::become_subreaper();

@@ -2,9 +2,11 @@
 //! executions end up here when their exec runner exits), forwards signals to the sandbox's
 //! processes, and otherwise just stays up.
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::error::{IoContext, Result};
+use crate::pids::ProcessLimit;
 use crate::procfs;
 use crate::signals::{self, BlockedSignals};
 use crate::supervise::become_subreaper;
@@ -42,6 +44,12 @@ pub fn action_for(signal: i32) -> Action {
 /// Runs until told to terminate; then forwards, waits up to `grace`, and returns (exit 0).
 pub fn run(grace: Duration) -> Result<()> {
     become_subreaper();
+    // Once per sandbox, in the container's log: whether executions will be limited.
+    let _ = writeln!(
+        std::io::stderr(),
+        "kubexec-runner: {}",
+        ProcessLimit::from_environment()
+    );
     let mut handled = FORWARDED.to_vec();
     handled.push(libc::SIGCHLD);
     // Blocked and taken synchronously with sigtimedwait: no handlers, no busy loop. Blocked

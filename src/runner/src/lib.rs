@@ -20,6 +20,7 @@ pub mod install;
 pub mod invocation;
 pub mod listing;
 pub mod paths;
+pub mod pids;
 pub mod process;
 pub mod procfs;
 pub mod protocol;

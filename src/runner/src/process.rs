@@ -1,6 +1,7 @@
 //! `ps` and `kill`: the processes of the sandbox, background ones included.
 
 use std::io;
+use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::procfs;
@@ -14,6 +15,7 @@ pub fn list_processes() -> Result<ProcessList> {
         source,
     })?;
     let own_exe = std::fs::read_link("/proc/self/exe").ok();
+    let own_comm = procfs::read_stat(std::process::id() as i32).map(|stat| stat.comm);
     let boot_ms = procfs::boot_time_secs().unwrap_or(0) * 1000;
     let ticks = procfs::clock_ticks_per_sec();
     let page = procfs::page_size();
@@ -22,12 +24,14 @@ pub fn list_processes() -> Result<ProcessList> {
     let processes = pids
         .into_iter()
         .filter(|&pid| pid != 1 && pid != me)
-        .filter(|&pid| {
-            own_exe.is_none() || std::fs::read_link(format!("/proc/{pid}/exe")).ok() != own_exe
-        })
         // A process may exit between the directory listing and these reads; it is skipped.
         .filter_map(|pid| {
             let stat = procfs::read_stat(pid)?;
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+            let own = (own_exe.as_deref(), own_comm.as_deref());
+            if is_runner(exe.as_deref(), &stat.comm, own) {
+                return None;
+            }
             let command = match procfs::read_cmdline(pid) {
                 Some(command) => command,
                 None if stat.is_zombie() => format!("[{}]", stat.comm),
@@ -44,6 +48,18 @@ pub fn list_processes() -> Result<ProcessList> {
         })
         .collect();
     Ok(ProcessList { processes })
+}
+
+/// Whether a process, given its executable (if readable) and its comm, is this runner binary.
+/// Runner processes are not dumpable, so a process of the same uid may not read their `exe`
+/// link; their comm, the binary's file name, tells them apart then.
+fn is_runner(exe: Option<&Path>, comm: &str, own: (Option<&Path>, Option<&str>)) -> bool {
+    let (own_exe, own_comm) = own;
+    match (exe, own_exe) {
+        (Some(exe), Some(own_exe)) => exe == own_exe,
+        (Some(_), None) => false,
+        (None, _) => own_comm == Some(comm),
+    }
 }
 
 /// Sends `signal` to `pid`, or to its whole process group with `group` (an execution's
@@ -112,6 +128,18 @@ mod tests {
             signal(pid, libc::SIGKILL, false),
             Err(Error::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn runner_processes_are_told_apart_even_when_their_exe_is_hidden() {
+        let runner = Path::new("/kubexec/bin/kubexec-runner");
+        let own = (Some(runner), Some("kubexec-runner"));
+        assert!(is_runner(Some(runner), "kubexec-runner", own));
+        assert!(!is_runner(Some(Path::new("/usr/bin/sleep")), "sleep", own));
+        // Not dumpable: the exe link is unreadable, the comm still says what it is.
+        assert!(is_runner(None, "kubexec-runner", own));
+        assert!(!is_runner(None, "sleep", own));
+        assert!(!is_runner(Some(runner), "kubexec-runner", (None, None)));
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub struct Launch<'a> {
     pub stdin: Option<&'a Path>,
     pub stdout: &'a Path,
     pub stderr: &'a Path,
+    /// `RLIMIT_NPROC` (soft = hard) of the user process; `None` leaves the runner's own. See
+    /// [`crate::pids`] for when it is set.
+    pub process_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -94,14 +97,33 @@ impl Supervised {
             // execution open, and never gets SIGPIPE when the runner exits.
             .stdout(open_output(launch.stdout)?)
             .stderr(open_output(launch.stderr)?);
-        // SAFETY: setsid, open, write and close are async-signal-safe and allocate nothing.
+        let process_limit = launch.process_limit;
+        // SAFETY: setsid, setrlimit, prctl, open, write and close are async-signal-safe and
+        // allocate nothing.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 // Own session and group: the timeout signals the whole group, and terminal
                 // signals of the exec stream never reach it.
                 if libc::setsid() == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // Only here, after the fork: the runner keeps its own limit, so it can still
+                // start executions and kill this group when the session is at its limit. If
+                // this fails the user code does not run at all.
+                if let Some(limit) = process_limit {
+                    let limit = libc::rlimit {
+                        rlim_cur: limit as libc::rlim_t,
+                        rlim_max: limit as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NPROC, &limit) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                // The runner is not dumpable (see `protect_from_user_code`) and this child still
+                // is the runner until exec, which makes a user program dumpable again anyway.
+                // Restored now, with the limit already in place, so that the child may open its
+                // own oom_score_adj: a non-dumpable process's /proc files belong to root.
+                libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
                 // Under memory pressure the kernel should kill user code, never init or the
                 // runner that reports the OOM. Raising one's own score needs no privilege.
                 // Raw syscalls only: nothing may allocate between fork and exec.
@@ -165,7 +187,7 @@ impl Supervised {
         let timed_out = term_sent_at.is_some();
         if timed_out {
             // The rest of a timed-out group goes too, without a second grace period.
-            let _ = signals::send(-self.pid, libc::SIGKILL);
+            self.kill_group_until_gone(&mut usage);
         }
         let killed_by = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
         let exit_code = match killed_by {
@@ -179,6 +201,19 @@ impl Supervised {
             wall_time,
             usage,
         })
+    }
+
+    /// SIGKILLs the group until nothing of it is left, reaping what is orphaned to this runner
+    /// meanwhile, for at most [`KILL_GRACE`]. A fork bomb's processes count against the
+    /// session's process limit until they are reaped, zombies included; reporting only once they
+    /// are gone means the session's next execution finds its limit free again.
+    fn kill_group_until_gone(&self, usage: &mut Usage) {
+        let deadline = Instant::now() + KILL_GRACE;
+        while signals::group_exists(self.pid) && Instant::now() < deadline {
+            let _ = signals::send(-self.pid, libc::SIGKILL);
+            self.reap_group_orphans(usage);
+            self.sigchld.wait_for(Duration::from_millis(5));
+        }
     }
 
     fn try_reap_main(&self, usage: &mut Usage) -> Result<Option<i32>> {
@@ -240,4 +275,15 @@ impl Supervised {
 pub fn become_subreaper() {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}
+
+/// Makes this runner process non-dumpable, so that user code running as the same uid cannot
+/// ptrace it, read or write its memory, or open its file descriptors through /proc. Otherwise
+/// user code could borrow the runner's higher process limit (see [`crate::pids`]) by making it
+/// fork, or write forged events into the exec stream. Where Yama's `ptrace_scope` already
+/// forbids this, nothing changes; elsewhere this is the only guard. (One consequence: another
+/// process of the uid cannot read a runner's `/proc/<pid>/exe`, which `ps` allows for.)
+pub fn protect_from_user_code() {
+    // SAFETY: prctl with PR_SET_DUMPABLE takes an integer flag only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 }

@@ -131,6 +131,27 @@ fn timeout_terminates_the_whole_group() {
 }
 
 #[test]
+fn a_timed_out_group_is_gone_and_reaped_before_the_result() {
+    let ws = TempDir::new("drain");
+    let mut spec = ws.spec("drain-1");
+    // Background processes that ignore SIGTERM outlive their parent, the main process, so only
+    // the runner (their subreaper) can reap them once they are killed.
+    spec.command =
+        Some("echo $$; trap '' TERM; for i in $(seq 100); do sleep 30 & done; trap - TERM; exec sleep 30".into());
+    spec.timeout_seconds = 1;
+    let run = exec(&spec);
+
+    let result = run.result();
+    assert!(result.timed_out);
+    let group: i32 = result.stdout.trim().parse().expect("shell printed its pid");
+    // Zombies count against the session's process limit: none may be left when it reports.
+    assert!(
+        !kubexec_runner::signals::group_exists(group),
+        "process group {group} still exists when the result is reported"
+    );
+}
+
+#[test]
 fn background_processes_do_not_hold_the_execution_open() {
     let ws = TempDir::new("background");
     let mut spec = ws.spec("bg-1");

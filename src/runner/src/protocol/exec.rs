@@ -9,6 +9,17 @@ use crate::error::{Error, Result};
 /// Version of [`ExecSpec`] and [`ExecResult`].
 pub const PROTOCOL_VERSION: u32 = 1;
 pub const DEFAULT_WORKSPACE: &str = "/workspace";
+/// Every setting the runner reads from its own environment starts with this. The operator sets
+/// them on the sandbox container; tenants may not set names with this prefix (the CRD validation
+/// and the api refuse them), and an [`ExecSpec`]'s env never reaches the runner itself.
+pub const RUNNER_ENV_PREFIX: &str = "KUBEXEC_";
+/// The session's process limit, enforced on each execution's user process (see
+/// [`crate::pids`]).
+pub const PIDS_LIMIT_ENV: &str = "KUBEXEC_PIDS_LIMIT";
+/// Default `--workspace` of the helpers.
+pub const WORKSPACE_ENV: &str = "KUBEXEC_WORKSPACE";
+/// Seconds `init` waits for the sandbox's processes after forwarding a terminating signal.
+pub const INIT_GRACE_ENV: &str = "KUBEXEC_INIT_GRACE_SECONDS";
 pub const DEFAULT_TIMEOUT_SECONDS: u32 = 30;
 /// Per stream; the first half and the last half of the output are kept.
 pub const DEFAULT_OUTPUT_CAP_BYTES: u64 = 64 * 1024;
@@ -32,7 +43,9 @@ pub struct ExecSpec {
     /// Written atomically before the code or command runs.
     #[serde(default)]
     pub files: Vec<FileSpec>,
-    /// Merged over the environment the runner inherited.
+    /// Merged over the environment the runner inherited, for the user process only: the runner
+    /// reads its own settings (such as [`PIDS_LIMIT_ENV`]) from its own environment, never
+    /// from here.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default = "default_timeout_seconds")]
