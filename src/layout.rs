@@ -27,7 +27,7 @@ pub const SANDBOX_UID: i64 = 1000;
 pub const PREVIEW_PORT: u16 = 8080;
 
 /// Environment variable telling the runner the process-count limit to enforce.
-pub const PIDS_LIMIT_ENV: &str = "KUBEXEC_PIDS_LIMIT";
+pub const PIDS_LIMIT_ENV: &str = kubexec_runner::protocol::PIDS_LIMIT_ENV;
 /// Environment variable naming the Session inside its sandbox.
 pub const SESSION_ENV: &str = "KUBEXEC_SESSION";
 
@@ -68,6 +68,20 @@ pub fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Names kubexec sets on the sandbox for itself ([`PIDS_LIMIT_ENV`], [`SESSION_ENV`] and every
+/// setting the runner reads) start with this. A Session's or an Execution's env may not use it:
+/// a Session's env reaches the runner's own environment.
+pub const RESERVED_ENV_PREFIX: &str = kubexec_runner::protocol::RUNNER_ENV_PREFIX;
+
+/// Why [`is_reserved_env_name`] refuses a name, in the words every front door uses.
+pub const RESERVED_ENV_RULE: &str =
+    "is reserved: names starting with KUBEXEC_ are kubexec's own settings";
+
+/// True when `name` belongs to kubexec itself ([`RESERVED_ENV_PREFIX`]).
+pub fn is_reserved_env_name(name: &str) -> bool {
+    name.starts_with(RESERVED_ENV_PREFIX)
 }
 
 #[cfg(test)]
@@ -112,5 +126,16 @@ mod tests {
         assert!(!is_env_name(""));
         assert!(!is_env_name("A=B"));
         assert!(!is_env_name("A-B"));
+    }
+
+    #[test]
+    fn kubexec_keeps_its_own_env_names() {
+        assert!(RESERVED_ENV_RULE.contains(RESERVED_ENV_PREFIX));
+        for name in [PIDS_LIMIT_ENV, SESSION_ENV, "KUBEXEC_WORKSPACE", "KUBEXEC_"] {
+            assert!(is_reserved_env_name(name), "{name}");
+        }
+        for name in ["KUBEXEC", "kubexec_pids_limit", "MY_KUBEXEC_X", "PATH"] {
+            assert!(!is_reserved_env_name(name), "{name}");
+        }
     }
 }

@@ -13,7 +13,10 @@ use super::{
     MAX_TIMEOUT_SECONDS, MAX_TTL_SECONDS,
 };
 
-use crate::layout::{is_env_name, is_working_dir, ENV_NAME_RULE, WORKING_DIR_RULE, WORKSPACE_DIR};
+use crate::layout::{
+    is_env_name, is_reserved_env_name, is_working_dir, ENV_NAME_RULE, RESERVED_ENV_RULE,
+    WORKING_DIR_RULE, WORKSPACE_DIR,
+};
 
 /// A spec field with a value that is not allowed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -203,16 +206,18 @@ pub fn working_dir(field: &str, dir: &str) -> Result {
     }
 }
 
-/// Checks an environment variable name (see [`is_env_name`]).
+/// Checks a tenant's environment variable name: valid (see [`is_env_name`]) and not one of
+/// kubexec's own (see [`is_reserved_env_name`]), so that no env can change how the runner
+/// enforces the sandbox's limits.
 pub fn env_name(field: &str, name: &str) -> Result {
-    if is_env_name(name) {
-        Ok(())
+    let rule = if !is_env_name(name) {
+        ENV_NAME_RULE
+    } else if is_reserved_env_name(name) {
+        RESERVED_ENV_RULE
     } else {
-        Err(ValidationError::new(
-            field,
-            format!("{name:?} {ENV_NAME_RULE}"),
-        ))
-    }
+        return Ok(());
+    };
+    Err(ValidationError::new(field, format!("{name:?} {rule}")))
 }
 
 fn validate_env(field: &str, env: &[EnvVar]) -> Result {
@@ -340,6 +345,27 @@ mod tests {
         assert!(is_env_name("_ok_1"));
         assert!(!is_env_name("1abc"));
         assert!(!is_env_name(""));
+    }
+
+    #[test]
+    fn kubexec_env_names_are_refused() {
+        let exec_env = exec(|s| s.env = vec![EnvVar::literal("KUBEXEC_PIDS_LIMIT", "100000")]);
+        let error = validate_execution(&exec_env).expect_err("reserved");
+        assert_eq!(error.field, "spec.env[0].name");
+        assert!(error.message.contains("reserved"), "{}", error.message);
+        let session = SessionSpec {
+            ttl_seconds: 60,
+            env: vec![
+                EnvVar::literal("GREETING", "hi"),
+                EnvVar::literal("KUBEXEC_WORKSPACE", "/"),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            validate_session("s", &session).expect_err("reserved").field,
+            "spec.env[1].name"
+        );
+        assert_eq!(env_name("env.kubexec_x", "kubexec_x"), Ok(()));
     }
 
     #[test]

@@ -464,6 +464,10 @@ mod tests {
             "env.A=B"
         );
         assert_eq!(
+            field_of(r#"{"sessionId":"s","code":"1","env":{"KUBEXEC_PIDS_LIMIT":"99999"}}"#),
+            "env.KUBEXEC_PIDS_LIMIT"
+        );
+        assert_eq!(
             field_of(r#"{"sessionId":"s","code":"1","workingDir":"/tmp"}"#),
             "workingDir"
         );

@@ -122,6 +122,25 @@ async fn env_limits_and_names() {
         "INVALID_REQUEST",
         Some("env.A=B"),
     );
+    // The runner's own settings are not a tenant's to set.
+    let reserved = h
+        .post_json(
+            &h.free_key,
+            "/execute",
+            execute_body(json!({"env": {"KUBEXEC_PIDS_LIMIT": "99999"}})),
+        )
+        .await;
+    assert_error(
+        &reserved,
+        StatusCode::BAD_REQUEST,
+        "INVALID_REQUEST",
+        Some("env.KUBEXEC_PIDS_LIMIT"),
+    );
+    assert!(
+        reserved.text.contains("reserved"),
+        "the message says why: {}",
+        reserved.text
+    );
     assert!(h.created_nothing());
     // The paid tier allows 500.
     let paid = h
