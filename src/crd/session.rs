@@ -155,9 +155,13 @@ pub struct SessionResources {
         .message("must be a positive Kubernetes quantity such as 1Gi"))]
     pub ephemeral_storage: Option<String>,
 
-    /// Most processes (and threads) the sandbox may run at once, between 16 and 32768. Default:
-    /// the operator's `--default-pids` (512). Passed to the runner as `KUBEXEC_PIDS_LIMIT`;
-    /// the hard per-Pod limit is the kubelet's `podPidsLimit`.
+    /// Most processes (and threads) the sandbox may run at once, between 16 and 32768: its
+    /// processes, background ones and unreaped zombies included. Past it, fork fails with
+    /// EAGAIN in this session only; the runner is not held to it, so the next execution still
+    /// starts and a timed-out one is still stopped. Enforced where sandboxes run in user
+    /// namespaces (the operator's `--user-namespaces`); elsewhere the kubelet's `podPidsLimit`
+    /// is the only bound. Default: the operator's `--default-pids` (512); never more than its
+    /// `--max-pids`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 16, max = 32768))]
     pub pids: Option<i64>,

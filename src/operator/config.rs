@@ -44,6 +44,20 @@ pub struct OperatorArgs {
     #[arg(long, env = "KUBEXEC_DEFAULT_PIDS", default_value_t = 512)]
     pub default_pids: i64,
 
+    /// Highest process-count limit a sandbox gets, whatever its Session asks for. Set it a
+    /// little below the kubelet's `podPidsLimit` (say 64 less): a session at its own limit then
+    /// leaves room in the Pod for the runner to start executions and to stop runaway ones.
+    #[arg(long, env = "KUBEXEC_MAX_PIDS", default_value_t = 32768)]
+    pub max_pids: i64,
+
+    /// Runs every sandbox in a user namespace of its own (`hostUsers: false`), so that its uid
+    /// 1000 is a host uid no other Pod uses. The process limit holds only then. Needs a
+    /// cluster that supports it (Kubernetes 1.33+, a runtime with idmapped mounts such as
+    /// containerd 2.0+ with runc 1.2+); elsewhere sandbox Pods fail to start, so it is off by
+    /// default.
+    #[arg(long, env = "KUBEXEC_USER_NAMESPACES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub user_namespaces: bool,
+
     /// Requests are the limits times this ratio (0 < ratio <= 1). 1 gives Guaranteed QoS; the
     /// default 0.1 lets many mostly idle sandboxes share a node.
     #[arg(long, env = "KUBEXEC_REQUEST_RATIO", default_value_t = 0.1)]
@@ -110,10 +124,15 @@ impl OperatorArgs {
                 self.request_ratio
             )));
         }
-        if !(16..=32768).contains(&self.default_pids) {
-            return Err(Error::Config(
-                "--default-pids must be between 16 and 32768".into(),
-            ));
+        for (flag, pids) in [
+            ("default-pids", self.default_pids),
+            ("max-pids", self.max_pids),
+        ] {
+            if !(16..=32768).contains(&pids) {
+                return Err(Error::Config(format!(
+                    "--{flag} must be between 16 and 32768"
+                )));
+            }
         }
         Ok(SandboxConfig {
             sandbox_image: self.sandbox_image.clone(),
@@ -122,7 +141,9 @@ impl OperatorArgs {
             default_memory: quantity("default-memory", &self.default_memory)?,
             default_storage: quantity("default-storage", &self.default_storage)?,
             default_pids: self.default_pids,
+            max_pids: self.max_pids,
             request_ratio: self.request_ratio,
+            user_namespaces: self.user_namespaces,
         })
     }
 }
@@ -142,8 +163,12 @@ pub struct SandboxConfig {
     pub default_storage: String,
     /// Default process-count limit.
     pub default_pids: i64,
+    /// No sandbox gets a higher process-count limit.
+    pub max_pids: i64,
     /// Requests = limits × this.
     pub request_ratio: f64,
+    /// Sandbox Pods get `hostUsers: false`.
+    pub user_namespaces: bool,
 }
 
 impl Default for SandboxConfig {
@@ -155,7 +180,9 @@ impl Default for SandboxConfig {
             default_memory: "512Mi".into(),
             default_storage: "1Gi".into(),
             default_pids: 512,
+            max_pids: 32768,
             request_ratio: 0.1,
+            user_namespaces: false,
         }
     }
 }
@@ -178,5 +205,54 @@ impl OperatorArgs {
             lease_duration: duration,
             renew_every: duration / 3,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        operator: OperatorArgs,
+    }
+
+    fn config(flags: &[&str]) -> Result<SandboxConfig, Error> {
+        let args = std::iter::once("operator").chain(flags.iter().copied());
+        Flags::try_parse_from(args)
+            .expect("flags parse")
+            .operator
+            .sandbox_config()
+    }
+
+    #[test]
+    fn user_namespaces_are_off_unless_asked_for() {
+        let defaults = config(&[]).expect("valid");
+        assert!(!defaults.user_namespaces);
+        assert_eq!(defaults.max_pids, 32768, "the CRD's maximum: no cap");
+        assert!(
+            config(&["--user-namespaces", "true"])
+                .expect("valid")
+                .user_namespaces
+        );
+        assert!(
+            !config(&["--user-namespaces", "false"])
+                .expect("valid")
+                .user_namespaces
+        );
+    }
+
+    #[test]
+    fn the_process_limit_cap_is_checked() {
+        assert_eq!(
+            config(&["--max-pids", "4032"]).expect("valid").max_pids,
+            4032
+        );
+        for bad in ["8", "40000"] {
+            assert!(config(&["--max-pids", bad]).is_err(), "{bad}");
+        }
     }
 }

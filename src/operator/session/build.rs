@@ -93,7 +93,11 @@ pub fn sandbox_resources(
     Ok(SandboxResources {
         limits,
         requests,
-        pids: spec.resources.pids.unwrap_or(config.default_pids),
+        pids: spec
+            .resources
+            .pids
+            .unwrap_or(config.default_pids)
+            .min(config.max_pids),
     })
 }
 
@@ -203,6 +207,8 @@ pub fn build_pod(session: &Session, config: &SandboxConfig) -> Result<Pod, Valid
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
             security_context: Some(pod_security_context()),
+            // Unset (the host's users) unless the operator is told the cluster supports it.
+            host_users: config.user_namespaces.then_some(false),
             ..PodSpec::default()
         }),
         status: None,
@@ -586,6 +592,52 @@ mod tests {
                 .as_ref()
                 .and_then(|s| s.read_only_root_filesystem),
             Some(false)
+        );
+    }
+
+    #[test]
+    fn user_namespaces_are_opt_in_and_change_nothing_else() {
+        let s = session(SessionSpec::default());
+        let host = build_pod(&s, &SandboxConfig::default()).expect("pod");
+        assert_eq!(host.spec.as_ref().and_then(|p| p.host_users), None);
+        let config = SandboxConfig {
+            user_namespaces: true,
+            ..SandboxConfig::default()
+        };
+        let own = build_pod(&s, &config).expect("pod");
+        let mut spec = own.spec.clone().expect("spec");
+        assert_eq!(spec.host_users, Some(false));
+        // Still uid and gid 1000, non-root, fsGroup for the volumes, the same init container.
+        spec.host_users = None;
+        assert_eq!(Some(spec), host.spec);
+        assert_eq!(own.metadata, host.metadata);
+    }
+
+    #[test]
+    fn the_operator_caps_the_process_limit() {
+        let config = SandboxConfig {
+            max_pids: 4032,
+            ..SandboxConfig::default()
+        };
+        let asks = |pids| SessionSpec {
+            resources: SessionResources {
+                pids,
+                ..SessionResources::default()
+            },
+            ..SessionSpec::default()
+        };
+        let pids = |spec: &SessionSpec| sandbox_resources(spec, &config).expect("valid").pids;
+        assert_eq!(pids(&asks(Some(32768))), 4032);
+        assert_eq!(pids(&asks(Some(100))), 100);
+        assert_eq!(pids(&asks(None)), 512);
+        let low = SandboxConfig {
+            max_pids: 64,
+            ..SandboxConfig::default()
+        };
+        assert_eq!(
+            sandbox_resources(&asks(None), &low).expect("valid").pids,
+            64,
+            "the default is capped too"
         );
     }
 
