@@ -33,6 +33,15 @@ fn external_operator() -> bool {
     std::env::var("KUBEXEC_E2E_OPERATOR").is_ok_and(|v| v == "external")
 }
 
+/// The local cluster's sandbox settings, as `e2e/deploy/up` installs them with the chart: user
+/// namespaces on, and the process limit capped below the kubelet's `podPidsLimit` (4096).
+pub fn operator_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("KUBEXEC_USER_NAMESPACES", "true".into()),
+        ("KUBEXEC_MAX_PIDS", "4032".into()),
+    ]
+}
+
 /// One test's namespace, and the operator serving it.
 pub struct TestNs {
     pub client: Client,
@@ -109,6 +118,7 @@ impl TestNs {
                 "--metrics-addr",
                 "127.0.0.1:0",
             ])
+            .envs(operator_env())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
