@@ -34,6 +34,8 @@ pub mod labels {
     pub const SESSION: &str = "kubexec.dev/session";
     /// The standard `component` label key (`sandbox` or `workspace`).
     pub const COMPONENT: &str = "app.kubernetes.io/component";
+    /// The value of [`COMPONENT`] on sandbox Pods, which the NetworkPolicies select.
+    pub const SANDBOX_COMPONENT: &str = "sandbox";
     /// Label selector matching every object that kubexec manages.
     pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=kubexec";
     /// On a sandbox Pod: its Session's `spec.network.egress` (`Allow` or `Deny`). The

@@ -212,7 +212,11 @@ pub fn build_pod(session: &Session, config: &SandboxConfig) -> Result<Pod, Valid
 /// Name, labels and owner of the sandbox Pod, and the hash of the spec it is built from. The
 /// egress label is what the operator's NetworkPolicies select on.
 fn pod_metadata(session: &Session) -> ObjectMeta {
-    let mut meta = object_meta(session, pod_name(&session.name_any()), "sandbox");
+    let mut meta = object_meta(
+        session,
+        pod_name(&session.name_any()),
+        labels::SANDBOX_COMPONENT,
+    );
     meta.labels.get_or_insert_with(BTreeMap::new).insert(
         labels::EGRESS.to_string(),
         session.spec.network.egress.as_str().to_string(),

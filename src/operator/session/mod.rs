@@ -27,7 +27,7 @@
 //! - **Egress change**: `spec.network` is not part of that hash. The Pod's label
 //!   `kubexec.dev/egress` follows `spec.network.egress`, and a running Pod whose labels differ
 //!   from the spec's is patched in place (Event `PodRelabeled`): same Pod, same processes. The
-//!   NetworkPolicies that select on the label are kept by the NetworkPolicy controller.
+//!   NetworkPolicies that select on the label are kept by [`netpol`](super::netpol).
 //! - **Deletion**: no finalizer. Everything the Session creates carries its owner reference,
 //!   so the garbage collector removes it, and there is no external state to clean up.
 
