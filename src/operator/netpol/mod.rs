@@ -9,7 +9,7 @@
 //! namespaces that hold at least one. Reconciles are triggered by:
 //! - the first Session of a namespace (and every namespace after the watch (re)lists);
 //! - any change to, or deletion of, a policy labelled
-//!   [`MANAGED_POLICY_SELECTOR`](build::MANAGED_POLICY_SELECTOR) in such a namespace (removing
+//!   [`build::MANAGED_POLICY_SELECTOR`] in such a namespace (removing
 //!   the label counts as a deletion);
 //! - a resync every [`RESYNC`].
 //!
