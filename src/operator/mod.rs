@@ -29,17 +29,14 @@ use crate::shared::Shutdown;
 /// in-cluster service account), serves metrics, and runs the controllers.
 pub async fn run(args: OperatorArgs) -> Result<()> {
     let config = args.sandbox_config()?;
-    let network = args
-        .network
-        .network_config(|| std::fs::read_to_string("/etc/resolv.conf"))?;
-    log_network(network.as_ref());
+    let policies = network_policies(&args)?;
     let client = kube::Client::try_default().await.map_err(Error::Client)?;
     let shutdown = Shutdown::on_signals();
 
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     let ctx = Context::new(client, metrics, config, args.identity.clone())
-        .with_network_policies(network.as_ref().map(netpol::build::PolicySet::new));
+        .with_network_policies(policies);
     let ctx = Arc::new(ctx);
 
     let (sessions, session_store) = session::controller(
@@ -55,11 +52,10 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         args.execution_concurrency,
         shutdown.wait(),
     );
-    let policies = OptionFuture::from(
-        network
-            .is_some()
-            .then(|| netpol::controller(ctx.clone(), args.namespace.as_deref(), shutdown.wait())),
-    );
+    let network = ctx
+        .network_policies
+        .as_ref()
+        .map(|_| netpol::controller(ctx.clone(), args.namespace.as_deref(), shutdown.wait()));
     let registry = Arc::new(registry);
 
     info!(
@@ -71,7 +67,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         .leader_config()
         .map(|config| leader::LeaderElector::new(ctx.client.clone(), config));
     let controllers = async {
-        tokio::join!(sessions, executions, policies);
+        tokio::join!(sessions, executions, OptionFuture::from(network));
     };
     let work = async {
         let Some(elector) = &elector else {
@@ -97,12 +93,14 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
     Ok(())
 }
 
-/// Says what the NetworkPolicies will allow, and warns about settings that leave sandboxes
-/// without DNS or without protection.
-fn log_network(network: Option<&netpol::config::NetworkConfig>) {
-    let Some(network) = network else {
+/// Checks the network flags and builds the policies from them (`None` when they are off).
+/// Says what the policies will allow, and warns about settings that leave sandboxes without
+/// DNS or without protection.
+fn network_policies(args: &OperatorArgs) -> Result<Option<netpol::build::PolicySet>> {
+    let read_resolv_conf = || std::fs::read_to_string("/etc/resolv.conf");
+    let Some(network) = args.network.network_config(read_resolv_conf)? else {
         warn!("--network-policies is off: sandboxes are isolated only if something else does it");
-        return;
+        return Ok(None);
     };
     let list = |nets: &[ipnet::Ipv4Net]| {
         nets.iter()
@@ -120,4 +118,5 @@ fn log_network(network: Option<&netpol::config::NetworkConfig>) {
         blocked = %list(&network.blocked),
         "keeping the sandboxes' NetworkPolicies"
     );
+    Ok(Some(netpol::build::PolicySet::new(&network)))
 }
