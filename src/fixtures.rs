@@ -105,6 +105,14 @@ pub enum Scenario {
     CreatePersistent(Session),
     /// Ready and unchanged: GET pod, nothing else.
     Steady(Session),
+    /// `spec.network.egress` changed under a Ready Pod: GET pod (this one), PATCH its labels,
+    /// POST event PodRelabeled. No DELETE and no new Pod.
+    Relabel {
+        /// The Pod as it runs, with the labels of the old spec.
+        pod: Box<Pod>,
+        /// The egress label value the PATCH must set.
+        egress: &'static str,
+    },
 }
 
 fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> {
@@ -202,6 +210,39 @@ impl ApiServerVerifier {
             StatusCode::OK,
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
         ));
+    }
+
+    /// Expects a merge patch of the Pod's labels and returns them.
+    async fn patch_pod_labels(&mut self, pod: &Pod) -> Value {
+        let (request, send) = self
+            .expect(
+                Method::PATCH,
+                &format!("/api/v1/namespaces/{NS}/pods/{POD}"),
+            )
+            .await;
+        assert_eq!(
+            request
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            Some("application/merge-patch+json")
+        );
+        let patch = body_json(request).await;
+        let labels = patch["metadata"]["labels"].clone();
+        assert_eq!(
+            patch,
+            json!({"metadata": {"labels": labels}}),
+            "only labels"
+        );
+        let mut patched = pod.clone();
+        if let Some(map) = labels.as_object() {
+            let pod_labels = patched.metadata.labels.get_or_insert_with(Default::default);
+            for (key, value) in map {
+                pod_labels.insert(key.clone(), value.as_str().unwrap_or_default().into());
+            }
+        }
+        send.send_response(json_response(StatusCode::OK, &patched));
+        labels
     }
 
     async fn event(&mut self, reason: &str, type_: &str) {
@@ -322,6 +363,12 @@ impl ApiServerVerifier {
                 }
                 Scenario::Steady(session) => {
                     self.get_pod(Some(ready_pod(&session))).await;
+                }
+                Scenario::Relabel { pod, egress } => {
+                    self.get_pod(Some((*pod).clone())).await;
+                    let labels = self.patch_pod_labels(&pod).await;
+                    assert_eq!(labels, json!({ crate::crd::labels::EGRESS: egress }));
+                    self.event("PodRelabeled", "Normal").await;
                 }
             }
         })

@@ -34,8 +34,14 @@ pub mod labels {
     pub const SESSION: &str = "kubexec.dev/session";
     /// The standard `component` label key (`sandbox` or `workspace`).
     pub const COMPONENT: &str = "app.kubernetes.io/component";
+    /// The value of [`COMPONENT`] on sandbox Pods, which the NetworkPolicies select.
+    pub const SANDBOX_COMPONENT: &str = "sandbox";
     /// Label selector matching every object that kubexec manages.
     pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=kubexec";
+    /// On a sandbox Pod: its Session's `spec.network.egress` (`Allow` or `Deny`). The
+    /// operator's NetworkPolicies select on it, so changing egress is a label patch on the
+    /// running Pod.
+    pub const EGRESS: &str = "kubexec.dev/egress";
 }
 
 /// Well-known annotation keys.

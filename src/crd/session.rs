@@ -92,7 +92,9 @@ pub struct SessionSpec {
     #[serde(default)]
     pub suspend: bool,
 
-    /// Network policy of the sandbox.
+    /// Network access of the sandbox, enforced by the NetworkPolicies the operator keeps in
+    /// the Session's namespace (the cluster must enforce NetworkPolicy). Changing it takes
+    /// effect on the running Pod: same Pod, same processes, same workspace.
     #[serde(default)]
     pub network: NetworkSpec,
 
@@ -205,12 +207,17 @@ fn default_workspace_size() -> String {
     DEFAULT_WORKSPACE_SIZE.to_string()
 }
 
-/// Network policy of the sandbox.
+/// Network access of the sandbox. Inbound traffic is never up to the Session: only the kubexec
+/// api reaches a sandbox, and only on its preview ports.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkSpec {
-    /// Outbound traffic from the sandbox: `Allow` (default; needed for Bun's auto-install from a
-    /// package registry) or `Deny`.
+    /// Outbound traffic from the sandbox. `Allow` (default; needed for Bun's auto-install from a
+    /// package registry): DNS to the cluster's resolvers and the public internet, never private
+    /// ranges (RFC 1918, 100.64.0.0/10), link-local addresses (cloud metadata), the cluster's
+    /// Pod and Service ranges or its nodes. `Deny`: nothing at all, DNS included. A change
+    /// applies to the running sandbox without restarting it; connections already open when it
+    /// switches to `Deny` may survive.
     #[serde(default)]
     pub egress: EgressPolicy,
 }
@@ -218,11 +225,22 @@ pub struct NetworkSpec {
 /// Outbound traffic policy.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum EgressPolicy {
-    /// The sandbox may open outbound connections.
+    /// DNS and the public internet.
     #[default]
     Allow,
-    /// The sandbox may not open outbound connections.
+    /// No outbound connections at all.
     Deny,
+}
+
+impl EgressPolicy {
+    /// The policy as written in the spec, and as the value of the sandbox Pod's
+    /// [`EGRESS`](super::labels::EGRESS) label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EgressPolicy::Allow => "Allow",
+            EgressPolicy::Deny => "Deny",
+        }
+    }
 }
 
 /// Lifecycle phase of a Session.

@@ -7,7 +7,7 @@ use clap::Args;
 
 use crate::crd::quantity::Quantity;
 
-use super::Error;
+use super::{netpol::config::NetworkArgs, Error};
 
 /// Default image of sandbox containers (Bun and a shell).
 pub const DEFAULT_SANDBOX_IMAGE: &str = "localhost/kubexec-sandbox:dev";
@@ -104,6 +104,10 @@ pub struct OperatorArgs {
     /// Seconds a Lease stays valid without renewal; a standby replica takes over after it.
     #[arg(long, env = "KUBEXEC_LEASE_DURATION", default_value_t = 15)]
     pub lease_duration_seconds: u64,
+
+    /// The sandboxes' NetworkPolicies (boxed: many strings, read once).
+    #[command(flatten)]
+    pub network: Box<NetworkArgs>,
 }
 
 impl OperatorArgs {

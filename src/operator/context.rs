@@ -7,7 +7,9 @@ use kube::{
     Client,
 };
 
-use super::{config::SandboxConfig, execution::Tracker, metrics::Metrics};
+use super::{
+    config::SandboxConfig, execution::Tracker, metrics::Metrics, netpol::build::PolicySet,
+};
 
 /// Name under which the operator reports Events and writes with server-side apply.
 pub const REPORTER: &str = "kubexec-operator";
@@ -22,6 +24,8 @@ pub struct Context {
     pub metrics: std::sync::Arc<Metrics>,
     /// Sandbox defaults.
     pub config: SandboxConfig,
+    /// The NetworkPolicies of every namespace that holds Sessions; `None` when they are off.
+    pub network_policies: Option<PolicySet>,
     /// Execution runs started by this process (see [`Tracker`]).
     pub runs: Tracker,
     /// Consecutive failures per object, for error backoff.
@@ -43,8 +47,15 @@ impl Context {
             runs: Tracker::new(metrics.executions_in_flight.clone()),
             metrics,
             config,
+            network_policies: None,
             backoff: Backoff::default(),
         }
+    }
+
+    /// Sets the NetworkPolicies the operator keeps (`None`: it keeps none).
+    pub fn with_network_policies(mut self, policies: Option<PolicySet>) -> Self {
+        self.network_policies = policies;
+        self
     }
 
     /// Records one more failure of `key` and returns how long to wait before retrying.

@@ -22,7 +22,7 @@ use prometheus_client::{
 /// Labels of a reconcile outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
-    /// `session` or `execution`.
+    /// `session`, `execution` or `network-policy`.
     pub controller: &'static str,
     /// `ok` or the error's metric label.
     pub result: &'static str,
@@ -31,7 +31,7 @@ pub struct ReconcileLabels {
 /// Labels naming a controller.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
-    /// `session` (later also `execution`).
+    /// `session`, `execution` or `network-policy`.
     pub controller: &'static str,
 }
 

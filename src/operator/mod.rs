@@ -1,5 +1,5 @@
-//! The operator: the Session controller and the Execution controller, a metrics endpoint, and
-//! graceful shutdown.
+//! The operator: the Session controller, the Execution controller and the NetworkPolicy
+//! controller, a metrics endpoint, and graceful shutdown.
 
 pub mod config;
 pub mod context;
@@ -7,14 +7,16 @@ mod error;
 pub mod execution;
 pub mod leader;
 pub mod metrics;
+pub mod netpol;
 pub mod reconciler;
 pub mod server;
 pub mod session;
 
 use std::sync::Arc;
 
+use futures::future::OptionFuture;
 use prometheus_client::registry::Registry;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::{OperatorArgs, SandboxConfig};
 pub use context::Context;
@@ -27,12 +29,15 @@ use crate::shared::Shutdown;
 /// in-cluster service account), serves metrics, and runs the controllers.
 pub async fn run(args: OperatorArgs) -> Result<()> {
     let config = args.sandbox_config()?;
+    let policies = network_policies(&args)?;
     let client = kube::Client::try_default().await.map_err(Error::Client)?;
     let shutdown = Shutdown::on_signals();
 
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
-    let ctx = Arc::new(Context::new(client, metrics, config, args.identity.clone()));
+    let ctx = Context::new(client, metrics, config, args.identity.clone())
+        .with_network_policies(policies);
+    let ctx = Arc::new(ctx);
 
     let (sessions, session_store) = session::controller(
         ctx.clone(),
@@ -47,6 +52,10 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         args.execution_concurrency,
         shutdown.wait(),
     );
+    let network = ctx
+        .network_policies
+        .as_ref()
+        .map(|_| netpol::controller(ctx.clone(), args.namespace.as_deref(), shutdown.wait()));
     let registry = Arc::new(registry);
 
     info!(
@@ -58,7 +67,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         .leader_config()
         .map(|config| leader::LeaderElector::new(ctx.client.clone(), config));
     let controllers = async {
-        tokio::join!(sessions, executions);
+        tokio::join!(sessions, executions, OptionFuture::from(network));
     };
     let work = async {
         let Some(elector) = &elector else {
@@ -82,4 +91,32 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
     tokio::try_join!(server, work)?;
     info!("operator stopped");
     Ok(())
+}
+
+/// Checks the network flags and builds the policies from them (`None` when they are off).
+/// Says what the policies will allow, and warns about settings that leave sandboxes without
+/// DNS or without protection.
+fn network_policies(args: &OperatorArgs) -> Result<Option<netpol::build::PolicySet>> {
+    let read_resolv_conf = || std::fs::read_to_string("/etc/resolv.conf");
+    let Some(network) = args.network.network_config(read_resolv_conf)? else {
+        warn!("--network-policies is off: sandboxes are isolated only if something else does it");
+        return Ok(None);
+    };
+    let list = |nets: &[ipnet::Ipv4Net]| {
+        nets.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    if network.dns_resolvers.is_empty() && network.dns_pods.is_none() {
+        warn!("no DNS resolvers and no DNS Pods: sandboxes with egress Allow cannot resolve names");
+    }
+    info!(
+        api_namespace = %network.api.namespace,
+        preview_ports = %format!("{}-{}", network.preview_ports.first, network.preview_ports.last),
+        dns_resolvers = %list(&network.dns_resolvers),
+        blocked = %list(&network.blocked),
+        "keeping the sandboxes' NetworkPolicies"
+    );
+    Ok(Some(netpol::build::PolicySet::new(&network)))
 }

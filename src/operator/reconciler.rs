@@ -78,7 +78,8 @@ pub fn until(now: Timestamp, then: Timestamp) -> Duration {
 }
 
 /// Logs one item of a controller's output stream: reconciles at debug level (the reconcile
-/// logs its own failures), and the controller's own errors (watch failures) as warnings.
+/// logs its own failures), objects gone before a requeue came due too, and the controller's
+/// own errors (watch failures) as warnings.
 pub fn log_outcome<K, E>(
     controller: &'static str,
     result: Result<(ObjectRef<K>, Action), controller::Error<E, kube::runtime::watcher::Error>>,
@@ -91,6 +92,10 @@ where
         Ok((object, _)) => debug!(controller, name = %object.name, "reconciled"),
         Err(controller::Error::ReconcilerFailed(error, object)) => {
             debug!(controller, name = %object.name, %error, "reconcile failed")
+        }
+        // A requeue of an object deleted since (a Session, or a namespace's last Session).
+        Err(controller::Error::ObjectNotFound(object)) => {
+            debug!(controller, name = %object.name, "gone before its reconcile")
         }
         Err(error) => warn!(controller, %error, "controller"),
     }

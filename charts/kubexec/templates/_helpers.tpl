@@ -15,6 +15,22 @@ app.kubernetes.io/name: kubexec
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* The api Pods' labels as key=value pairs, for the operator's --api-pod-selector. */}}
+{{- define "kubexec.apiPodSelector" -}}
+{{- $labels := include "kubexec.selector" . | fromYaml -}}
+{{- $_ := set $labels "app.kubernetes.io/component" "api" -}}
+{{- include "kubexec.pairs" $labels -}}
+{{- end -}}
+
+{{/* A map as sorted key=value pairs joined by commas. */}}
+{{- define "kubexec.pairs" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := . -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
+
 {{- define "kubexec.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag }}
 {{- end -}}

@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::{
-    api::{DeleteParams, PostParams, Preconditions},
+    api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions},
     runtime::events::{Event, EventType},
     Api, Resource, ResourceExt,
 };
@@ -59,6 +59,17 @@ pub async fn pod_action(
             Err(e) if is_gone_or_conflict(&e) => Ok(()),
             Err(e) => Err(Error::kube("delete pod")(e)),
         },
+        PodAction::Relabel { labels } => {
+            let patch = serde_json::json!({ "metadata": { "labels": labels } });
+            match pods
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if is_status(&e, 404) => Ok(()),
+                Err(e) => Err(Error::kube("label pod")(e)),
+            }
+        }
     }
 }
 
@@ -120,6 +131,20 @@ impl SessionEvent {
                 "InvalidSpec",
                 "Validate",
                 detail.clone(),
+            ),
+            SessionEvent::PodRelabeled { labels } => (
+                EventType::Normal,
+                "PodRelabeled",
+                "LabelPod",
+                format!(
+                    "set {} on sandbox Pod {}; it keeps running",
+                    labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    crate::layout::pod_name(&name)
+                ),
             ),
         };
         Event {

@@ -115,13 +115,13 @@ pub fn owned_labels(session_name: &str, component: &str) -> BTreeMap<String, Str
 
 /// A stable hash (FNV-1a, hex) of the spec fields the Pod is built from. The Pod carries it
 /// in [`annotations::SPEC_HASH`]; a different hash means the Pod must be replaced.
+/// `network` is not one of them: egress is the Pod's [`labels::EGRESS`] label, patched in place.
 pub fn pod_spec_hash(spec: &SessionSpec) -> String {
     let relevant = serde_json::json!({
         "image": spec.image,
         "resources": spec.resources,
         "workspace": spec.workspace,
         "env": spec.env,
-        "network": spec.network,
     });
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in relevant.to_string().bytes() {
@@ -215,9 +215,18 @@ pub fn build_pod(session: &Session, config: &SandboxConfig) -> Result<Pod, Valid
     })
 }
 
-/// Name, labels and owner of the sandbox Pod, and the hash of the spec it is built from.
+/// Name, labels and owner of the sandbox Pod, and the hash of the spec it is built from. The
+/// egress label is what the operator's NetworkPolicies select on.
 fn pod_metadata(session: &Session) -> ObjectMeta {
-    let mut meta = object_meta(session, pod_name(&session.name_any()), "sandbox");
+    let mut meta = object_meta(
+        session,
+        pod_name(&session.name_any()),
+        labels::SANDBOX_COMPONENT,
+    );
+    meta.labels.get_or_insert_with(BTreeMap::new).insert(
+        labels::EGRESS.to_string(),
+        session.spec.network.egress.as_str().to_string(),
+    );
     meta.annotations = Some(BTreeMap::from([(
         annotations::SPEC_HASH.to_string(),
         pod_spec_hash(&session.spec),
@@ -408,7 +417,9 @@ pub fn is_owned_by(obj: &impl Resource, session: &Session) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{EnvVarSource, SecretKeySelector, SessionResources, WorkspaceSpec};
+    use crate::crd::{
+        EgressPolicy, EnvVarSource, NetworkSpec, SecretKeySelector, SessionResources, WorkspaceSpec,
+    };
 
     fn session(spec: SessionSpec) -> Session {
         let mut s = Session::new("demo", spec);
@@ -777,5 +788,38 @@ mod tests {
             ..SessionSpec::default()
         };
         assert_ne!(pod_spec_hash(&base), pod_spec_hash(&other_image));
+        let denied = SessionSpec {
+            network: NetworkSpec {
+                egress: EgressPolicy::Deny,
+            },
+            ..SessionSpec::default()
+        };
+        assert_eq!(
+            pod_spec_hash(&base),
+            pod_spec_hash(&denied),
+            "egress is a label"
+        );
+    }
+
+    #[test]
+    fn the_egress_label_follows_the_spec() {
+        for egress in [EgressPolicy::Allow, EgressPolicy::Deny] {
+            let spec = SessionSpec {
+                network: NetworkSpec { egress },
+                ..SessionSpec::default()
+            };
+            let pod = build_pod(&session(spec), &SandboxConfig::default()).expect("pod");
+            let pod_labels = pod.metadata.labels.unwrap_or_default();
+            let written = serde_json::to_value(egress).expect("serializes");
+            assert_eq!(
+                pod_labels.get(labels::EGRESS).map(String::as_str),
+                Some(egress.as_str())
+            );
+            assert_eq!(
+                written,
+                egress.as_str(),
+                "the label value is the spec value"
+            );
+        }
     }
 }

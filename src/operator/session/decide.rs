@@ -1,6 +1,6 @@
 //! Pure decisions: given a Session, what was observed, and the time, what should happen.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::{
@@ -59,6 +59,11 @@ pub enum SessionEvent {
         /// The validation message.
         detail: String,
     },
+    /// Labels of the running Pod were set to follow the spec (`spec.network.egress`).
+    PodRelabeled {
+        /// The labels set.
+        labels: BTreeMap<String, String>,
+    },
 }
 
 /// What to do with the sandbox Pod.
@@ -77,6 +82,12 @@ pub enum PodAction {
     Delete {
         /// uid of the Pod to delete.
         uid: Option<String>,
+    },
+    /// Set these labels on the running Pod, which keeps running: this is how an egress change
+    /// reaches it. A newer Pod of the same name, if any, was built with the same labels.
+    Relabel {
+        /// The labels to set.
+        labels: BTreeMap<String, String>,
     },
 }
 
@@ -418,8 +429,12 @@ fn running(session: &Session, pod: Option<&Pod>, desired: DesiredPod, draft: &mu
             draft.event(SessionEvent::SpecChanged);
             draft.starting("the spec changed; replacing the Pod", None);
         }
-        PodState::Ready { since, ip } => ready(session, since, ip, draft),
+        PodState::Ready { since, ip } => {
+            relabel(pod, &desired, draft);
+            ready(session, since, ip, draft);
+        }
         PodState::Starting { waiting, ip } => {
+            relabel(pod, &desired, draft);
             let message =
                 waiting.unwrap_or_else(|| "waiting for the sandbox Pod to become ready".into());
             draft.starting(&message, Some(name));
@@ -459,6 +474,22 @@ fn create_pod(session: &Session, desired: DesiredPod, draft: &mut Draft) {
     draft.starting("creating the sandbox Pod", Some(name));
 }
 
+/// A Pod kept running gets back the labels it should have: an egress change is a label patch,
+/// never a new Pod.
+fn relabel(pod: Option<&Pod>, desired: &DesiredPod, draft: &mut Draft) {
+    let Some(pod) = pod else {
+        return;
+    };
+    let labels = desired.labels_to_restore(pod);
+    if labels.is_empty() {
+        return;
+    }
+    draft.event(SessionEvent::PodRelabeled {
+        labels: labels.clone(),
+    });
+    draft.plan.pod = PodAction::Relabel { labels };
+}
+
 /// The Pod is ready, and so is the Session.
 fn ready(session: &Session, since: Time, ip: Option<String>, draft: &mut Draft) {
     if session.phase() != SessionPhase::Ready {
@@ -493,7 +524,7 @@ fn running_requeue(session: &Session, draft: &Draft) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{SessionSpec, WorkspaceSpec};
+    use crate::crd::{labels, EgressPolicy, SessionSpec, WorkspaceSpec};
     use crate::operator::session::build::build_pod;
     use k8s_openapi::{
         api::core::v1::{PodCondition, PodStatus},
@@ -855,6 +886,49 @@ mod tests {
         let mut ttl_only = s.clone();
         ttl_only.spec.ttl_seconds = 7200;
         assert_eq!(plan_at(&ttl_only, Some(pod), 5).pod, PodAction::Keep);
+    }
+
+    #[test]
+    fn an_egress_change_relabels_the_running_pod() {
+        let s = session(|_| {});
+        let s = applied(s.clone(), &plan_at(&s, None, 0));
+        let pod = ready_pod(&s, 1);
+        let s = applied(s.clone(), &plan_at(&s, Some(pod.clone()), 1));
+        assert_eq!(s.phase(), SessionPhase::Ready);
+
+        let mut denied = s.clone();
+        denied.spec.network.egress = EgressPolicy::Deny;
+        let p = plan_at(&denied, Some(pod.clone()), 5);
+        let deny = BTreeMap::from([(labels::EGRESS.to_string(), "Deny".to_string())]);
+        assert_eq!(
+            p.pod,
+            PodAction::Relabel {
+                labels: deny.clone()
+            },
+            "the same Pod, patched"
+        );
+        assert_eq!(p.events, [SessionEvent::PodRelabeled { labels: deny }]);
+        assert_eq!(p.status, None, "still Ready");
+
+        // Once the label is on the Pod, nothing more happens.
+        let mut relabeled = pod;
+        if let Some(l) = relabeled.metadata.labels.as_mut() {
+            l.insert(labels::EGRESS.into(), "Deny".into());
+        }
+        let p = plan_at(&denied, Some(relabeled), 6);
+        assert_eq!(p.pod, PodAction::Keep);
+        assert!(p.events.is_empty());
+    }
+
+    #[test]
+    fn a_starting_pod_is_relabeled_too() {
+        let s = session(|spec| spec.network.egress = EgressPolicy::Deny);
+        let mut pod = ready_pod(&session(|_| {}), 1);
+        if let Some(status) = pod.status.as_mut() {
+            status.conditions = None;
+        }
+        let p = plan_at(&s, Some(pod), 5);
+        assert!(matches!(p.pod, PodAction::Relabel { .. }), "{:?}", p.pod);
     }
 
     #[test]

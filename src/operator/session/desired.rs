@@ -1,6 +1,8 @@
 //! The sandbox Pod a Session asks for: validated and built once per reconcile, then read by
 //! every decision that needs it and handed to `apply` when it has to be created.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
@@ -49,6 +51,19 @@ impl DesiredPod {
     pub fn is_outdated(&self, existing: &Pod) -> bool {
         spec_hash_of(existing).is_some_and(|hash| hash != self.spec_hash)
     }
+
+    /// The labels of this Pod that `existing` lacks or holds with another value: a changed
+    /// `spec.network.egress`, or a label someone removed. The NetworkPolicies select sandboxes
+    /// by these labels, so they are patched back onto the running Pod, never left to drift.
+    pub fn labels_to_restore(&self, existing: &Pod) -> BTreeMap<String, String> {
+        let current = existing.labels();
+        self.pod
+            .labels()
+            .iter()
+            .filter(|(key, value)| current.get(*key) != Some(*value))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
+    }
 }
 
 fn spec_hash_of(pod: &Pod) -> Option<&str> {
@@ -62,7 +77,7 @@ fn spec_hash_of(pod: &Pod) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::SessionSpec;
+    use crate::crd::{labels, EgressPolicy, SessionSpec};
 
     fn session(f: impl FnOnce(&mut SessionSpec)) -> Session {
         let mut spec = SessionSpec {
@@ -118,5 +133,29 @@ mod tests {
 
         existing.metadata.annotations = None;
         assert!(!desired.is_outdated(&existing), "no hash to compare");
+    }
+
+    #[test]
+    fn a_changed_egress_is_a_label_to_restore_not_a_new_pod() {
+        let allow = session(|_| {});
+        let running = DesiredPod::build(&allow, &SandboxConfig::default()).expect("valid");
+        assert!(running.labels_to_restore(running.pod()).is_empty());
+
+        let deny = session(|spec| spec.network.egress = EgressPolicy::Deny);
+        let desired = DesiredPod::build(&deny, &SandboxConfig::default()).expect("valid");
+        assert!(!desired.is_outdated(running.pod()), "same Pod");
+        assert_eq!(
+            desired.labels_to_restore(running.pod()),
+            BTreeMap::from([(labels::EGRESS.to_string(), "Deny".to_string())])
+        );
+
+        let mut stripped = desired.pod().clone();
+        if let Some(l) = stripped.metadata.labels.as_mut() {
+            l.remove(labels::COMPONENT);
+        }
+        assert_eq!(
+            desired.labels_to_restore(&stripped),
+            BTreeMap::from([(labels::COMPONENT.to_string(), "sandbox".to_string())])
+        );
     }
 }

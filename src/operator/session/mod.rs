@@ -24,6 +24,10 @@
 //!   `PodLost` and `kubexec_session_pods_recreated_total`.
 //! - **Spec change**: a Pod built from an older spec (annotation `kubexec.dev/spec-hash`) is
 //!   replaced.
+//! - **Egress change**: `spec.network` is not part of that hash. The Pod's label
+//!   `kubexec.dev/egress` follows `spec.network.egress`, and a running Pod whose labels differ
+//!   from the spec's is patched in place (Event `PodRelabeled`): same Pod, same processes. The
+//!   NetworkPolicies that select on the label are kept by [`netpol`](super::netpol).
 //! - **Deletion**: no finalizer. Everything the Session creates carries its owner reference,
 //!   so the garbage collector removes it, and there is no external state to clean up.
 
@@ -82,6 +86,7 @@ pub async fn reconcile_session(session: &Session, ctx: &Context, now: Timestamp)
         decide::PodAction::Keep => "keep",
         decide::PodAction::Create { .. } => "create",
         decide::PodAction::Delete { .. } => "delete",
+        decide::PodAction::Relabel { .. } => "relabel",
     };
     debug!(events = ?plan.events, pod_action, "planned");
 
@@ -257,6 +262,31 @@ mod tests {
             action != Action::await_change(),
             "requeues for expiry or resync"
         );
+    }
+
+    #[tokio::test]
+    async fn an_egress_flip_patches_the_pod_label_and_keeps_the_pod() {
+        let session = Session::test();
+        let pod = ready_pod(&session);
+        let observed = observe::Observed {
+            pod: Some(pod.clone()),
+        };
+        let first = decide::plan(
+            &session,
+            &observed,
+            &SandboxConfig::default(),
+            Timestamp::now(),
+        );
+        let mut denied = session.clone();
+        denied.status = first.status;
+        denied.spec.network.egress = crate::crd::EgressPolicy::Deny;
+        let (result, ctx) = reconcile_with(denied, |_| Scenario::Relabel {
+            pod: Box::new(pod),
+            egress: "Deny",
+        })
+        .await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(ctx.metrics.pods_created.get(), 0);
     }
 
     #[tokio::test]
