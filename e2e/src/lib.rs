@@ -35,11 +35,34 @@ fn external_operator() -> bool {
 
 /// The local cluster's sandbox settings, as `e2e/deploy/up` installs them with the chart: user
 /// namespaces on, and the process limit capped below the kubelet's `podPidsLimit` (4096).
+/// Its NetworkPolicy settings too: the Pod and Service ranges, and the host's own addresses as
+/// the node's (DNS resolvers default to the host's `/etc/resolv.conf`, which the local
+/// cluster's Pods use).
 pub fn operator_env() -> Vec<(&'static str, String)> {
     vec![
         ("KUBEXEC_USER_NAMESPACES", "true".into()),
         ("KUBEXEC_MAX_PIDS", "4032".into()),
+        ("KUBEXEC_POD_CIDRS", "10.244.0.0/24".into()),
+        ("KUBEXEC_SERVICE_CIDRS", "10.96.0.0/24".into()),
+        ("KUBEXEC_NODE_CIDRS", host_addresses().join(",")),
     ]
+}
+
+/// The host's global IPv4 addresses as /32s (`ip -4 -o addr show scope global`).
+pub fn host_addresses() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .expect("ip on PATH");
+    let mut found: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(3))
+        .filter_map(|cidr| cidr.split('/').next())
+        .map(|ip| format!("{ip}/32"))
+        .collect();
+    found.sort();
+    found.dedup();
+    found
 }
 
 /// One test's namespace, and the operator serving it.

@@ -127,3 +127,230 @@ async fn background_processes_are_refused_past_the_limit() {
         "{count} background processes started past the limit of 512"
     );
 }
+
+// ---- The network: the operator's NetworkPolicies, enforced by the local cluster's engine.
+
+/// Runs `script` with `sh -c` in `pod`'s sandbox container and returns its trimmed stdout,
+/// whatever the exit code.
+fn sh_in(ns: &TestNs, pod: &str, container: &str, script: &str) -> String {
+    let out = ns.kubectl(&["exec", pod, "-c", container, "--", "sh", "-c", script]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `open` when a TCP connection from `pod` to `ip:port` succeeds within 2 s, else `closed`.
+fn probe(ns: &TestNs, pod: &str, container: &str, ip: &str, port: u16) -> String {
+    sh_in(
+        ns,
+        pod,
+        container,
+        &format!("timeout 2 bash -c 'exec 3<>/dev/tcp/{ip}/{port}' 2>/dev/null && echo open || echo closed"),
+    )
+}
+
+/// Polls `check` once a second until it holds, for at most `seconds`: the engine programs a
+/// new Pod's rules, or a policy change, within a few seconds. Returns whether it held.
+async fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
+    for _ in 0..seconds {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    check()
+}
+
+fn pod_ip(session: &kubexec::crd::Session) -> String {
+    session
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("podIP")
+}
+
+#[tokio::test]
+async fn a_sandbox_reaches_no_other_sandbox_the_apiserver_or_the_node() {
+    let tenant_a = TestNs::new("cnt-net-a").await;
+    let tenant_b = TestNs::new("cnt-net-b").await;
+    let a = create_session(&tenant_a, "a", json!({})).await;
+    let b = create_session(&tenant_b, "b", json!({})).await;
+    let (a_pod, b_ip) = (pod_of(&a), pod_ip(&b));
+    // B serves on the preview port and on another one.
+    let servers = "nohup bun -e 'for (const port of [8080, 9090]) Bun.serve({port, fetch: () => new Response(\"b\")})' >/dev/null 2>&1 & \
+                   for i in $(seq 1 50); do curl -sf localhost:9090 >/dev/null && exit 0; sleep 0.2; done; exit 1";
+    tenant_b.sh(&pod_of(&b), servers);
+    // The host (the node) always reaches a sandbox: that is how the api reaches previews.
+    let from_host = tokio::net::TcpStream::connect(format!("{b_ip}:8080")).await;
+    assert!(
+        from_host.is_ok(),
+        "the node reaches B's preview port: {from_host:?}"
+    );
+
+    // Once A's rules are programmed, every target is closed to it.
+    let blocked = eventually(30, || {
+        probe(&tenant_a, &a_pod, "sandbox", &b_ip, 9090) == "closed"
+    })
+    .await;
+    assert!(blocked, "A kept reaching B's port 9090");
+    let targets = [
+        (b_ip.as_str(), 8080, "tenant B's preview port"),
+        (b_ip.as_str(), 9090, "another port of tenant B"),
+        ("10.96.0.1", 443, "the kubernetes Service"),
+        ("10.244.0.1", 6443, "the apiserver on the node"),
+        ("10.244.0.1", 10250, "the kubelet"),
+    ];
+    for (ip, port, what) in targets {
+        assert_eq!(
+            probe(&tenant_a, &a_pod, "sandbox", ip, port),
+            "closed",
+            "a sandbox reached {what} ({ip}:{port})"
+        );
+    }
+    for host in kubexec_e2e::host_addresses() {
+        let ip = host.trim_end_matches("/32");
+        assert_eq!(
+            probe(&tenant_a, &a_pod, "sandbox", ip, 10250),
+            "closed",
+            "a sandbox reached the kubelet on the node address {ip}"
+        );
+    }
+
+    // Ingress: a Pod that is not the api (here an ordinary Pod in tenant A's namespace) does
+    // not get into B, on the preview port or any other.
+    let intruder: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "intruder"},
+        "spec": {
+            "securityContext": {"runAsUser": 1000, "runAsNonRoot": true},
+            "containers": [{"name": "main", "image": "localhost/kubexec-sandbox:dev",
+                            "imagePullPolicy": "Never", "command": ["sleep", "infinity"]}]
+        }
+    }))
+    .expect("pod literal");
+    let pods = tenant_a.api::<k8s_openapi::api::core::v1::Pod>();
+    pods.create(&Default::default(), &intruder)
+        .await
+        .expect("create the intruder");
+    kubexec_e2e::wait_for(
+        &pods,
+        "intruder",
+        kubexec_e2e::READY_TIMEOUT,
+        "Running",
+        |p: &k8s_openapi::api::core::v1::Pod| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        },
+    )
+    .await;
+    for port in [8080, 9090] {
+        let refused = eventually(30, || {
+            probe(&tenant_a, "intruder", "main", &b_ip, port) == "closed"
+        })
+        .await;
+        assert!(refused, "a Pod other than the api reached B on port {port}");
+    }
+}
+
+#[tokio::test]
+async fn egress_deny_blocks_dns_and_flipping_to_allow_keeps_the_pod() {
+    let ns = TestNs::new("cnt-egress").await;
+    let session = create_session(&ns, "flip", json!({"network": {"egress": "Deny"}})).await;
+    let pod = pod_of(&session);
+    let pods = ns.api::<k8s_openapi::api::core::v1::Pod>();
+    let uid = pods.get(&pod).await.expect("pod").metadata.uid;
+    ns.sh(
+        &pod,
+        "nohup sleep 3600 >/dev/null 2>&1 & echo $! > /workspace/bg.pid",
+    );
+    let resolves = || {
+        sh_in(
+            &ns,
+            &pod,
+            "sandbox",
+            "getent hosts registry.npmjs.org >/dev/null && echo yes || echo no",
+        ) == "yes"
+    };
+    assert!(
+        eventually(30, || !resolves()).await,
+        "DNS resolves with egress Deny"
+    );
+    let install = "cd /workspace && timeout 60 bun -e \"import isNumber from 'is-number'; console.log(isNumber(5))\" 2>&1";
+    assert_ne!(
+        sh_in(&ns, &pod, "sandbox", install),
+        "true",
+        "Bun auto-install worked with egress Deny"
+    );
+
+    let out = ns.kubectl(&[
+        "patch",
+        "session",
+        "flip",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"network":{"egress":"Allow"}}}"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        eventually(30, resolves).await,
+        "DNS does not resolve after egress Allow"
+    );
+    assert_eq!(
+        sh_in(&ns, &pod, "sandbox", install).lines().last(),
+        Some("true")
+    );
+    // The same Pod, with its processes: the policy changed, not the sandbox.
+    assert_eq!(pods.get(&pod).await.expect("pod").metadata.uid, uid);
+    assert_eq!(
+        sh_in(
+            &ns,
+            &pod,
+            "sandbox",
+            "kill -0 $(cat /workspace/bg.pid) && echo alive"
+        ),
+        "alive"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_network_policy_comes_back() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let ns = TestNs::new("cnt-restore").await;
+    create_session(&ns, "s", json!({})).await;
+    let policies = ns.api::<NetworkPolicy>();
+    let names = [
+        "kubexec-sandbox-ingress",
+        "kubexec-sandbox-egress-deny",
+        "kubexec-sandbox-egress-allow",
+    ];
+    for name in names {
+        kubexec_e2e::wait_for(
+            &policies,
+            name,
+            kubexec_e2e::READY_TIMEOUT,
+            "created",
+            |_| true,
+        )
+        .await;
+    }
+    let before = policies
+        .get("kubexec-sandbox-egress-deny")
+        .await
+        .expect("policy")
+        .metadata
+        .uid;
+    policies
+        .delete("kubexec-sandbox-egress-deny", &Default::default())
+        .await
+        .expect("delete the policy");
+    let back = kubexec_e2e::wait_for(
+        &policies,
+        "kubexec-sandbox-egress-deny",
+        std::time::Duration::from_secs(30),
+        "recreated",
+        |p: &NetworkPolicy| p.metadata.uid != before,
+    )
+    .await;
+    assert!(back.metadata.deletion_timestamp.is_none());
+}

@@ -76,6 +76,30 @@ async fn readme_curl_returns_the_sum_through_the_in_cluster_api() {
     );
     assert_eq!(reply.json()["stdout"], "Sum: 15\n");
     assert_eq!(reply.json()["exitCode"], 0);
+
+    // The preview goes through the in-cluster api's Pod: the sandbox's ingress policy admits
+    // it on the preview port (and nothing else, see the containment suite).
+    let server = "nohup bun -e 'Bun.serve({port: 8080, fetch: () => new Response(\"preview ok\")})' >/dev/null 2>&1 & \
+                  for i in $(seq 1 50); do curl -sf localhost:8080 >/dev/null && exit 0; sleep 0.2; done; exit 1";
+    let started = http
+        .post(
+            "/execute",
+            Some(&key),
+            &json!({"sessionId": session, "command": server}),
+        )
+        .await;
+    assert_eq!(started.json()["exitCode"], 0, "{}", started.text());
+    let mut preview = http.get(&format!("/preview/{session}/"), Some(&key)).await;
+    // The engine may still be programming a new sandbox's rules for a few seconds.
+    for _ in 0..20 {
+        if preview.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        preview = http.get(&format!("/preview/{session}/"), Some(&key)).await;
+    }
+    assert_eq!(preview.status, 200, "{}", preview.text());
+    assert_eq!(preview.text(), "preview ok");
     let deleted = http
         .request(
             hyper::Method::DELETE,
