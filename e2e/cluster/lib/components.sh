@@ -14,7 +14,10 @@ setup_host_network() {
 start_containerd() {
   write_containerd_config
   write_cni_config
-  start_component containerd containerd --config "$KX_STATE/containerd/config.toml"
+  # By path: Debian's containerd may still be installed. Its own folder first on PATH too, so
+  # that the shim it resolves by name (ctr plugins inspect-runtime) is ours.
+  PATH="$KX_CONTAINERD_BIN:$PATH" start_component containerd "$KX_CONTAINERD_BIN/containerd" \
+    --config "$KX_STATE/containerd/config.toml"
   wait_until 30 "containerd socket" ctr --address "$KX_CONTAINERD_SOCK" version
 }
 
