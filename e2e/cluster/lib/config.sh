@@ -132,6 +132,13 @@ nodeStatusUpdateFrequency: 5s
 syncFrequency: 10s
 fileCheckFrequency: 10s
 shutdownGracePeriod: 0s
+featureGates:
+  ImageVolume: $KX_IMAGE_VOLUME_GATE
+# User namespaces (hostUsers: false; UserNamespacesSupport is on by default since 1.33) need
+# no host set-up: without a "kubelet" user (and getsubids), the kubelet hands each such pod
+# its own range of host IDs from 65536 up, idsPerPod at a time (110 pods fit easily).
+userNamespaces:
+  idsPerPod: 65536
 CFG
 }
 
