@@ -55,12 +55,12 @@ require_root() { [ "$(id -u)" = 0 ] || die "run as root (the cluster manages mou
 
 pid_alive() { local f="$KX_PIDS/$1.pid"; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
 
-KX_COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+KX_COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kube-router)
 
 # load_libs: sources every library the cluster scripts share.
 load_libs() {
   local lib
-  for lib in packages build-k8s build-runtime pki config processes cleanup images components; do
+  for lib in packages build-k8s build-runtime pki config processes cleanup images components netpol; do
     # shellcheck source=/dev/null
     source "$KX_CLUSTER_DIR/lib/$lib.sh"
   done

@@ -1,7 +1,7 @@
 # Debian packages the local cluster needs. Installs only what is missing, so a warm `up`
 # never touches apt. containerd and runc are not among them: they are built from their Go
 # modules (lib/build-runtime.sh); runc's seccomp support needs libseccomp-dev and pkg-config.
-KX_PACKAGES=(containernetworking-plugins umoci skopeo iptables conntrack libseccomp-dev
+KX_PACKAGES=(containernetworking-plugins umoci skopeo iptables ipset conntrack libseccomp-dev
   pkg-config debootstrap inotify-tools socat jq openssl iproute2 bc util-linux procps gcc
   libc6-dev)
 
