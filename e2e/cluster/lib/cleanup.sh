@@ -6,6 +6,7 @@ kill_leftover_processes() {
   for name in "${KX_COMPONENTS[@]}" hostpath-permissions; do stop_component "$name"; done
   # Processes of ours whose pid file was lost: our binaries, and shims serving our socket.
   pkill -KILL -f "^$KX_BIN/" 2>/dev/null || true
+  pkill -KILL -f "^$KX_CACHE/kube-router-" 2>/dev/null || true
   pkill -KILL -f "containerd-shim.*$KX_CONTAINERD_SOCK" 2>/dev/null || true
   pkill -KILL -f "containerd --config $KX_STATE/" 2>/dev/null || true
   kill_pod_processes
@@ -68,6 +69,7 @@ cleanup_node() {
   unmount_under /run/containerd
   unmount_under /run/netns
   remove_network
+  remove_kube_router_sets
   remove_host_leftovers
   restore_sysctls
 }

@@ -14,7 +14,10 @@ setup_host_network() {
 start_containerd() {
   write_containerd_config
   write_cni_config
-  start_component containerd containerd --config "$KX_STATE/containerd/config.toml"
+  # By path: Debian's containerd may still be installed. Its own folder first on PATH too, so
+  # that the shim it resolves by name (ctr plugins inspect-runtime) is ours.
+  PATH="$KX_CONTAINERD_BIN:$PATH" start_component containerd "$KX_CONTAINERD_BIN/containerd" \
+    --config "$KX_STATE/containerd/config.toml"
   wait_until 30 "containerd socket" ctr --address "$KX_CONTAINERD_SOCK" version
 }
 
@@ -44,7 +47,8 @@ start_apiserver() {
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --authorization-mode=Node,RBAC \
     --enable-admission-plugins=NodeRestriction \
-    --allow-privileged=true --profiling=false --event-ttl=1h
+    --allow-privileged=true --profiling=false --event-ttl=1h \
+    --feature-gates="ImageVolume=$KX_IMAGE_VOLUME_GATE"
   wait_until 90 "kube-apiserver /readyz" kubectl --kubeconfig "$KX_KUBECONFIG" get --raw /readyz
 }
 
@@ -58,10 +62,12 @@ start_control_loops() {
     --cluster-signing-cert-file="$KX_PKI/ca.crt" --cluster-signing-key-file="$KX_PKI/ca.key" \
     --use-service-account-credentials=true --allocate-node-cidrs=false \
     --service-cluster-ip-range="$KX_SERVICE_CIDR" --cluster-cidr="$KX_POD_CIDR" \
-    --enable-hostpath-provisioner=true --profiling=false
+    --enable-hostpath-provisioner=true --profiling=false \
+    --feature-gates="ImageVolume=$KX_IMAGE_VOLUME_GATE"
   start_component kube-scheduler kube-scheduler \
     --kubeconfig="$sc" --authentication-kubeconfig="$sc" --authorization-kubeconfig="$sc" \
-    --bind-address=127.0.0.1 --leader-elect=false --profiling=false
+    --bind-address=127.0.0.1 --leader-elect=false --profiling=false \
+    --feature-gates="ImageVolume=$KX_IMAGE_VOLUME_GATE"
   # The controller-manager's host-path provisioner makes each volume folder 0750 root, which
   # a non-root sandbox cannot write; real storage honours fsGroup instead. This watcher opens
   # the new folders up, on this local cluster only.

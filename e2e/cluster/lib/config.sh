@@ -3,36 +3,59 @@
 
 write_containerd_config() {
   mkdir -p "$KX_STATE/containerd" "$KX_STATE/cni/net.d"
+  # containerd 2.x, config version 4 (what `containerd config default` of the pinned build
+  # writes). The CRI plugin is split in two: io.containerd.cri.v1.images (image store,
+  # snapshotter, pause image) and io.containerd.cri.v1.runtime (runtimes, CNI, OOM, cgroups);
+  # io.containerd.grpc.v1.cri keeps only the streaming server. The sockets are
+  # io.containerd.server.v1.* plugins now.
   cat > "$KX_STATE/containerd/config.toml" <<CFG
-version = 2
-root = "$KX_STATE/containerd/root"
-state = "/run/containerd"
+version = 4
+root = '$KX_STATE/containerd/root'
+state = '/run/containerd'
+oom_score = 0
 
-[grpc]
-  address = "$KX_CONTAINERD_SOCK"
-[ttrpc]
-  address = "$KX_CONTAINERD_SOCK.ttrpc"
+[plugins]
+  [plugins.'io.containerd.server.v1.grpc']
+    address = '$KX_CONTAINERD_SOCK'
+  [plugins.'io.containerd.server.v1.ttrpc']
+    address = '$KX_CONTAINERD_SOCK.ttrpc'
 
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$KX_STATE/containerd/opt"
+  [plugins.'io.containerd.internal.v1.opt']
+    path = '$KX_STATE/containerd/opt'
 
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "localhost/pause:3.10"
-  # Root here lacks CAP_SYS_RESOURCE: without this, runc fails to lower oom_score_adj
-  # and every pod sandbox dies in nsexec.
-  restrict_oom_score_adj = true
-  disable_hugetlb_controller = true
-  stream_server_address = "127.0.0.1"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$KX_STATE/cni/net.d"
+  # NRI would listen on /var/run/nri/nri.sock, outside the state folder; nothing uses it.
+  [plugins.'io.containerd.nri.v1.nri']
+    disable = true
+
+  [plugins.'io.containerd.cri.v1.images']
+    snapshotter = 'overlayfs'
+    [plugins.'io.containerd.cri.v1.images'.pinned_images]
+      # Imported by up (lib/images.sh), never pulled; pinned so image GC keeps it.
+      sandbox = 'localhost/pause:3.10'
+
+  [plugins.'io.containerd.cri.v1.runtime']
+    # Root here lacks CAP_SYS_RESOURCE: without this, runc fails to lower oom_score_adj
+    # and every pod sandbox dies in nsexec.
+    restrict_oom_score_adj = true
+    disable_hugetlb_controller = true
+    tolerate_missing_hugetlb_controller = true
+    [plugins.'io.containerd.cri.v1.runtime'.containerd]
+      default_runtime_name = 'runc'
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+        runtime_type = 'io.containerd.runc.v2'
+        # Our shim by path: a shim found on PATH could be Debian's 1.6 one.
+        runtime_path = '$KX_CONTAINERD_BIN/containerd-shim-runc-v2'
+        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+          # The runc built by up (lib/build-runtime.sh), never whatever runc is on PATH.
+          BinaryName = '$KX_RUNC'
+          SystemdCgroup = false
+    [plugins.'io.containerd.cri.v1.runtime'.cni]
+      bin_dirs = ['/usr/lib/cni']
+      conf_dir = '$KX_STATE/cni/net.d'
+      max_conf_num = 1
+
+  [plugins.'io.containerd.grpc.v1.cri']
+    stream_server_address = '127.0.0.1'
 CFG
 }
 
@@ -109,6 +132,13 @@ nodeStatusUpdateFrequency: 5s
 syncFrequency: 10s
 fileCheckFrequency: 10s
 shutdownGracePeriod: 0s
+featureGates:
+  ImageVolume: $KX_IMAGE_VOLUME_GATE
+# User namespaces (hostUsers: false; UserNamespacesSupport is on by default since 1.33) need
+# no host set-up: without a "kubelet" user (and getsubids), the kubelet hands each such pod
+# its own range of host IDs from 65536 up, idsPerPod at a time (110 pods fit easily).
+userNamespaces:
+  idsPerPod: 65536
 CFG
 }
 

@@ -41,11 +41,34 @@ build_pause_image() {
   [ -f "$out" ] && return 0
   mkdir -p "$KX_IMAGES"
   local root; root=$(mktemp -d "$KX_IMAGES/.pause.XXXXXX")
+  chmod 0755 "$root"
   gcc -Os -static -o "$root/pause" "$KX_CLUSTER_DIR/lib/helpers/pause.c"
   strip "$root/pause"
   build_image_archive pause:3.10 "$root" "$out" --config.entrypoint /pause --config.user 65535:65535
   rm -rf "$root"
   log "    built pause image"
+}
+
+# A tiny image holding one static binary, /probe (lib/helpers/probe.c): the selftest mounts
+# it as an image volume and runs it. Its archive name carries a hash of the source.
+probe_image_archive() {
+  echo "$KX_IMAGES/probe-$(sha256sum "$KX_CLUSTER_DIR/lib/helpers/probe.c" | cut -c1-12).tar"
+}
+
+build_probe_image() {
+  local out; out=$(probe_image_archive)
+  [ -f "$out" ] && return 0
+  mkdir -p "$KX_IMAGES"
+  local root; root=$(mktemp -d "$KX_IMAGES/.probe.XXXXXX")
+  # The image's / is this folder (mktemp makes it 0700): mounted as an image volume, a
+  # non-root user must be able to enter it.
+  chmod 0755 "$root"
+  gcc -Os -static -o "$root/probe" "$KX_CLUSTER_DIR/lib/helpers/probe.c"
+  strip "$root/probe"
+  build_image_archive kubexec-probe:dev "$root" "$out" --config.entrypoint /probe --config.user 65532:65532
+  rm -rf "$root"
+  find "$KX_IMAGES" -maxdepth 1 -name 'probe-*.tar' ! -path "$out" -delete
+  log "    built probe image"
 }
 
 # The default sandbox image: a Debian userland (shell, coreutils, CA certificates) with Bun
@@ -100,6 +123,7 @@ build_sandbox_image() {
 
 build_base_images() {
   build_pause_image
+  build_probe_image
   build_sandbox_image
 }
 
@@ -114,5 +138,6 @@ import_once() {
 import_base_images() {
   import_once pause:3.10 "$KX_IMAGES/pause-3.10.tar"
   import_once kubexec-sandbox:dev "$(sandbox_image_archive)"
+  import_once kubexec-probe:dev "$(probe_image_archive)"
   log "    images: $(ctr --address "$KX_CONTAINERD_SOCK" -n k8s.io images ls -q | grep '^localhost/' | tr '\n' ' ')"
 }

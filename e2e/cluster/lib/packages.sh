@@ -1,7 +1,9 @@
 # Debian packages the local cluster needs. Installs only what is missing, so a warm `up`
-# never touches apt.
-KX_PACKAGES=(containerd runc containernetworking-plugins umoci skopeo iptables conntrack
-  debootstrap inotify-tools socat jq openssl iproute2 bc util-linux procps gcc libc6-dev)
+# never touches apt. containerd and runc are not among them: they are built from their Go
+# modules (lib/build-runtime.sh); runc's seccomp support needs libseccomp-dev and pkg-config.
+KX_PACKAGES=(containernetworking-plugins umoci skopeo iptables ipset conntrack libseccomp-dev
+  pkg-config debootstrap inotify-tools socat jq openssl iproute2 bc util-linux procps gcc
+  libc6-dev)
 
 install_packages() {
   local missing=() p
@@ -13,8 +15,5 @@ install_packages() {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # Debian's containerd package may start its own daemon through an init script; the
-  # cluster runs a private instance with its own socket, so a stray one is harmless but
-  # pointless.
   return 0
 }
