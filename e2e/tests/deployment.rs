@@ -100,6 +100,53 @@ async fn readme_curl_returns_the_sum_through_the_in_cluster_api() {
     }
     assert_eq!(preview.status, 200, "{}", preview.text());
     assert_eq!(preview.text(), "preview ok");
+
+    // The sandbox does not reach the api's or the operator's metrics (nor their other ports).
+    let client = Client::try_default().await.expect("kubeconfig");
+    let pods: Api<Pod> = Api::namespaced(client, RELEASE_NAMESPACE);
+    let mut targets = Vec::new();
+    for (component, port) in [("api", 8080), ("operator", 9464)] {
+        let params = kube::api::ListParams::default()
+            .labels(&format!("app.kubernetes.io/component={component}"));
+        for pod in pods.list(&params).await.expect("list pods").items {
+            if let Some(ip) = pod.status.and_then(|s| s.pod_ip) {
+                targets.push(format!("{ip}:{port}"));
+            }
+        }
+    }
+    assert!(targets.len() >= 2, "api and operator Pods: {targets:?}");
+    let probes = targets
+        .iter()
+        .map(|t| {
+            let (ip, port) = t.split_once(':').unwrap_or_default();
+            format!("timeout 2 bash -c 'exec 3<>/dev/tcp/{ip}/{port}' 2>/dev/null && echo \"open {t}\" || echo \"closed {t}\"")
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    // A new sandbox may run a few seconds before the engine has programmed its rules
+    // (docs/security.md), so the probe is repeated until every target is closed, bounded.
+    let mut stdout = String::new();
+    for _ in 0..15 {
+        let probed = http
+            .post(
+                "/execute",
+                Some(&key),
+                &json!({"sessionId": session, "command": probes}),
+            )
+            .await;
+        stdout = probed.json()["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if !stdout.contains("open") && stdout.matches("closed").count() == targets.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        !stdout.contains("open") && stdout.matches("closed").count() == targets.len(),
+        "a sandbox reached kubexec's own Pods: {stdout}"
+    );
     let deleted = http
         .request(
             hyper::Method::DELETE,

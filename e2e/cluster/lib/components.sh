@@ -12,6 +12,7 @@ setup_host_network() {
 }
 
 start_containerd() {
+  forget_other_runtime_state
   write_containerd_config
   write_cni_config
   # By path: Debian's containerd may still be installed. Its own folder first on PATH too, so
@@ -19,6 +20,22 @@ start_containerd() {
   PATH="$KX_CONTAINERD_BIN:$PATH" start_component containerd "$KX_CONTAINERD_BIN/containerd" \
     --config "$KX_STATE/containerd/config.toml"
   wait_until 30 "containerd socket" ctr --address "$KX_CONTAINERD_SOCK" version
+}
+
+# A containerd root written by another containerd version (Debian's 1.6 before this cluster
+# built its own, or an older pin) is started afresh: images it imported are not all usable by
+# the new one (an image volume of such an image fails with "not found"). Images are imported
+# again from the cache; Pods are recreated by the kubelet; volumes live elsewhere.
+forget_other_runtime_state() {
+  local dir="$KX_STATE/containerd" stamp="$KX_STATE/containerd/made-by" made_by
+  made_by=$(cat "$stamp" 2>/dev/null || true)
+  if [ -d "$dir/root" ] && [ "$made_by" != "$CONTAINERD_VERSION" ]; then
+    log "    containerd's root was made by ${made_by:-another version}; starting it afresh"
+    unmount_under "$dir/root"
+    rm -rf "$dir/root" "$dir"/imported-*
+  fi
+  mkdir -p "$dir"
+  echo "$CONTAINERD_VERSION" > "$stamp"
 }
 
 start_etcd() {
