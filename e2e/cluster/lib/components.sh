@@ -65,6 +65,7 @@ start_apiserver() {
     --authorization-mode=Node,RBAC \
     --enable-admission-plugins=NodeRestriction \
     --allow-privileged=true --profiling=false --event-ttl=1h \
+    --encryption-provider-config="$KX_PKI/encryption-config.yaml" \
     --feature-gates="ImageVolume=$KX_IMAGE_VOLUME_GATE"
   wait_until 90 "kube-apiserver /readyz" kubectl --kubeconfig "$KX_KUBECONFIG" get --raw /readyz
 }

@@ -70,4 +70,28 @@ make_pki() {
   for c in admin controller-manager scheduler kube-proxy kubelet; do
     write_kubeconfig "$KX_STATE/$c.kubeconfig" "$c"
   done
+  write_encryption_config
+}
+
+# Secrets are encrypted at rest in etcd (AES-CBC with a key made once per cluster state): env
+# values that kubexec stores in Secrets never sit in etcd as plaintext. Secrets written before
+# the key existed stay readable through the identity provider until rewritten.
+KX_ENCRYPTION_CONFIG="$KX_PKI/encryption-config.yaml"
+write_encryption_config() {
+  [ -f "$KX_ENCRYPTION_CONFIG" ] && return 0
+  local key; key=$(head -c 32 /dev/urandom | base64)
+  (umask 077; cat > "$KX_ENCRYPTION_CONFIG.tmp" <<YAML
+apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+  - resources: [secrets]
+    providers:
+      - aescbc:
+          keys:
+            - name: key1
+              secret: $key
+      - identity: {}
+YAML
+  )
+  mv "$KX_ENCRYPTION_CONFIG.tmp" "$KX_ENCRYPTION_CONFIG"
 }
