@@ -503,3 +503,85 @@ async fn env_values_are_encrypted_at_rest_in_etcd() {
         );
     }
 }
+
+/// The api serves HTTPS from a certificate and key (`--tls-cert`, `--tls-key`; the chart's
+/// `api.tls.secretName`): a request over TLS, checked against the certificate, gets its answer,
+/// and plain HTTP to the same port gets none.
+#[tokio::test]
+async fn a_tls_round_trip_through_the_api() {
+    let ns = TestNs::new("api-tls").await;
+    let dir = std::env::temp_dir().join(format!("kubexec-tls-{}", ns.name));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl on PATH");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let api = ApiServer::start(
+        &ns.name,
+        &[
+            "--tls-cert",
+            cert.to_str().expect("utf-8 path"),
+            "--tls-key",
+            key.to_str().expect("utf-8 path"),
+        ],
+    );
+    let key_text = api
+        .keys(&["create", "--tenant", &ns.name, "--tier", "free"])
+        .trim()
+        .to_string();
+    let curl = |url: String, extra: &[&str]| {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&cert)
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("curl on PATH")
+    };
+    let port = api.addr.port();
+    let health = curl(format!("https://127.0.0.1:{port}/healthz"), &[]);
+    assert!(
+        health.status.success(),
+        "{}",
+        String::from_utf8_lossy(&health.stderr)
+    );
+    // The new key reaches the api's key cache within moments.
+    let bearer = format!("Authorization: Bearer {key_text}");
+    let mut body = String::new();
+    for _ in 0..60 {
+        let listed = curl(
+            format!("https://127.0.0.1:{port}/sessions"),
+            &["-H", &bearer, "-w", "\n%{http_code}"],
+        );
+        body = String::from_utf8_lossy(&listed.stdout).into_owned();
+        if body.ends_with("\n200") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(body.ends_with("\n200"), "{body}");
+    let plain = curl(format!("http://127.0.0.1:{port}/healthz"), &[]);
+    assert!(
+        !plain.status.success(),
+        "plain HTTP was answered on the TLS port"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -94,6 +94,15 @@ pub struct ApiArgs {
     #[arg(long, env = "KUBEXEC_REQUEST_TIMEOUT", default_value_t = 420)]
     pub request_timeout: u64,
 
+    /// PEM certificate chain to serve HTTPS with (with `--tls-key`). Without both: plain HTTP,
+    /// for a cluster whose ingress or mesh terminates TLS.
+    #[arg(long, env = "KUBEXEC_API_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "KUBEXEC_API_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Where keys live and how tenants map to namespaces.
     #[command(flatten)]
     pub tenancy: TenancyArgs,

@@ -30,6 +30,7 @@ pub mod startup;
 pub mod state;
 pub mod stream;
 pub mod tiers;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;

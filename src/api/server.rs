@@ -163,12 +163,15 @@ pub fn app(state: AppState) -> Router {
 
 /// Serves [`app`] on `addr` until `shutdown` resolves, then lets in-flight requests finish
 /// (up to `drain`).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+pub async fn serve<L>(
+    listener: L,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "serving the REST API");
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();

@@ -23,6 +23,9 @@ pub enum ServeError {
     /// `--tiers-file` could not be read or was refused.
     #[error(transparent)]
     Tiers(#[from] TiersError),
+    /// `--tls-cert`/`--tls-key` could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::api::tls::TlsError),
     /// No Kubernetes client (no kubeconfig, no in-cluster service account).
     #[error("kubernetes client: {0}")]
     KubeClient(#[source] kube::Error),
@@ -74,9 +77,17 @@ pub async fn run(args: ApiArgs) -> Result<(), ServeError> {
         eprintln!("kubexec api listening on {addr}");
     }
     let shutdown = Shutdown::on_signals();
-    serve(listener, state, shutdown.wait(), DRAIN)
-        .await
-        .map_err(ServeError::Server)
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let config = crate::api::tls::server_config(cert, key)?;
+            let listener =
+                crate::api::tls::TlsListener::new(listener, config).map_err(ServeError::Server)?;
+            tracing::info!("serving HTTPS");
+            serve(listener, state, shutdown.wait(), DRAIN).await
+        }
+        _ => serve(listener, state, shutdown.wait(), DRAIN).await,
+    }
+    .map_err(ServeError::Server)
 }
 
 fn settings(args: &ApiArgs) -> Settings {
