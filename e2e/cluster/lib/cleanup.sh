@@ -9,7 +9,18 @@ kill_leftover_processes() {
   pkill -KILL -f "^$KX_CACHE/kube-router-" 2>/dev/null || true
   pkill -KILL -f "containerd-shim.*$KX_CONTAINERD_SOCK" 2>/dev/null || true
   pkill -KILL -f "containerd --config $KX_STATE/" 2>/dev/null || true
+  stop_api_relay
   kill_pod_processes
+}
+
+# The api relay of e2e/deploy/up (make up, TARGET=local) forwards to a ClusterIP of this
+# cluster, so it is useless once the cluster is down; and it inherits what its starter had
+# open, such as a flock on the shared cluster lock, which it would hold after `make test`.
+stop_api_relay() {
+  local f="$KX_HOME/deploy-local-forward.pid"
+  [ -f "$f" ] || return 0
+  kill "$(cat "$f")" 2>/dev/null || true
+  rm -f "$f"
 }
 
 # Container processes outlive a killed shim; they are found through the kubelet's cgroups.
