@@ -310,3 +310,393 @@ async fn operator_failover_mid_execution_runs_it_exactly_once() {
         .await
         .expect("cleanup");
 }
+
+/// The chart-installed operator's ServiceAccount, as the admission policies see it.
+const OPERATOR_USER: &str = "system:serviceaccount:kubexec-system:kubexec-operator";
+
+/// Runs kubectl with `input` on stdin (for `create -f -`).
+fn kubectl_with_input(args: &[&str], input: &serde_json::Value) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl on PATH (eval \"$(e2e/cluster/env)\")");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.to_string().as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("kubectl output")
+}
+
+/// `kubectl create --dry-run=server` as `user`: admitted or refused, nothing is left behind.
+fn dry_run_create(user: &str, namespace: &str, object: &serde_json::Value) -> (bool, String) {
+    let out = kubectl_with_input(
+        &[
+            "--as",
+            user,
+            "-n",
+            namespace,
+            "create",
+            "--dry-run=server",
+            "-f",
+            "-",
+        ],
+        object,
+    );
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A Pod as the operator's builder makes it (src/operator/session/build.rs), with
+/// `hostUsers: false` as `make up` turns user namespaces on.
+fn hardened_sandbox_pod(name: &str) -> serde_json::Value {
+    let container = |name: &str, read_only: bool| {
+        json!({
+            "name": name,
+            "image": "localhost/kubexec-sandbox:dev",
+            "command": ["/kubexec/bin/kubexec-runner", "init"],
+            "ports": [{"name": "preview", "containerPort": 8080, "protocol": "TCP"}],
+            "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"}],
+            "securityContext": {
+                "allowPrivilegeEscalation": false, "privileged": false,
+                "capabilities": {"drop": ["ALL"]},
+                "readOnlyRootFilesystem": read_only, "runAsNonRoot": true
+            }
+        })
+    };
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {
+            "app.kubernetes.io/managed-by": "kubexec",
+            "app.kubernetes.io/component": "sandbox",
+            "kubexec.dev/session": name
+        }},
+        "spec": {
+            "initContainers": [container("install-runner", true)],
+            "containers": [container("sandbox", false)],
+            "volumes": [{"name": "workspace", "emptyDir": {"sizeLimit": "1Gi"}}],
+            "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            "hostUsers": false,
+            "securityContext": {
+                "runAsNonRoot": true, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+                "seccompProfile": {"type": "RuntimeDefault"}
+            }
+        }
+    })
+}
+
+/// kubexec's own Pods run in a namespace that enforces Pod Security `restricted`, and the
+/// apiserver enforces it there; both components have a PodDisruptionBudget.
+#[tokio::test]
+async fn kubexec_pods_run_under_pod_security_restricted() {
+    let client = Client::try_default().await.expect("cluster");
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = namespaces.get(RELEASE_NAMESPACE).await.expect("namespace");
+    let labels = ns.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("restricted"),
+        "{labels:?}"
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
+    for component in ["operator", "api"] {
+        let params = kube::api::ListParams::default().labels(&format!(
+            "app.kubernetes.io/name=kubexec,app.kubernetes.io/component={component}"
+        ));
+        let running: Vec<_> = pods
+            .list(&params)
+            .await
+            .expect("list pods")
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .collect();
+        assert!(!running.is_empty(), "no Running {component} Pod");
+    }
+    // The label is enforced: a root Pod is refused in the install namespace.
+    let root = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "e2e-root"},
+        "spec": {"containers": [{"name": "c", "image": "localhost/kubexec-sandbox:dev"}]}
+    });
+    let out = kubectl_with_input(
+        &[
+            "-n",
+            RELEASE_NAMESPACE,
+            "create",
+            "--dry-run=server",
+            "-f",
+            "-",
+        ],
+        &root,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a root Pod was admitted");
+    assert!(stderr.contains("PodSecurity \"restricted"), "{stderr}");
+    let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(client, RELEASE_NAMESPACE);
+    for name in ["kubexec-operator", "kubexec-api"] {
+        let pdb = pdbs.get(name).await.expect("PodDisruptionBudget");
+        let max = pdb.spec.and_then(|s| s.max_unavailable);
+        assert_eq!(
+            max,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1)),
+            "{name}"
+        );
+    }
+}
+
+/// As the operator's ServiceAccount, a hardened sandbox Pod is admitted in a user's namespace,
+/// but every weakening of it, and any Pod in kube-system, is refused by the chart's policy.
+#[tokio::test]
+async fn operator_service_account_creates_only_hardened_sandboxes() {
+    // A namespace of its own, without a Pod Security label, so that only the policy refuses.
+    const NS: &str = "e2e-operator-admission";
+    for object in [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": "e2e-admission", "namespace": NS}}),
+    ] {
+        let out = kubectl_with_input(&["apply", "-f", "-"], &object);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let pod = hardened_sandbox_pod("e2e-admission");
+    let (admitted, stderr) = dry_run_create(OPERATOR_USER, NS, &pod);
+    assert!(admitted, "a hardened sandbox was refused: {stderr}");
+
+    // Each weakening, and (a fragment of) the policy's message for it. Pods sharing the
+    // host's namespaces or privileged ones also leave the user namespace, which Pod validation
+    // requires.
+    type Weaken = fn(&mut serde_json::Value);
+    let weakened: Vec<(&str, &str, Weaken)> = vec![
+        ("privileged", "not be privileged", |p| {
+            p["spec"]["containers"][0]["securityContext"] =
+                json!({"privileged": true, "capabilities": {"drop": ["ALL"]}});
+            p["spec"]["hostUsers"] = json!(null);
+        }),
+        (
+            "capability added",
+            "drop ALL capabilities and add none",
+            |p| {
+                p["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] =
+                    json!(["SYS_ADMIN"]);
+            },
+        ),
+        (
+            "init container may escalate",
+            "allowPrivilegeEscalation: false",
+            |p| {
+                p["spec"]["initContainers"][0]["securityContext"]["allowPrivilegeEscalation"] =
+                    json!(true);
+            },
+        ),
+        ("root", "must run as non-root", |p| {
+            p["spec"]["securityContext"]["runAsUser"] = json!(0);
+            p["spec"]["securityContext"]["runAsNonRoot"] = json!(false);
+            p["spec"]["containers"][0]["securityContext"]["runAsNonRoot"] = json!(false);
+            p["spec"]["initContainers"][0]["securityContext"]["runAsNonRoot"] = json!(false);
+        }),
+        ("hostPath", "no hostPath", |p| {
+            p["spec"]["volumes"][0] = json!({"name": "workspace", "hostPath": {"path": "/"}});
+        }),
+        ("hostNetwork", "no host namespace", |p| {
+            p["spec"]["hostNetwork"] = json!(true);
+            p["spec"]["hostUsers"] = json!(null);
+        }),
+        ("hostPID", "no host namespace", |p| {
+            p["spec"]["hostPID"] = json!(true);
+            p["spec"]["hostUsers"] = json!(null);
+        }),
+        ("hostPort", "no hostPort", |p| {
+            p["spec"]["containers"][0]["ports"][0]["hostPort"] = json!(8080);
+        }),
+        ("token", "kubexec admission", |p| {
+            p["spec"]["automountServiceAccountToken"] = json!(true);
+        }),
+        ("service account", "the default ServiceAccount", |p| {
+            p["spec"]["serviceAccountName"] = json!("e2e-admission");
+        }),
+        ("host users", "user namespace of its own", |p| {
+            p["spec"]["hostUsers"] = json!(true);
+        }),
+        ("not a sandbox", "only kubexec sandbox Pods", |p| {
+            p["metadata"]["labels"]["app.kubernetes.io/component"] = json!("other");
+        }),
+    ];
+    for (what, message, weaken) in weakened {
+        let mut pod = hardened_sandbox_pod("e2e-admission");
+        weaken(&mut pod);
+        let (admitted, stderr) = dry_run_create(OPERATOR_USER, NS, &pod);
+        assert!(!admitted, "{what}: admitted");
+        assert!(
+            stderr.contains("kubexec-operator-pods") && stderr.contains(message),
+            "{what}: {stderr}"
+        );
+    }
+
+    // The hardened Pod itself, in kube-system or the install namespace.
+    for namespace in ["kube-system", RELEASE_NAMESPACE] {
+        let (admitted, stderr) = dry_run_create(OPERATOR_USER, namespace, &pod);
+        assert!(!admitted, "{namespace}: admitted");
+        assert!(
+            stderr.contains(&format!("may not create Pods in namespace {namespace}"))
+                // Once the operator's RBAC no longer reaches the namespace, RBAC refuses first.
+                || stderr.contains("cannot create resource \"pods\""),
+            "{namespace}: {stderr}"
+        );
+    }
+    let _ = kubectl(&["delete", "namespace", NS, "--wait=false"]);
+}
+
+/// A user who may create Sessions and Executions but not read a Secret cannot have the
+/// operator read it for them: env from it is refused at admission, for Executions (valueFrom
+/// and envFrom) and Sessions. Env from a Secret they may get, or no Secret env, is admitted,
+/// and the api's own env Secrets keep working.
+#[tokio::test]
+async fn env_only_from_secrets_the_creator_may_get() {
+    const USER: &str = "e2e-deputy-user";
+    let apply = |object: serde_json::Value| {
+        let out = kubectl_with_input(&["-n", TENANT_NAMESPACE, "apply", "-f", "-"], &object);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for secret in ["e2e-deputy-hidden", "e2e-deputy-readable"] {
+        apply(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret},
+            "stringData": {"TOKEN": "e2e-deputy-value"}
+        }));
+    }
+    apply(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "e2e-deputy"},
+        "rules": [
+            {"apiGroups": ["kubexec.dev"], "resources": ["sessions", "executions"],
+             "verbs": ["get", "list", "create"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
+             "resourceNames": ["e2e-deputy-readable"]}
+        ]
+    }));
+    apply(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "e2e-deputy"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "e2e-deputy"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": USER}]
+    }));
+
+    let execution = |env: serde_json::Value, env_from: Option<&str>| {
+        let mut spec = json!({"sessionRef": {"name": "e2e-deputy"}, "command": "env", "env": env});
+        if let Some(secret) = env_from {
+            spec["envFrom"] = json!({"secretRef": {"name": secret}});
+        }
+        json!({"apiVersion": "kubexec.dev/v1alpha1", "kind": "Execution",
+               "metadata": {"name": "e2e-deputy"}, "spec": spec})
+    };
+    let session = |env: serde_json::Value| {
+        json!({"apiVersion": "kubexec.dev/v1alpha1", "kind": "Session",
+               "metadata": {"name": "e2e-deputy"}, "spec": {"env": env}})
+    };
+    let from = |secret: &str| json!([{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "TOKEN"}}}]);
+    let refused = [
+        (
+            "execution valueFrom",
+            execution(from("e2e-deputy-hidden"), None),
+        ),
+        (
+            "execution envFrom",
+            execution(json!([]), Some("e2e-deputy-hidden")),
+        ),
+        ("session valueFrom", session(from("e2e-deputy-hidden"))),
+    ];
+    for (what, object) in refused {
+        let (admitted, stderr) = dry_run_create(USER, TENANT_NAMESPACE, &object);
+        assert!(!admitted, "{what}: admitted");
+        assert!(
+            stderr.contains("kubexec-secret-references")
+                && stderr.contains(&format!(
+                    "{USER} may not get every one of secret(s) e2e-deputy-hidden in namespace {TENANT_NAMESPACE}"
+                )),
+            "{what}: {stderr}"
+        );
+        assert!(!stderr.contains("e2e-deputy-value"), "{what}: {stderr}");
+    }
+    let admitted = [
+        ("execution without env", execution(json!([]), None)),
+        (
+            "execution with a literal",
+            execution(json!([{"name": "A", "value": "b"}]), None),
+        ),
+        (
+            "execution from a readable Secret",
+            execution(from("e2e-deputy-readable"), Some("e2e-deputy-readable")),
+        ),
+        ("session without env", session(json!([]))),
+        (
+            "session from a readable Secret",
+            session(from("e2e-deputy-readable")),
+        ),
+    ];
+    for (what, object) in admitted {
+        let (ok, stderr) = dry_run_create(USER, TENANT_NAMESPACE, &object);
+        assert!(ok, "{what}: refused: {stderr}");
+    }
+    for object in [
+        "rolebinding/e2e-deputy",
+        "role/e2e-deputy",
+        "secret/e2e-deputy-hidden",
+        "secret/e2e-deputy-readable",
+    ] {
+        let _ = kubectl(&["-n", TENANT_NAMESPACE, "delete", object, "--wait=false"]);
+    }
+
+    // The api keeps request env in Secrets it creates and may read: still admitted.
+    let (http, key) = deployed();
+    let created = http
+        .post("/sessions/create", Some(&key), &json!({"ttl": 300}))
+        .await;
+    assert!(created.status.is_success(), "{}", created.text());
+    let session_id = created.json()["sessionId"]
+        .as_str()
+        .expect("sessionId")
+        .to_string();
+    let executed = http
+        .post(
+            "/execute",
+            Some(&key),
+            &json!({"sessionId": session_id, "command": "echo \"$GREETING\"", "env": {"GREETING": "from a Secret"}}),
+        )
+        .await;
+    assert!(executed.status.is_success(), "{}", executed.text());
+    assert_eq!(
+        executed.json()["stdout"],
+        "from a Secret\n",
+        "{}",
+        executed.text()
+    );
+    let _ = http
+        .request(
+            hyper::Method::DELETE,
+            &format!("/sessions/{session_id}"),
+            Some(&key),
+            &[],
+            Vec::new(),
+        )
+        .await;
+}
