@@ -3,6 +3,7 @@
 //! and a LimitRange from its tier.
 
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::{Api, ResourceExt};
 use kubexec_e2e::{api::keys_command, kubectl, TestNs};
 
@@ -125,6 +126,26 @@ async fn a_new_tenant_namespace_has_guardrails() {
     let max = item.max.unwrap_or_default();
     assert_eq!(max.get("memory").map(|q| q.0.as_str()), Some("1Gi"));
     assert_eq!(max.get("cpu").map(|q| q.0.as_str()), Some("1"));
+
+    // The api may work here, and only through this binding.
+    let bindings: Api<RoleBinding> = Api::namespaced(ns.client.clone(), &tenant);
+    let binding = bindings
+        .get("kubexec-api")
+        .await
+        .expect("the api's RoleBinding");
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    assert_eq!(binding.role_ref.name, "kubexec-api-tenant");
+    let subject = binding
+        .subjects
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .expect("a subject");
+    assert_eq!(
+        (subject.kind.as_str(), subject.name.as_str()),
+        ("ServiceAccount", "kubexec-api")
+    );
+    assert_eq!(subject.namespace.as_deref(), Some(ns.name.as_str()));
 
     // A privileged Pod is refused in the tenant namespace by Pod Security.
     let pod = serde_json::json!({

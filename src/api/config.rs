@@ -180,6 +180,18 @@ pub enum KeysCommand {
         /// limits come from its tier.
         #[arg(long, env = "KUBEXEC_TIERS_FILE")]
         tiers_file: Option<PathBuf>,
+        /// The api's ServiceAccount, in the keys namespace: bound to `--api-role` in the tenant
+        /// namespace, the only place the api may write.
+        #[arg(
+            long,
+            env = "KUBEXEC_API_SERVICE_ACCOUNT",
+            default_value = "kubexec-api"
+        )]
+        api_service_account: String,
+        /// The ClusterRole of the api's work in a tenant namespace (the chart's
+        /// `<release>-api-tenant`).
+        #[arg(long, env = "KUBEXEC_API_ROLE", default_value = "kubexec-api-tenant")]
+        api_role: String,
     },
     /// Lists keys (ids, tenants and tiers; never the keys themselves).
     List {

@@ -3,9 +3,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::core::v1::{
-        LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
-        Secret,
+    api::{
+        core::v1::{
+            LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota,
+            ResourceQuotaSpec, Secret,
+        },
+        rbac::v1::{RoleBinding, RoleRef, Subject},
     },
     apimachinery::pkg::api::resource::Quantity,
 };
@@ -109,7 +112,17 @@ pub async fn run(args: KeysArgs) -> Result<(), KeysError> {
             tenant,
             tier,
             tiers_file,
-        } => create(&client, &args.tenancy, &tenant, tier, tiers_file.as_deref()).await,
+            api_service_account,
+            api_role,
+        } => {
+            let api = ApiBinding {
+                service_account: api_service_account,
+                namespace: args.tenancy.keys_namespace.clone(),
+                role: api_role,
+            };
+            let tiers_file = tiers_file.as_deref();
+            create(&client, &args.tenancy, &tenant, tier, tiers_file, &api).await
+        }
         KeysCommand::List { tenant } => list(&client, &args.tenancy, tenant.as_deref()).await,
         KeysCommand::Revoke { id } => revoke(&client, &args.tenancy, &id).await,
     }
@@ -199,6 +212,43 @@ pub fn tenant_limit_range(namespace: &str, limits: &TierLimits) -> LimitRange {
     }
 }
 
+/// Who the api is, for its RoleBinding in a tenant namespace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiBinding {
+    /// The api's ServiceAccount.
+    pub service_account: String,
+    /// Its namespace (the keys namespace).
+    pub namespace: String,
+    /// The ClusterRole of the api's work in a tenant namespace.
+    pub role: String,
+}
+
+/// Name of the api's RoleBinding in a tenant namespace.
+pub const API_BINDING_NAME: &str = "kubexec-api";
+
+/// The RoleBinding that lets the api work in one tenant namespace, and nowhere else.
+pub fn api_role_binding(namespace: &str, api: &ApiBinding) -> RoleBinding {
+    RoleBinding {
+        metadata: ObjectMeta {
+            name: Some(API_BINDING_NAME.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(namespace_labels(None)),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_string(),
+            kind: "ClusterRole".to_string(),
+            name: api.role.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_string(),
+            name: api.service_account.clone(),
+            namespace: Some(api.namespace.clone()),
+            api_group: None,
+        }]),
+    }
+}
+
 /// The namespace, if it exists.
 async fn namespace_state(client: &Client, name: &str) -> Result<Option<Namespace>, KeysError> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -272,7 +322,7 @@ where
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     match api.create(&PostParams::default(), object).await {
         Ok(_) => {
-            eprintln!("created {what} {GUARDRAIL_NAME} in {namespace}");
+            eprintln!("created {what} {} in {namespace}", object.name_any());
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
@@ -290,6 +340,7 @@ async fn create(
     tenant: &str,
     tier: Tier,
     tiers_file: Option<&std::path::Path>,
+    api: &ApiBinding,
 ) -> Result<(), KeysError> {
     tenancy.check_tenant(tenant)?;
     tenancy.check_not_reserved(tenant)?;
@@ -323,6 +374,13 @@ async fn create(
         &namespace,
         &tenant_limit_range(&namespace, limits),
         "LimitRange",
+    )
+    .await?;
+    create_if_missing(
+        client,
+        &namespace,
+        &api_role_binding(&namespace, api),
+        "RoleBinding",
     )
     .await?;
     let (id, key) = generate_key()?;
@@ -447,6 +505,25 @@ mod tests {
         assert!(!made_by_kubexec(&ns));
         ns.metadata.labels = Some(labels);
         assert!(made_by_kubexec(&ns));
+    }
+
+    #[test]
+    fn the_api_is_bound_in_the_tenant_namespace_only() {
+        let api = ApiBinding {
+            service_account: "kubexec-api".into(),
+            namespace: "kubexec-system".into(),
+            role: "kubexec-api-tenant".into(),
+        };
+        let binding = api_role_binding("kubexec-acme", &api);
+        assert_eq!(binding.metadata.namespace.as_deref(), Some("kubexec-acme"));
+        assert_eq!(binding.metadata.name.as_deref(), Some(API_BINDING_NAME));
+        assert_eq!(binding.role_ref.kind, "ClusterRole");
+        assert_eq!(binding.role_ref.name, "kubexec-api-tenant");
+        let subjects = binding.subjects.unwrap_or_default();
+        assert_eq!(subjects.len(), 1);
+        assert_eq!(subjects[0].kind, "ServiceAccount");
+        assert_eq!(subjects[0].name, "kubexec-api");
+        assert_eq!(subjects[0].namespace.as_deref(), Some("kubexec-system"));
     }
 
     #[test]
