@@ -5,6 +5,7 @@
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::{Api, ResourceExt};
+use kubexec::crd::quantity::Quantity;
 use kubexec_e2e::{api::keys_command, kubectl, TestNs};
 
 fn stderr_of(out: &std::process::Output) -> String {
@@ -107,14 +108,28 @@ async fn a_new_tenant_namespace_has_guardrails() {
     let quotas: Api<ResourceQuota> = Api::namespaced(ns.client.clone(), &tenant);
     let quota = quotas.get("kubexec-tenant").await.expect("quota");
     let hard = quota.spec.and_then(|s| s.hard).unwrap_or_default();
-    let hard = |name: &str| hard.get(name).map(|q| q.0.clone()).unwrap_or_default();
+    // The apiserver stores quantities in canonical form ("1000" reads back as "1k").
+    let hard = |name: &str| hard.get(name).and_then(|q| Quantity::parse(&q.0).ok());
+    let q = |text: &str| Quantity::parse(text).ok();
     // The free tier: 5 sessions.
-    assert_eq!(hard("pods"), "20");
-    assert_eq!(hard("persistentvolumeclaims"), "20");
-    assert_eq!(hard("requests.storage"), "50Gi");
-    assert_eq!(hard("count/sessions.kubexec.dev"), "20");
-    assert_eq!(hard("count/executions.kubexec.dev"), "1000");
-    assert_eq!(hard("count/secrets"), "1020");
+    assert_eq!(hard("pods"), q("20"), "pods");
+    assert_eq!(
+        hard("persistentvolumeclaims"),
+        q("20"),
+        "persistentvolumeclaims"
+    );
+    assert_eq!(hard("requests.storage"), q("50Gi"), "requests.storage");
+    assert_eq!(
+        hard("count/sessions.kubexec.dev"),
+        q("20"),
+        "count/sessions.kubexec.dev"
+    );
+    assert_eq!(
+        hard("count/executions.kubexec.dev"),
+        q("1000"),
+        "count/executions.kubexec.dev"
+    );
+    assert_eq!(hard("count/secrets"), q("1020"), "count/secrets");
 
     let ranges: Api<LimitRange> = Api::namespaced(ns.client.clone(), &tenant);
     let range = ranges.get("kubexec-tenant").await.expect("limit range");
@@ -124,8 +139,9 @@ async fn a_new_tenant_namespace_has_guardrails() {
         .expect("one limit");
     assert_eq!(item.type_, "Container");
     let max = item.max.unwrap_or_default();
-    assert_eq!(max.get("memory").map(|q| q.0.as_str()), Some("1Gi"));
-    assert_eq!(max.get("cpu").map(|q| q.0.as_str()), Some("1"));
+    let max = |name: &str| max.get(name).and_then(|v| Quantity::parse(&v.0).ok());
+    assert_eq!(max("memory"), q("1024Mi"));
+    assert_eq!(max("cpu"), q("1"));
 
     // The api may work here, and only through this binding.
     let bindings: Api<RoleBinding> = Api::namespaced(ns.client.clone(), &tenant);
@@ -178,7 +194,7 @@ async fn a_new_tenant_namespace_has_guardrails() {
             .spec
             .and_then(|s| s.hard)
             .and_then(|h| h.get("pods").cloned())
-            .map(|q| q.0),
-        Some("20".to_string())
+            .and_then(|v| Quantity::parse(&v.0).ok()),
+        q("20")
     );
 }
