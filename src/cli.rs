@@ -164,7 +164,7 @@ mod tests {
         ])
         .expect("parses");
         let Command::Keys(api::KeysArgs {
-            command: api::config::KeysCommand::Create { tenant, tier },
+            command: api::config::KeysCommand::Create { tenant, tier, .. },
             tenancy,
         }) = cli.command
         else {

@@ -2,7 +2,10 @@
 //! `kubexec keys create`, and a small HTTP client (plain and Server-Sent Events).
 //!
 //! The api serves the test's namespaces with an empty `--namespace-prefix`, so a tenant is a
-//! namespace name, and keeps its key Secrets in the test's namespace (deleted with it).
+//! namespace name, and keeps its key Secrets in a namespace of its own, `<test namespace>-keys`
+//! (deleted with the api): `keys create` refuses a tenant whose namespace holds the keys. A test
+//! namespace becomes a tenant by carrying kubexec's mark (`create_key` puts it on), as
+//! `keys create` refuses namespaces kubexec did not make.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -33,14 +36,30 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Starts an api whose keys live in `keys_namespace`; extra flags are appended.
-    pub fn start(keys_namespace: &str, extra: &[&str]) -> ApiServer {
+    /// Starts an api for the test namespace `ns`, its keys in `<ns>-keys`; extra flags are
+    /// appended.
+    pub fn start(ns: &str, extra: &[&str]) -> ApiServer {
+        let keys_namespace = &format!("{ns}-keys");
+        let made = crate::kubectl(&["create", "namespace", keys_namespace]);
+        assert!(
+            made.status.success()
+                || String::from_utf8_lossy(&made.stderr).contains("AlreadyExists"),
+            "create {keys_namespace}: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let _ = crate::kubectl(&[
+            "label",
+            "namespace",
+            keys_namespace,
+            "kubexec.dev/e2e=true",
+            "--overwrite",
+        ]);
         let logs = repo_root().join("target/e2e-logs");
         let _ = std::fs::create_dir_all(&logs);
         let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(logs.join(format!("{keys_namespace}-api.log")))
+            .open(logs.join(format!("{ns}-api.log")))
             .expect("api log file");
         let mut child = Command::new(kubexec_binary())
             .args([
@@ -92,19 +111,14 @@ impl ApiServer {
         Http { addr: self.addr }
     }
 
+    /// The namespace of this api's key Secrets.
+    pub fn keys_namespace(&self) -> &str {
+        &self.keys_namespace
+    }
+
     /// Runs `kubexec keys <args>` against this api's keys namespace; returns stdout.
     pub fn keys(&self, args: &[&str]) -> String {
-        let output = Command::new(kubexec_binary())
-            .arg("keys")
-            .args(args)
-            .args([
-                "--keys-namespace",
-                &self.keys_namespace,
-                "--namespace-prefix",
-                "",
-            ])
-            .output()
-            .expect("kubexec keys");
+        let output = keys_command(&self.keys_namespace, "", args);
         assert!(
             output.status.success(),
             "keys {args:?}: {}",
@@ -116,6 +130,7 @@ impl ApiServer {
     /// Creates a key for `tenant` (a namespace) with `kubexec keys create`, and waits until the
     /// api accepts it.
     pub async fn create_key(&self, tenant: &str, tier: &str) -> String {
+        mark_as_tenant(tenant);
         let output = Command::new(kubexec_binary())
             .args([
                 "keys",
@@ -159,7 +174,41 @@ impl Drop for ApiServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::env::var_os("KUBEXEC_E2E_KEEP").is_none() {
+            let _ = crate::kubectl(&["delete", "namespace", &self.keys_namespace, "--wait=false"]);
+        }
     }
+}
+
+/// Runs `kubexec keys <args> --keys-namespace <keys_namespace> --namespace-prefix <prefix>`.
+pub fn keys_command(keys_namespace: &str, prefix: &str, args: &[&str]) -> std::process::Output {
+    Command::new(kubexec_binary())
+        .arg("keys")
+        .args(args)
+        .args([
+            "--keys-namespace",
+            keys_namespace,
+            "--namespace-prefix",
+            prefix,
+        ])
+        .output()
+        .expect("kubexec keys")
+}
+
+/// Marks a test namespace as made by kubexec, so that `keys create` accepts it as a tenant.
+pub fn mark_as_tenant(ns: &str) {
+    let out = crate::kubectl(&[
+        "label",
+        "namespace",
+        ns,
+        "app.kubernetes.io/managed-by=kubexec",
+        "--overwrite",
+    ]);
+    assert!(
+        out.status.success(),
+        "label {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A response.

@@ -42,6 +42,45 @@ impl TenancyArgs {
         }
         Ok(())
     }
+
+    /// Refuses tenants whose namespace is one kubexec or Kubernetes keeps for itself: the keys
+    /// namespace (the install namespace in the chart), `kubexec-system`, `default` and `kube-*`.
+    /// Existing namespaces that kubexec did not make are refused by `keys create`, which can
+    /// look them up.
+    pub fn check_not_reserved(&self, tenant: &str) -> Result<(), ReservedTenant> {
+        let namespace = self.namespace_of(tenant);
+        let why = if namespace == self.keys_namespace {
+            Some("the namespace of the API keys")
+        } else if namespace == DEFAULT_KEYS_NAMESPACE {
+            Some("kubexec's install namespace")
+        } else if namespace == "default" {
+            Some("the default namespace")
+        } else if namespace.starts_with("kube-") {
+            Some("a Kubernetes system namespace")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Err(ReservedTenant {
+                tenant: tenant.to_string(),
+                namespace,
+                why,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why a tenant name is refused although it is a valid namespace name.
+#[derive(Debug, thiserror::Error)]
+#[error("tenant {tenant:?}: its namespace {namespace:?} is reserved ({why}); choose another tenant name")]
+pub struct ReservedTenant {
+    /// The tenant name.
+    pub tenant: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// What the namespace is.
+    pub why: &'static str,
 }
 
 /// A tenant name that cannot name a namespace.
@@ -146,6 +185,22 @@ pub enum KeysCommand {
         /// free, paid or enterprise.
         #[arg(long, default_value = "free")]
         tier: Tier,
+        /// YAML file overriding tier limits, as the api's: a new tenant namespace's quota and
+        /// limits come from its tier.
+        #[arg(long, env = "KUBEXEC_TIERS_FILE")]
+        tiers_file: Option<PathBuf>,
+        /// The api's ServiceAccount, in the keys namespace: bound to `--api-role` in the tenant
+        /// namespace, the only place the api may write.
+        #[arg(
+            long,
+            env = "KUBEXEC_API_SERVICE_ACCOUNT",
+            default_value = "kubexec-api"
+        )]
+        api_service_account: String,
+        /// The ClusterRole of the api's work in a tenant namespace (the chart's
+        /// `<release>-api-tenant`).
+        #[arg(long, env = "KUBEXEC_API_ROLE", default_value = "kubexec-api-tenant")]
+        api_role: String,
     },
     /// Lists keys (ids, tenants and tiers; never the keys themselves).
     List {
@@ -187,5 +242,45 @@ mod tests {
         assert!(tenancy.check_tenant(&"a".repeat(60)).is_err());
         assert!(is_dns_label("ses-abc1"));
         assert!(!is_dns_label("-x") && !is_dns_label("a/b") && !is_dns_label("a.b"));
+    }
+
+    #[test]
+    fn reserved_tenants_are_refused() {
+        let tenancy = TenancyArgs {
+            keys_namespace: DEFAULT_KEYS_NAMESPACE.into(),
+            namespace_prefix: DEFAULT_NAMESPACE_PREFIX.into(),
+        };
+        let refused = |tenancy: &TenancyArgs, tenant: &str| {
+            tenancy
+                .check_not_reserved(tenant)
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(
+            refused(&tenancy, "system").as_deref(),
+            Some("tenant \"system\": its namespace \"kubexec-system\" is reserved (the namespace of the API keys); choose another tenant name")
+        );
+        assert_eq!(refused(&tenancy, "acme"), None);
+        assert_eq!(
+            refused(&tenancy, "kube-system"),
+            None,
+            "kubexec-kube-system is fine"
+        );
+        let bare = TenancyArgs {
+            keys_namespace: "keys".into(),
+            namespace_prefix: String::new(),
+        };
+        for (tenant, why) in [
+            ("keys", "the namespace of the API keys"),
+            ("kubexec-system", "kubexec's install namespace"),
+            ("default", "the default namespace"),
+            ("kube-system", "a Kubernetes system namespace"),
+            ("kube-public", "a Kubernetes system namespace"),
+            ("kube-node-lease", "a Kubernetes system namespace"),
+        ] {
+            let message = refused(&bare, tenant).unwrap_or_default();
+            assert!(message.contains(why), "{tenant}: {message}");
+        }
+        assert_eq!(refused(&bare, "acme"), None);
     }
 }

@@ -2,16 +2,26 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::{
-    api::{DeleteParams, ListParams, ObjectMeta, PostParams},
-    Api, Client, ResourceExt,
+use k8s_openapi::{
+    api::{
+        core::v1::{
+            LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota,
+            ResourceQuotaSpec, Secret,
+        },
+        rbac::v1::{RoleBinding, RoleRef, Subject},
+    },
+    apimachinery::pkg::api::resource::Quantity,
 };
+use kube::{
+    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+    Api, Client, Resource, ResourceExt,
+};
+use serde::{de::DeserializeOwned, Serialize};
 
 use super::{
-    config::{InvalidTenant, KeysArgs, KeysCommand, TenancyArgs},
+    config::{InvalidTenant, KeysArgs, KeysCommand, ReservedTenant, TenancyArgs},
     keys::{self, generate_key, key_secret, NoRandomness, KEY_SELECTOR, SECRET_PREFIX},
-    tiers::Tier,
+    tiers::{Tier, TierLimits, Tiers, TiersError},
 };
 use crate::crd::labels;
 
@@ -24,6 +34,35 @@ pub enum KeysError {
     /// The tenant cannot name a namespace.
     #[error(transparent)]
     Tenant(#[from] InvalidTenant),
+    /// The tenant's namespace is reserved.
+    #[error(transparent)]
+    Reserved(#[from] ReservedTenant),
+    /// The tenant's namespace exists and kubexec did not make it.
+    #[error("tenant {tenant:?}: namespace {namespace:?} exists and kubexec did not make it (no label {label}={value}); choose another tenant name")]
+    NotOurs {
+        /// The tenant.
+        tenant: String,
+        /// Its namespace.
+        namespace: String,
+        /// The label kubexec marks its namespaces with.
+        label: &'static str,
+        /// Its value.
+        value: &'static str,
+    },
+    /// The tiers file could not be read.
+    #[error(transparent)]
+    Tiers(#[from] TiersError),
+    /// Creating or updating a guardrail of the tenant namespace failed.
+    #[error("tenant namespace {namespace}: {what}: {source}")]
+    Guardrail {
+        /// The namespace.
+        namespace: String,
+        /// What was being written.
+        what: &'static str,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
     /// No random bytes for the key.
     #[error(transparent)]
     Random(#[from] NoRandomness),
@@ -69,40 +108,185 @@ pub enum KeysError {
 pub async fn run(args: KeysArgs) -> Result<(), KeysError> {
     let client = Client::try_default().await.map_err(KeysError::KubeClient)?;
     match args.command {
-        KeysCommand::Create { tenant, tier } => create(&client, &args.tenancy, &tenant, tier).await,
+        KeysCommand::Create {
+            tenant,
+            tier,
+            tiers_file,
+            api_service_account,
+            api_role,
+        } => {
+            let api = ApiBinding {
+                service_account: api_service_account,
+                namespace: args.tenancy.keys_namespace.clone(),
+                role: api_role,
+            };
+            let tiers_file = tiers_file.as_deref();
+            create(&client, &args.tenancy, &tenant, tier, tiers_file, &api).await
+        }
         KeysCommand::List { tenant } => list(&client, &args.tenancy, tenant.as_deref()).await,
         KeysCommand::Revoke { id } => revoke(&client, &args.tenancy, &id).await,
     }
 }
 
-async fn ensure_namespace(
-    client: &Client,
-    name: &str,
-    tenant: Option<&str>,
-) -> Result<(), KeysError> {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    if namespaces
-        .get_opt(name)
-        .await
-        .map_err(|source| KeysError::GetNamespace {
-            name: name.to_string(),
-            source,
-        })?
-        .is_some()
-    {
-        return Ok(());
-    }
+/// Name of the ResourceQuota and LimitRange of a tenant namespace.
+pub const GUARDRAIL_NAME: &str = "kubexec-tenant";
+/// The Pod Security Admission label that enforces a level on a namespace.
+pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+/// The level tenant namespaces enforce: sandbox Pods are non-root, drop every capability,
+/// never escalate, run under RuntimeDefault seccomp and mount no host path.
+pub const POD_SECURITY_LEVEL: &str = "restricted";
+
+/// True when kubexec made this namespace (it carries `app.kubernetes.io/managed-by: kubexec`).
+pub fn made_by_kubexec(namespace: &Namespace) -> bool {
+    namespace
+        .labels()
+        .get(labels::MANAGED_BY)
+        .map(String::as_str)
+        == Some(labels::MANAGED_BY_VALUE)
+}
+
+/// The labels of a namespace kubexec makes: kubexec's mark, the tenant, and for a tenant
+/// namespace the Pod Security `restricted` level (enforced, audited, warned).
+pub fn namespace_labels(tenant: Option<&str>) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([(
         labels::MANAGED_BY.to_string(),
         labels::MANAGED_BY_VALUE.to_string(),
     )]);
     if let Some(tenant) = tenant {
         labels.insert(keys::TENANT_LABEL.to_string(), tenant.to_string());
+        labels.extend(pod_security_labels());
+    }
+    labels
+}
+
+fn pod_security_labels() -> BTreeMap<String, String> {
+    ["enforce", "audit", "warn"]
+        .into_iter()
+        .map(|mode| {
+            (
+                format!("pod-security.kubernetes.io/{mode}"),
+                POD_SECURITY_LEVEL.to_string(),
+            )
+        })
+        .collect()
+}
+
+fn quantities(map: BTreeMap<String, String>) -> BTreeMap<String, Quantity> {
+    map.into_iter().map(|(k, v)| (k, Quantity(v))).collect()
+}
+
+fn guardrail_meta(namespace: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(GUARDRAIL_NAME.to_string()),
+        namespace: Some(namespace.to_string()),
+        labels: Some(namespace_labels(None)),
+        ..Default::default()
+    }
+}
+
+/// The ResourceQuota of a tenant namespace: Pods, claims, storage and object counts of its tier.
+pub fn tenant_quota(namespace: &str, limits: &TierLimits) -> ResourceQuota {
+    ResourceQuota {
+        metadata: guardrail_meta(namespace),
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(quantities(limits.tenant_quota())),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The LimitRange of a tenant namespace: no container above one session of its tier, and a
+/// container that sets no limits gets those.
+pub fn tenant_limit_range(namespace: &str, limits: &TierLimits) -> LimitRange {
+    LimitRange {
+        metadata: guardrail_meta(namespace),
+        spec: Some(LimitRangeSpec {
+            limits: vec![LimitRangeItem {
+                type_: "Container".to_string(),
+                max: Some(quantities(limits.container_max())),
+                default: Some(quantities(limits.container_max())),
+                ..Default::default()
+            }],
+        }),
+    }
+}
+
+/// Who the api is, for its RoleBinding in a tenant namespace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiBinding {
+    /// The api's ServiceAccount.
+    pub service_account: String,
+    /// Its namespace (the keys namespace).
+    pub namespace: String,
+    /// The ClusterRole of the api's work in a tenant namespace.
+    pub role: String,
+}
+
+/// Name of the api's RoleBinding in a tenant namespace.
+pub const API_BINDING_NAME: &str = "kubexec-api";
+
+/// The RoleBinding that lets the api work in one tenant namespace, and nowhere else.
+pub fn api_role_binding(namespace: &str, api: &ApiBinding) -> RoleBinding {
+    RoleBinding {
+        metadata: ObjectMeta {
+            name: Some(API_BINDING_NAME.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(namespace_labels(None)),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_string(),
+            kind: "ClusterRole".to_string(),
+            name: api.role.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_string(),
+            name: api.service_account.clone(),
+            namespace: Some(api.namespace.clone()),
+            api_group: None,
+        }]),
+    }
+}
+
+/// The namespace, if it exists.
+async fn namespace_state(client: &Client, name: &str) -> Result<Option<Namespace>, KeysError> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .get_opt(name)
+        .await
+        .map_err(|source| KeysError::GetNamespace {
+            name: name.to_string(),
+            source,
+        })
+}
+
+/// Makes a namespace unless it exists. An existing tenant namespace that enforces no Pod
+/// Security level gets kubexec's; one that enforces a level keeps it.
+async fn ensure_namespace(
+    client: &Client,
+    name: &str,
+    tenant: Option<&str>,
+) -> Result<(), KeysError> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    if let Some(existing) = namespace_state(client, name).await? {
+        if tenant.is_some() && !existing.labels().contains_key(POD_SECURITY_ENFORCE) {
+            let patch = serde_json::json!({"metadata": {"labels": pod_security_labels()}});
+            namespaces
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|source| KeysError::Guardrail {
+                    namespace: name.to_string(),
+                    what: "label Pod Security",
+                    source,
+                })?;
+        }
+        return Ok(());
     }
     let namespace = Namespace {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
-            labels: Some(labels),
+            labels: Some(namespace_labels(tenant)),
             ..Default::default()
         },
         ..Default::default()
@@ -120,15 +304,85 @@ async fn ensure_namespace(
     }
 }
 
+/// Creates an object unless one of its name exists: an admin's later changes are kept.
+async fn create_if_missing<K>(
+    client: &Client,
+    namespace: &str,
+    object: &K,
+    what: &'static str,
+) -> Result<(), KeysError>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    match api.create(&PostParams::default(), object).await {
+        Ok(_) => {
+            eprintln!("created {what} {} in {namespace}", object.name_any());
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(source) => Err(KeysError::Guardrail {
+            namespace: namespace.to_string(),
+            what,
+            source,
+        }),
+    }
+}
+
 async fn create(
     client: &Client,
     tenancy: &TenancyArgs,
     tenant: &str,
     tier: Tier,
+    tiers_file: Option<&std::path::Path>,
+    api: &ApiBinding,
 ) -> Result<(), KeysError> {
     tenancy.check_tenant(tenant)?;
+    tenancy.check_not_reserved(tenant)?;
+    let tiers = match tiers_file {
+        Some(path) => Tiers::from_file(path)?,
+        None => Tiers::default(),
+    };
+    let namespace = tenancy.namespace_of(tenant);
+    if let Some(existing) = namespace_state(client, &namespace).await? {
+        if !made_by_kubexec(&existing) {
+            return Err(KeysError::NotOurs {
+                tenant: tenant.to_string(),
+                namespace,
+                label: labels::MANAGED_BY,
+                value: labels::MANAGED_BY_VALUE,
+            });
+        }
+    }
     ensure_namespace(client, &tenancy.keys_namespace, None).await?;
-    ensure_namespace(client, &tenancy.namespace_of(tenant), Some(tenant)).await?;
+    ensure_namespace(client, &namespace, Some(tenant)).await?;
+    let limits = tiers.get(tier);
+    create_if_missing(
+        client,
+        &namespace,
+        &tenant_quota(&namespace, limits),
+        "ResourceQuota",
+    )
+    .await?;
+    create_if_missing(
+        client,
+        &namespace,
+        &tenant_limit_range(&namespace, limits),
+        "LimitRange",
+    )
+    .await?;
+    create_if_missing(
+        client,
+        &namespace,
+        &api_role_binding(&namespace, api),
+        "RoleBinding",
+    )
+    .await?;
     let (id, key) = generate_key()?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &tenancy.keys_namespace);
     secrets
@@ -136,8 +390,7 @@ async fn create(
         .await
         .map_err(KeysError::CreateSecret)?;
     eprintln!(
-        "created key {id} for tenant {tenant} ({tier} tier, namespace {}); it is shown only once:",
-        tenancy.namespace_of(tenant)
+        "created key {id} for tenant {tenant} ({tier} tier, namespace {namespace}); it is shown only once:"
     );
     println!("{key}");
     Ok(())
@@ -223,5 +476,77 @@ mod tests {
             KeysError::NoSuchKey("ab12".into()).to_string(),
             "no key ab12"
         );
+        let not_ours = KeysError::NotOurs {
+            tenant: "web".into(),
+            namespace: "kubexec-web".into(),
+            label: labels::MANAGED_BY,
+            value: labels::MANAGED_BY_VALUE,
+        };
+        assert_eq!(
+            not_ours.to_string(),
+            "tenant \"web\": namespace \"kubexec-web\" exists and kubexec did not make it (no label app.kubernetes.io/managed-by=kubexec); choose another tenant name"
+        );
+    }
+
+    #[test]
+    fn tenant_namespaces_enforce_restricted() {
+        let labels = namespace_labels(Some("acme"));
+        assert_eq!(labels[POD_SECURITY_ENFORCE], "restricted");
+        assert_eq!(labels["pod-security.kubernetes.io/warn"], "restricted");
+        assert_eq!(labels[keys::TENANT_LABEL], "acme");
+        assert_eq!(labels[labels::MANAGED_BY], "kubexec");
+        let keys_ns = namespace_labels(None);
+        assert_eq!(
+            keys_ns.len(),
+            1,
+            "the keys namespace is only marked: {keys_ns:?}"
+        );
+        let mut ns = Namespace::default();
+        assert!(!made_by_kubexec(&ns));
+        ns.metadata.labels = Some(labels);
+        assert!(made_by_kubexec(&ns));
+    }
+
+    #[test]
+    fn the_api_is_bound_in_the_tenant_namespace_only() {
+        let api = ApiBinding {
+            service_account: "kubexec-api".into(),
+            namespace: "kubexec-system".into(),
+            role: "kubexec-api-tenant".into(),
+        };
+        let binding = api_role_binding("kubexec-acme", &api);
+        assert_eq!(binding.metadata.namespace.as_deref(), Some("kubexec-acme"));
+        assert_eq!(binding.metadata.name.as_deref(), Some(API_BINDING_NAME));
+        assert_eq!(binding.role_ref.kind, "ClusterRole");
+        assert_eq!(binding.role_ref.name, "kubexec-api-tenant");
+        let subjects = binding.subjects.unwrap_or_default();
+        assert_eq!(subjects.len(), 1);
+        assert_eq!(subjects[0].kind, "ServiceAccount");
+        assert_eq!(subjects[0].name, "kubexec-api");
+        assert_eq!(subjects[0].namespace.as_deref(), Some("kubexec-system"));
+    }
+
+    #[test]
+    fn guardrails_follow_the_tier() {
+        let free = TierLimits::free();
+        let quota = tenant_quota("kubexec-acme", &free);
+        assert_eq!(quota.metadata.name.as_deref(), Some(GUARDRAIL_NAME));
+        assert_eq!(quota.metadata.namespace.as_deref(), Some("kubexec-acme"));
+        let hard = quota.spec.and_then(|s| s.hard).unwrap_or_default();
+        assert_eq!(hard.get("pods"), Some(&Quantity("20".into())));
+        assert_eq!(
+            hard.get("count/executions.kubexec.dev"),
+            Some(&Quantity("1000".into()))
+        );
+        let range = tenant_limit_range("kubexec-acme", &free);
+        let item = range
+            .spec
+            .and_then(|s| s.limits.into_iter().next())
+            .unwrap_or_default();
+        assert_eq!(item.type_, "Container");
+        let max = item.max.unwrap_or_default();
+        assert_eq!(max.get("memory"), Some(&Quantity("1024Mi".into())));
+        assert_eq!(max.get("cpu"), Some(&Quantity("1000m".into())));
+        assert_eq!(item.default.unwrap_or_default(), max);
     }
 }

@@ -126,6 +126,51 @@ impl TierLimits {
         }
     }
 
+    /// Most Sessions, Pods and workspace claims a tenant namespace may hold: twice the
+    /// concurrent sessions (a deleted session's Pod counts until it is gone, and room for a
+    /// warm pool) plus 10.
+    pub fn namespace_objects(&self) -> usize {
+        self.max_sessions.saturating_mul(2).saturating_add(10)
+    }
+
+    /// The `hard` limits of a tenant namespace's ResourceQuota. Executions (kept an hour after
+    /// they finish) and Secrets (env of executions and sessions) get 100 per concurrent
+    /// session, at least 1000; workspace storage 10Gi per concurrent session.
+    pub fn tenant_quota(&self) -> BTreeMap<String, String> {
+        let objects = self.namespace_objects();
+        let executions = self.max_sessions.saturating_mul(100).max(1000);
+        BTreeMap::from([
+            ("pods".to_string(), objects.to_string()),
+            ("persistentvolumeclaims".to_string(), objects.to_string()),
+            (
+                "requests.storage".to_string(),
+                format!("{}Gi", self.max_sessions.saturating_mul(10)),
+            ),
+            (
+                "count/sessions.kubexec.dev".to_string(),
+                objects.to_string(),
+            ),
+            (
+                "count/executions.kubexec.dev".to_string(),
+                executions.to_string(),
+            ),
+            (
+                "count/secrets".to_string(),
+                executions.saturating_add(objects).to_string(),
+            ),
+        ])
+    }
+
+    /// The most CPU and memory of one container in a tenant namespace (its LimitRange): one
+    /// session of this tier.
+    pub fn container_max(&self) -> BTreeMap<String, String> {
+        let millis = (self.cpu * 1000.0).round().max(1.0) as u64;
+        BTreeMap::from([
+            ("cpu".to_string(), format!("{millis}m")),
+            ("memory".to_string(), format!("{}Mi", self.memory_mb)),
+        ])
+    }
+
     /// The paid tier of the hosted API.
     pub fn paid() -> Self {
         Self {
@@ -382,6 +427,39 @@ mod tests {
                 .is_err_and(|e| e.starts_with("reading /nonexistent/tiers.yaml: ")),
             "{read:?}"
         );
+    }
+
+    #[test]
+    fn tenant_quota_comes_from_the_tier() {
+        let quota = TierLimits::free().tenant_quota();
+        let expected: BTreeMap<String, String> = [
+            ("pods", "20"),
+            ("persistentvolumeclaims", "20"),
+            ("requests.storage", "50Gi"),
+            ("count/sessions.kubexec.dev", "20"),
+            ("count/executions.kubexec.dev", "1000"),
+            ("count/secrets", "1020"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(quota, expected);
+        let paid = TierLimits::paid().tenant_quota();
+        assert_eq!(paid["pods"], "110");
+        assert_eq!(paid["count/executions.kubexec.dev"], "5000");
+        assert_eq!(paid["requests.storage"], "500Gi");
+        assert_eq!(
+            TierLimits::free().container_max(),
+            BTreeMap::from([
+                ("cpu".to_string(), "1000m".to_string()),
+                ("memory".to_string(), "1024Mi".to_string()),
+            ])
+        );
+        let tiny = TierLimits {
+            cpu: 0.25,
+            ..TierLimits::free()
+        };
+        assert_eq!(tiny.container_max()["cpu"], "250m");
     }
 
     #[test]
