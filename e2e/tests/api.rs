@@ -543,6 +543,7 @@ async fn a_tls_round_trip_through_the_api() {
             key.to_str().expect("utf-8 path"),
         ],
     );
+    kubexec_e2e::api::mark_as_tenant(&ns.name);
     let key_text = api
         .keys(&["create", "--tenant", &ns.name, "--tier", "free"])
         .trim()
