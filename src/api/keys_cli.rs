@@ -334,6 +334,37 @@ where
     }
 }
 
+/// True once the quota controller has counted every resource the quota limits: until then the
+/// apiserver refuses new objects of those resources ("status unknown for quota").
+pub fn quota_is_counted(quota: &ResourceQuota) -> bool {
+    let hard = quota.spec.as_ref().and_then(|s| s.hard.as_ref());
+    let used = quota.status.as_ref().and_then(|s| s.used.as_ref());
+    match (hard, used) {
+        (Some(hard), Some(used)) => hard.keys().all(|k| used.contains_key(k)),
+        (None, _) => true,
+        (Some(_), None) => false,
+    }
+}
+
+/// Waits (at most two minutes) until the tenant's quota is counted, so that the tenant can
+/// create Sessions as soon as its key is printed. A quota on a kind the controller has not
+/// discovered yet (CRDs installed moments ago) takes up to its discovery period.
+async fn wait_for_quota(client: &Client, namespace: &str) {
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), namespace);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        match quotas.get_opt(GUARDRAIL_NAME).await {
+            Ok(Some(quota)) if !quota_is_counted(&quota) => {}
+            _ => return,
+        }
+        if std::time::Instant::now() > deadline {
+            eprintln!("warning: the quota of {namespace} is not counted yet; new Sessions are refused until it is");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 async fn create(
     client: &Client,
     tenancy: &TenancyArgs,
@@ -383,6 +414,7 @@ async fn create(
         "RoleBinding",
     )
     .await?;
+    wait_for_quota(client, &namespace).await;
     let (id, key) = generate_key()?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &tenancy.keys_namespace);
     secrets
@@ -524,6 +556,32 @@ mod tests {
         assert_eq!(subjects[0].kind, "ServiceAccount");
         assert_eq!(subjects[0].name, "kubexec-api");
         assert_eq!(subjects[0].namespace.as_deref(), Some("kubexec-system"));
+    }
+
+    #[test]
+    fn a_quota_is_counted_when_every_limit_has_a_use() {
+        let mut quota = tenant_quota("kubexec-acme", &TierLimits::free());
+        assert!(!quota_is_counted(&quota));
+        let mut used: BTreeMap<String, Quantity> = quota
+            .spec
+            .as_ref()
+            .and_then(|s| s.hard.clone())
+            .unwrap_or_default()
+            .into_keys()
+            .map(|k| (k, Quantity("0".into())))
+            .collect();
+        used.remove("pods");
+        quota.status = Some(k8s_openapi::api::core::v1::ResourceQuotaStatus {
+            hard: None,
+            used: Some(used.clone()),
+        });
+        assert!(!quota_is_counted(&quota), "pods not counted yet");
+        used.insert("pods".into(), Quantity("0".into()));
+        quota.status = Some(k8s_openapi::api::core::v1::ResourceQuotaStatus {
+            hard: None,
+            used: Some(used),
+        });
+        assert!(quota_is_counted(&quota));
     }
 
     #[test]
