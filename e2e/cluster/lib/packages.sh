@@ -2,7 +2,7 @@
 # never touches apt. containerd and runc are not among them: they are built from their Go
 # modules (lib/build-runtime.sh); runc's seccomp support needs libseccomp-dev and pkg-config.
 KX_PACKAGES=(containernetworking-plugins umoci skopeo iptables ipset conntrack libseccomp-dev
-  pkg-config debootstrap inotify-tools socat jq openssl iproute2 bc util-linux procps gcc
+  pkg-config debootstrap inotify-tools socat jq openssl curl iproute2 bc util-linux procps gcc
   libc6-dev)
 
 install_packages() {
