@@ -522,7 +522,7 @@ fn running_requeue(session: &Session, draft: &Draft) -> Duration {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use super::*;
     use crate::crd::{labels, EgressPolicy, SessionSpec, WorkspaceSpec};
     use crate::operator::session::build::build_pod;
@@ -537,8 +537,7 @@ pub(super) mod tests {
         Timestamp::from_second(T0 + secs).expect("valid")
     }
 
-    /// A Session `demo` in `ns` created at T0, with its spec as `f` leaves it.
-    pub(in crate::operator::session) fn session(f: impl FnOnce(&mut SessionSpec)) -> Session {
+    fn session(f: impl FnOnce(&mut SessionSpec)) -> Session {
         let mut spec = SessionSpec {
             ttl_seconds: 3600,
             ..SessionSpec::default()

@@ -77,8 +77,19 @@ fn spec_hash_of(pod: &Pod) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{labels, EgressPolicy};
-    use crate::operator::session::decide::tests::session;
+    use crate::crd::{labels, EgressPolicy, SessionSpec};
+
+    fn session(f: impl FnOnce(&mut SessionSpec)) -> Session {
+        let mut spec = SessionSpec {
+            ttl_seconds: 3600,
+            ..SessionSpec::default()
+        };
+        f(&mut spec);
+        let mut s = Session::new("demo", spec);
+        s.metadata.namespace = Some("ns".into());
+        s.metadata.uid = Some("uid-1".into());
+        s
+    }
 
     #[test]
     fn it_is_the_built_pod_with_its_spec_hash() {
