@@ -467,6 +467,8 @@ async fn operator_service_account_creates_only_hardened_sandboxes() {
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
                "metadata": {"name": "e2e-admission", "namespace": NS}}),
+        // Enabled for sandboxes, so that RBAC lets the operator in and the policy decides.
+        operator_binding(NS),
     ] {
         let out = kubectl_with_input(&["apply", "-f", "-"], &object);
         assert!(
@@ -715,10 +717,8 @@ fn can_i(account: &str, args: &[&str]) -> bool {
 }
 
 /// Least privilege: no kubexec ServiceAccount lists or watches Secrets in kube-system or
-/// cluster-wide; the api also cannot get them there, nor make Pods or exec in kube-system. The
-/// operator's known gaps (docs/security.md): it serves every namespace that holds Sessions, so
-/// its `get secrets`, `create pods` and `pods/exec` are cluster-wide; they are pinned here so a
-/// change to them is seen.
+/// cluster-wide, gets them there, makes Pods or execs in kube-system. The operator works only
+/// in namespaces enabled for sandboxes (here the demo tenant's, by `kubexec keys create`).
 #[tokio::test]
 async fn service_accounts_hold_least_privilege() {
     let mut refused = Vec::new();
@@ -729,24 +729,26 @@ async fn service_accounts_hold_least_privilege() {
             vec!["list", "secrets", "--all-namespaces"],
             vec!["watch", "secrets", "--all-namespaces"],
         ];
+        asks.push(vec!["create", "pods", "-n", "kube-system"]);
+        asks.push(vec![
+            "create",
+            "pods",
+            "--subresource=exec",
+            "-n",
+            "kube-system",
+        ]);
+        asks.push(vec![
+            "get",
+            "pods",
+            "--subresource=exec",
+            "-n",
+            "kube-system",
+        ]);
+        asks.push(vec!["get", "secrets", "-n", "kube-system"]);
+        asks.push(vec!["get", "secrets", "--all-namespaces"]);
+        asks.push(vec!["create", "pods", "--all-namespaces"]);
+        asks.push(vec!["create", "pods", "-n", "default"]);
         if account == "kubexec-api" {
-            asks.push(vec!["create", "pods", "-n", "kube-system"]);
-            asks.push(vec![
-                "create",
-                "pods",
-                "--subresource=exec",
-                "-n",
-                "kube-system",
-            ]);
-            asks.push(vec!["get", "secrets", "-n", "kube-system"]);
-            asks.push(vec!["get", "secrets", "--all-namespaces"]);
-            asks.push(vec![
-                "get",
-                "pods",
-                "--subresource=exec",
-                "-n",
-                "kube-system",
-            ]);
             asks.push(vec!["create", "sessions.kubexec.dev", "-n", "kube-system"]);
             asks.push(vec!["create", "secrets", "-n", "default"]);
         }
@@ -797,19 +799,126 @@ async fn service_accounts_hold_least_privilege() {
             "the operator may {ask:?}"
         );
     }
-    // Known gaps (docs/security.md): the operator works wherever Sessions live.
-    // (`kubectl auth can-i` names a subresource with --subresource, not as `pods/exec`.)
+    // The operator: sandboxes, exec and env Secrets in the enabled tenant namespace.
     for ask in [
-        ["get", "secrets", "--subresource="],
         ["create", "pods", "--subresource="],
         ["create", "pods", "--subresource=exec"],
+        ["get", "secrets", "--subresource="],
     ] {
         assert!(
             can_i(
                 "kubexec-operator",
-                &[&ask[..], &["-n", "kube-system"]].concat()
+                &[&ask[..], &["-n", TENANT_NAMESPACE]].concat()
             ),
-            "the operator's {ask:?} changed: update docs/security.md"
+            "the operator may not {ask:?} in {TENANT_NAMESPACE}"
         );
     }
+}
+
+/// The RoleBinding that enables `namespace` for sandboxes (what `kubexec keys create` makes in a
+/// tenant namespace, and the chart's `operator.sandboxNamespaces` elsewhere).
+fn operator_binding(namespace: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "kubexec-operator", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "kubexec-operator-sandboxes"},
+        "subjects": [{"kind": "ServiceAccount", "name": "kubexec-operator",
+                      "namespace": RELEASE_NAMESPACE}],
+    })
+}
+
+fn ready_reason(session: &kubexec::crd::Session) -> Option<String> {
+    let status = session.status.as_ref()?;
+    kubexec::crd::find_condition(&status.conditions, "Ready").map(|c| c.reason.clone())
+}
+
+/// A Session in a namespace that is not enabled for sandboxes gets no Pod: it stays Pending
+/// with reason NamespaceNotEnabled, a Warning Event, and the command that enables the
+/// namespace. Running that very command makes it Ready.
+#[tokio::test]
+async fn a_namespace_not_enabled_gets_no_sandbox_until_it_is() {
+    let ns = format!(
+        "e2e-not-enabled-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default()
+    );
+    let session = json!({
+        "apiVersion": "kubexec.dev/v1alpha1", "kind": "Session",
+        "metadata": {"name": "probe", "namespace": ns},
+        "spec": {"ttlSeconds": 600},
+    });
+    for object in [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        session,
+    ] {
+        let out = kubectl_with_input(&["apply", "-f", "-"], &object);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let client = Client::try_default().await.expect("cluster");
+    let sessions: Api<kubexec::crd::Session> = Api::namespaced(client.clone(), &ns);
+    let refused = wait_for(
+        &sessions,
+        "probe",
+        Duration::from_secs(60),
+        "reason NamespaceNotEnabled",
+        |s| ready_reason(s).as_deref() == Some("NamespaceNotEnabled"),
+    )
+    .await;
+    let status = refused.status.expect("status");
+    assert_eq!(status.phase, Some(kubexec::crd::SessionPhase::Pending));
+    let message = status.message.unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        pods.list(&Default::default())
+            .await
+            .expect("pods")
+            .items
+            .is_empty(),
+        "a sandbox started in a namespace that is not enabled"
+    );
+    let events = kubectl(&[
+        "-n",
+        &ns,
+        "get",
+        "events",
+        "--field-selector",
+        "reason=NamespaceNotEnabled",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        !String::from_utf8_lossy(&events.stdout).trim().is_empty(),
+        "no NamespaceNotEnabled Event"
+    );
+
+    // The status names the fix; run it as written.
+    let command = message
+        .split_once("Enable it with: ")
+        .map(|(_, c)| c.trim().to_string())
+        .unwrap_or_else(|| panic!("no command in {message:?}"));
+    let args: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(args.first(), Some(&"kubectl"), "{command}");
+    let out = kubectl(&args[1..]);
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        &sessions,
+        "probe",
+        Duration::from_secs(180),
+        "Ready once enabled",
+        |s| ready_reason(s).as_deref() == Some("PodReady"),
+    )
+    .await;
+    let _ = kubectl(&["delete", "namespace", &ns, "--wait=false"]);
 }

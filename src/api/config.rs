@@ -201,6 +201,22 @@ pub enum KeysCommand {
         /// `<release>-api-tenant`).
         #[arg(long, env = "KUBEXEC_API_ROLE", default_value = "kubexec-api-tenant")]
         api_role: String,
+        /// The operator's ServiceAccount, in the keys namespace: bound to `--operator-role` in
+        /// the tenant namespace, so that it may run sandboxes there (and only where it is bound).
+        #[arg(
+            long,
+            env = "KUBEXEC_OPERATOR_SERVICE_ACCOUNT",
+            default_value = "kubexec-operator"
+        )]
+        operator_service_account: String,
+        /// The ClusterRole of the operator's work in a sandbox namespace (the chart's
+        /// `<release>-operator-sandboxes`).
+        #[arg(
+            long,
+            env = "KUBEXEC_OPERATOR_ROLE",
+            default_value = "kubexec-operator-sandboxes"
+        )]
+        operator_role: String,
     },
     /// Lists keys (ids, tenants and tiers; never the keys themselves).
     List {

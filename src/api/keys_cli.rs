@@ -114,14 +114,25 @@ pub async fn run(args: KeysArgs) -> Result<(), KeysError> {
             tiers_file,
             api_service_account,
             api_role,
+            operator_service_account,
+            operator_role,
         } => {
-            let api = ApiBinding {
-                service_account: api_service_account,
-                namespace: args.tenancy.keys_namespace.clone(),
-                role: api_role,
-            };
+            let bindings = [
+                ServiceAccountBinding {
+                    name: API_BINDING_NAME,
+                    service_account: api_service_account,
+                    namespace: args.tenancy.keys_namespace.clone(),
+                    role: api_role,
+                },
+                ServiceAccountBinding {
+                    name: OPERATOR_BINDING_NAME,
+                    service_account: operator_service_account,
+                    namespace: args.tenancy.keys_namespace.clone(),
+                    role: operator_role,
+                },
+            ];
             let tiers_file = tiers_file.as_deref();
-            create(&client, &args.tenancy, &tenant, tier, tiers_file, &api).await
+            create(&client, &args.tenancy, &tenant, tier, tiers_file, &bindings).await
         }
         KeysCommand::List { tenant } => list(&client, &args.tenancy, tenant.as_deref()).await,
         KeysCommand::Revoke { id } => revoke(&client, &args.tenancy, &id).await,
@@ -212,25 +223,30 @@ pub fn tenant_limit_range(namespace: &str, limits: &TierLimits) -> LimitRange {
     }
 }
 
-/// Who the api is, for its RoleBinding in a tenant namespace.
+/// A kubexec ServiceAccount bound to the ClusterRole of its work in a tenant namespace.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ApiBinding {
-    /// The api's ServiceAccount.
+pub struct ServiceAccountBinding {
+    /// Name of the RoleBinding.
+    pub name: &'static str,
+    /// The ServiceAccount.
     pub service_account: String,
-    /// Its namespace (the keys namespace).
+    /// Its namespace (the keys namespace, which is the install namespace).
     pub namespace: String,
-    /// The ClusterRole of the api's work in a tenant namespace.
+    /// The ClusterRole bound.
     pub role: String,
 }
 
 /// Name of the api's RoleBinding in a tenant namespace.
 pub const API_BINDING_NAME: &str = "kubexec-api";
+/// Name of the operator's RoleBinding in a tenant namespace (the one the chart's
+/// `operator.sandboxNamespaces` makes too).
+pub const OPERATOR_BINDING_NAME: &str = "kubexec-operator";
 
-/// The RoleBinding that lets the api work in one tenant namespace, and nowhere else.
-pub fn api_role_binding(namespace: &str, api: &ApiBinding) -> RoleBinding {
+/// The RoleBinding that lets one ServiceAccount work in one tenant namespace, and nowhere else.
+pub fn role_binding(namespace: &str, binding: &ServiceAccountBinding) -> RoleBinding {
     RoleBinding {
         metadata: ObjectMeta {
-            name: Some(API_BINDING_NAME.to_string()),
+            name: Some(binding.name.to_string()),
             namespace: Some(namespace.to_string()),
             labels: Some(namespace_labels(None)),
             ..Default::default()
@@ -238,12 +254,12 @@ pub fn api_role_binding(namespace: &str, api: &ApiBinding) -> RoleBinding {
         role_ref: RoleRef {
             api_group: "rbac.authorization.k8s.io".to_string(),
             kind: "ClusterRole".to_string(),
-            name: api.role.clone(),
+            name: binding.role.clone(),
         },
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".to_string(),
-            name: api.service_account.clone(),
-            namespace: Some(api.namespace.clone()),
+            name: binding.service_account.clone(),
+            namespace: Some(binding.namespace.clone()),
             api_group: None,
         }]),
     }
@@ -371,7 +387,7 @@ async fn create(
     tenant: &str,
     tier: Tier,
     tiers_file: Option<&std::path::Path>,
-    api: &ApiBinding,
+    bindings: &[ServiceAccountBinding],
 ) -> Result<(), KeysError> {
     tenancy.check_tenant(tenant)?;
     tenancy.check_not_reserved(tenant)?;
@@ -407,13 +423,15 @@ async fn create(
         "LimitRange",
     )
     .await?;
-    create_if_missing(
-        client,
-        &namespace,
-        &api_role_binding(&namespace, api),
-        "RoleBinding",
-    )
-    .await?;
+    for binding in bindings {
+        create_if_missing(
+            client,
+            &namespace,
+            &role_binding(&namespace, binding),
+            "RoleBinding",
+        )
+        .await?;
+    }
     wait_for_quota(client, &namespace).await;
     let (id, key) = generate_key()?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &tenancy.keys_namespace);
@@ -541,12 +559,13 @@ mod tests {
 
     #[test]
     fn the_api_is_bound_in_the_tenant_namespace_only() {
-        let api = ApiBinding {
+        let api = ServiceAccountBinding {
+            name: API_BINDING_NAME,
             service_account: "kubexec-api".into(),
             namespace: "kubexec-system".into(),
             role: "kubexec-api-tenant".into(),
         };
-        let binding = api_role_binding("kubexec-acme", &api);
+        let binding = role_binding("kubexec-acme", &api);
         assert_eq!(binding.metadata.namespace.as_deref(), Some("kubexec-acme"));
         assert_eq!(binding.metadata.name.as_deref(), Some(API_BINDING_NAME));
         assert_eq!(binding.role_ref.kind, "ClusterRole");

@@ -93,6 +93,8 @@ pub mod conditions {
     pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
     /// `Ready` reason: the Session is being deleted.
     pub const REASON_TERMINATING: &str = "Terminating";
+    /// `Ready` reason: the operator may not run sandboxes in the Session's namespace.
+    pub const REASON_NAMESPACE_NOT_ENABLED: &str = "NamespaceNotEnabled";
 }
 
 /// Builds the next version of a condition, keeping `lastTransitionTime` when the status did not

@@ -105,6 +105,20 @@ pub struct OperatorArgs {
     #[arg(long, env = "KUBEXEC_LEASE_DURATION", default_value_t = 15)]
     pub lease_duration_seconds: u64,
 
+    /// The ClusterRole bound in each namespace that runs sandboxes (the chart's
+    /// `<release>-operator-sandboxes`). Named in the status of a Session whose namespace is not
+    /// enabled, with the command that enables it.
+    #[arg(
+        long,
+        env = "KUBEXEC_SANDBOX_ROLE",
+        default_value = "kubexec-operator-sandboxes"
+    )]
+    pub sandbox_role: String,
+
+    /// This operator's ServiceAccount, in `--lease-namespace`. Named in that command too.
+    #[arg(long, env = "KUBEXEC_SERVICE_ACCOUNT", default_value = "kubexec-operator")]
+    pub service_account: String,
+
     /// The sandboxes' NetworkPolicies (boxed: many strings, read once).
     #[command(flatten)]
     pub network: Box<NetworkArgs>,
@@ -148,7 +162,40 @@ impl OperatorArgs {
             max_pids: self.max_pids,
             request_ratio: self.request_ratio,
             user_namespaces: self.user_namespaces,
+            enablement: Enablement {
+                role: self.sandbox_role.clone(),
+                service_account: format!("{}:{}", self.lease_namespace, self.service_account),
+            },
         })
+    }
+}
+
+/// How a namespace is enabled for sandboxes: a RoleBinding of the operator's namespaced role
+/// to its ServiceAccount there (docs/security.md, "Sandbox namespaces").
+#[derive(Clone, Debug, PartialEq)]
+pub struct Enablement {
+    /// The ClusterRole to bind.
+    pub role: String,
+    /// The operator's ServiceAccount as `namespace:name`.
+    pub service_account: String,
+}
+
+impl Enablement {
+    /// The `kubectl` command that enables `namespace`.
+    pub fn command(&self, namespace: &str) -> String {
+        format!(
+            "kubectl create rolebinding kubexec-operator -n {namespace} --clusterrole={} --serviceaccount={}",
+            self.role, self.service_account
+        )
+    }
+}
+
+impl Default for Enablement {
+    fn default() -> Self {
+        Self {
+            role: "kubexec-operator-sandboxes".into(),
+            service_account: "kubexec-system:kubexec-operator".into(),
+        }
     }
 }
 
@@ -173,6 +220,8 @@ pub struct SandboxConfig {
     pub request_ratio: f64,
     /// Sandbox Pods get `hostUsers: false`.
     pub user_namespaces: bool,
+    /// How a namespace is enabled for sandboxes, for the status of one that is not.
+    pub enablement: Enablement,
 }
 
 impl Default for SandboxConfig {
@@ -187,6 +236,7 @@ impl Default for SandboxConfig {
             max_pids: 32768,
             request_ratio: 0.1,
             user_namespaces: false,
+            enablement: Enablement::default(),
         }
     }
 }

@@ -71,6 +71,19 @@ impl Error {
         matches!(self, Error::InvalidSpec(_) | Error::MissingField(_))
     }
 
+    /// True when the apiserver refused the call (403): RBAC does not reach the namespace.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, Error::Kube { source: kube::Error::Api(status), .. } if status.code == 403)
+    }
+
+    /// What was being done, for a kube error.
+    pub fn action(&self) -> Option<&'static str> {
+        match self {
+            Error::Kube { action, .. } => Some(action),
+            _ => None,
+        }
+    }
+
     /// Wraps a client error with what was being done.
     pub fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Error {
         move |source| Error::Kube { action, source }

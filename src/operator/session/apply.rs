@@ -23,7 +23,8 @@ fn delete_params(uid: Option<String>) -> DeleteParams {
     }
 }
 
-/// Creates or deletes the sandbox Pod (and ensures the workspace claim before a create).
+/// Creates or deletes the sandbox Pod (and ensures the namespace's NetworkPolicies and the
+/// workspace claim before a create).
 /// Already-exists on create and not-found on delete count as done: the next watch event
 /// reconciles again with fresh state.
 pub async fn pod_action(
@@ -36,6 +37,9 @@ pub async fn pod_action(
     match action {
         PodAction::Keep => Ok(()),
         PodAction::Create { pod, claim } => {
+            // Fail closed: the namespace's NetworkPolicies exist before any sandbox Pod does
+            // (a no-op apply when they are already in place; nothing when policies are off).
+            crate::operator::netpol::apply_policies(ctx, namespace.to_string()).await?;
             if let Some(claim) = claim {
                 let claims: Api<PersistentVolumeClaim> =
                     Api::namespaced(ctx.client.clone(), namespace);
@@ -130,6 +134,12 @@ impl SessionEvent {
                 EventType::Warning,
                 "InvalidSpec",
                 "Validate",
+                detail.clone(),
+            ),
+            SessionEvent::NamespaceNotEnabled { detail } => (
+                EventType::Warning,
+                "NamespaceNotEnabled",
+                "CreatePod",
                 detail.clone(),
             ),
             SessionEvent::PodRelabeled { labels } => (

@@ -59,6 +59,11 @@ pub enum SessionEvent {
         /// The validation message.
         detail: String,
     },
+    /// The operator may not run sandboxes in the Session's namespace (a Warning).
+    NamespaceNotEnabled {
+        /// What was refused, and how to enable the namespace.
+        detail: String,
+    },
     /// Labels of the running Pod were set to follow the spec (`spec.network.egress`).
     PodRelabeled {
         /// The labels set.
@@ -186,6 +191,44 @@ pub fn plan(
     now: Timestamp,
 ) -> Plan {
     plan_with(session, observed, DesiredPod::build(session, config), now)
+}
+
+/// How long a Session in a namespace that is not enabled waits before the operator looks again
+/// (enabling it is a RoleBinding, which the operator does not watch).
+pub const NOT_ENABLED_RETRY: Duration = Duration::from_secs(15);
+
+/// The apiserver refused the operator `action` in the Session's namespace (403): it is not
+/// enabled for sandboxes. Pending, Ready False with reason `NamespaceNotEnabled` and the command
+/// that enables it; a Warning Event when that becomes the reason; look again soon.
+pub fn namespace_not_enabled(
+    session: &Session,
+    action: &str,
+    config: &SandboxConfig,
+    now: Timestamp,
+) -> Plan {
+    let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
+    let current = session.status.clone().unwrap_or_default();
+    let mut draft = Draft::new(session, &current, now);
+    let namespace = session.namespace().unwrap_or_default();
+    let message = format!(
+        "namespace {namespace} is not enabled for sandboxes: the operator may not {action} in it. Enable it with: {}",
+        config.enablement.command(&namespace)
+    );
+    let reported = find_condition(&current.conditions, READY).map(|c| c.reason.as_str());
+    if reported != Some(conditions::REASON_NAMESPACE_NOT_ENABLED) {
+        draft.event(SessionEvent::NamespaceNotEnabled {
+            detail: message.clone(),
+        });
+    }
+    draft.not_ready(
+        SessionPhase::Pending,
+        conditions::REASON_NAMESPACE_NOT_ENABLED,
+        message,
+    );
+    draft.status.pod_name = None;
+    draft.status.pod_ip = None;
+    draft.plan.requeue_after = Some(NOT_ENABLED_RETRY);
+    draft.finish(&current)
 }
 
 /// [`plan`] once the Pod is built. Without the [`SandboxConfig`] no step can build another.
@@ -947,6 +990,36 @@ mod tests {
         // The same failure again is not re-announced.
         let s = applied(s, &p);
         assert!(plan_at(&s, None, 6).events.is_empty());
+    }
+
+    #[test]
+    fn a_namespace_that_is_not_enabled_is_reported_with_its_fix() {
+        let s = session(|_| {});
+        let config = SandboxConfig::default();
+        let p = namespace_not_enabled(&s, "create pod", &config, at(5));
+        assert_eq!(p.pod, PodAction::Keep);
+        assert_eq!(
+            ready_reason(&p),
+            Some(("False".into(), "NamespaceNotEnabled".into()))
+        );
+        let status = p.status.clone().expect("status");
+        assert_eq!(status.phase, Some(SessionPhase::Pending));
+        let message = status.message.unwrap_or_default();
+        assert!(
+            message.contains("may not create pod")
+                && message.contains(&config.enablement.command("ns")),
+            "{message}"
+        );
+        assert!(matches!(
+            &p.events[..],
+            [SessionEvent::NamespaceNotEnabled { .. }]
+        ));
+        assert_eq!(p.requeue_after, Some(NOT_ENABLED_RETRY));
+        // Still not enabled: not announced again.
+        let s = applied(s, &p);
+        assert!(namespace_not_enabled(&s, "create pod", &config, at(20))
+            .events
+            .is_empty());
     }
 
     #[test]

@@ -75,8 +75,25 @@ pub async fn reconcile(session: Arc<Session>, ctx: Arc<Context>) -> Result<Actio
     reconciler::timed(CONTROLLER, &*session, &ctx, pipeline).await
 }
 
-/// The pipeline: observe → decide → apply → status.
+/// The pipeline: observe → decide → apply → status. When the apiserver refuses the operator
+/// the sandbox's Pod or claim (403), the namespace is not enabled: the status says so and how.
 pub async fn reconcile_session(session: &Session, ctx: &Context, now: Timestamp) -> Result<Action> {
+    match run_pipeline(session, ctx, now).await {
+        Err(refused) if refused.is_forbidden() => {
+            let action = refused.action().unwrap_or("work");
+            info!(%refused, "namespace not enabled for sandboxes");
+            let plan = decide::namespace_not_enabled(session, action, &ctx.config, now);
+            apply::publish(ctx, session, &plan.events).await?;
+            if let Some(status) = &plan.status {
+                status::write(&ctx.client, session, status).await?;
+            }
+            Ok(reconciler::requeue(plan.requeue_after))
+        }
+        outcome => outcome,
+    }
+}
+
+async fn run_pipeline(session: &Session, ctx: &Context, now: Timestamp) -> Result<Action> {
     let namespace = session
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
