@@ -616,18 +616,20 @@ async fn env_only_from_secrets_the_creator_may_get() {
                "metadata": {"name": "e2e-deputy"}, "spec": {"env": env}})
     };
     let from = |secret: &str| json!([{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "TOKEN"}}}]);
-    let refused = [
-        (
-            "execution valueFrom",
-            execution(from("e2e-deputy-hidden"), None),
-        ),
-        (
-            "execution envFrom",
-            execution(json!([]), Some("e2e-deputy-hidden")),
-        ),
-        ("session valueFrom", session(from("e2e-deputy-hidden"))),
-    ];
-    for (what, object) in refused {
+    let refused_again = || {
+        [
+            (
+                "execution valueFrom",
+                execution(from("e2e-deputy-hidden"), None),
+            ),
+            (
+                "execution envFrom",
+                execution(json!([]), Some("e2e-deputy-hidden")),
+            ),
+            ("session valueFrom", session(from("e2e-deputy-hidden"))),
+        ]
+    };
+    for (what, object) in refused_again() {
         let (admitted, stderr) = dry_run_create(USER, TENANT_NAMESPACE, &object);
         assert!(!admitted, "{what}: admitted");
         assert!(
@@ -638,6 +640,59 @@ async fn env_only_from_secrets_the_creator_may_get() {
             "{what}: {stderr}"
         );
         assert!(!stderr.contains("e2e-deputy-value"), "{what}: {stderr}");
+    }
+    // Refused for real, not only in a dry run: nothing is created, and the value appears in no
+    // object, Event or operator log (so no sandbox environment can hold it either).
+    for (_, object) in refused_again() {
+        let out = kubectl_with_input(
+            &["--as", USER, "-n", TENANT_NAMESPACE, "create", "-f", "-"],
+            &object,
+        );
+        assert!(!out.status.success(), "created: {object}");
+    }
+    for kind in ["executions.kubexec.dev", "sessions.kubexec.dev"] {
+        let got = kubectl(&[
+            "-n",
+            TENANT_NAMESPACE,
+            "get",
+            kind,
+            "e2e-deputy",
+            "--ignore-not-found",
+            "-o",
+            "name",
+        ]);
+        assert!(
+            String::from_utf8_lossy(&got.stdout).trim().is_empty(),
+            "{kind} e2e-deputy exists"
+        );
+    }
+    for (what, args) in [
+        (
+            "Events",
+            vec!["-n", TENANT_NAMESPACE, "get", "events", "-o", "json"],
+        ),
+        (
+            "operator logs",
+            vec![
+                "-n",
+                RELEASE_NAMESPACE,
+                "logs",
+                "-l",
+                "app.kubernetes.io/component=operator",
+                "--tail=-1",
+            ],
+        ),
+    ] {
+        let out = kubectl(&args);
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("e2e-deputy-value"),
+            "the refused value is in the {what}"
+        );
     }
     let admitted = [
         ("execution without env", execution(json!([]), None)),

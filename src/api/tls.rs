@@ -2,14 +2,15 @@
 //!
 //! Each handshake runs in its own task with a deadline, and only finished connections reach
 //! the server, so a client that opens a connection and never finishes its handshake holds
-//! one task for [`HANDSHAKE_TIMEOUT`], never the accept loop.
+//! one task for [`HANDSHAKE_TIMEOUT`], never the accept loop, and at most [`MAX_HANDSHAKES`]
+//! of them are in progress at once.
 
 use std::{io, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::mpsc,
+    sync::{mpsc, Semaphore},
 };
 use tokio_rustls::{rustls, server::TlsStream, TlsAcceptor};
 
@@ -17,6 +18,10 @@ use tokio_rustls::{rustls, server::TlsStream, TlsAcceptor};
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Finished handshakes waiting for the server to take them.
 const READY_QUEUE: usize = 128;
+/// Most handshakes in progress at once. A client flooding the port with connections that never
+/// finish their handshake holds at most this many tasks; further connections wait in the
+/// kernel's accept queue until a handshake ends (at the latest after [`HANDSHAKE_TIMEOUT`]).
+pub const MAX_HANDSHAKES: usize = 512;
 
 /// Why the certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -78,11 +83,25 @@ pub struct TlsListener {
 impl TlsListener {
     /// Starts accepting on `listener` with `config`.
     pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
+        Self::with_limit(listener, config, MAX_HANDSHAKES)
+    }
+
+    /// [`TlsListener::new`] with at most `limit` handshakes in progress at once.
+    pub fn with_limit(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        limit: usize,
+    ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(READY_QUEUE);
         let acceptor = TlsAcceptor::from(config);
+        let slots = Arc::new(Semaphore::new(limit));
         tokio::spawn(async move {
             loop {
+                // Wait for a free handshake slot before taking the next connection.
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let (tcp, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(error) => {
@@ -97,7 +116,10 @@ impl TlsListener {
                 }
                 let (acceptor, handshaken) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                    drop(slot);
+                    match handshake {
                         Ok(Ok(tls)) => {
                             let _ = handshaken.send((tls, peer)).await;
                         }
@@ -131,6 +153,84 @@ impl axum::serve::Listener for TlsListener {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A self-signed certificate for `localhost`, made with openssl in a fresh directory.
+    fn certificate(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost",
+            ])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl on PATH");
+        assert!(made.status.success(), "{made:?}");
+        (cert, key)
+    }
+
+    async fn handshake(
+        addr: SocketAddr,
+        cert: &Path,
+    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let mut roots = rustls::RootCertStore::empty();
+        for der in CertificateDer::pem_file_iter(cert).expect("pem").flatten() {
+            roots.add(der).expect("root");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let tcp = TcpStream::connect(addr).await?;
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+    }
+
+    /// Connections that never finish their handshake take every slot: the next client waits
+    /// (it is not dropped), and gets through as soon as one of them goes away.
+    #[tokio::test]
+    async fn stalled_handshakes_are_bounded() {
+        let dir = std::env::temp_dir().join(format!("kubexec-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (cert, key) = certificate(&dir);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let config = server_config(&cert, &key).expect("config");
+        let mut tls = TlsListener::with_limit(listener, config, 2).expect("listener");
+        let addr = tls.local;
+        let stalled_a = TcpStream::connect(addr).await.expect("connect");
+        let _stalled_b = TcpStream::connect(addr).await.expect("connect");
+        let client = tokio::spawn({
+            let cert = cert.clone();
+            async move { handshake(addr, &cert).await }
+        });
+        // Both slots are held by clients that send nothing: the third handshake cannot finish.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!client.is_finished(), "a handshake beyond the limit ran");
+        drop(stalled_a);
+        let served = tokio::time::timeout(Duration::from_secs(5), async {
+            use axum::serve::Listener;
+            tls.accept().await
+        })
+        .await
+        .expect("the waiting client got a slot");
+        drop(served);
+        let connected = client.await.expect("join");
+        assert!(connected.is_ok(), "{connected:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn missing_files_are_named() {

@@ -116,7 +116,11 @@ pub struct OperatorArgs {
     pub sandbox_role: String,
 
     /// This operator's ServiceAccount, in `--lease-namespace`. Named in that command too.
-    #[arg(long, env = "KUBEXEC_SERVICE_ACCOUNT", default_value = "kubexec-operator")]
+    #[arg(
+        long,
+        env = "KUBEXEC_SERVICE_ACCOUNT",
+        default_value = "kubexec-operator"
+    )]
     pub service_account: String,
 
     /// The sandboxes' NetworkPolicies (boxed: many strings, read once).
