@@ -59,6 +59,12 @@ pub fn execute(spec: &ExecSpec, sink: &mut EventSink<impl Write>) -> Result<Exec
     if run_dir.claim(started_at)? == Claim::AlreadyClaimed {
         return attach(&run_dir, spec, sink);
     }
+    if spec.attach_only {
+        // Claimed only to refuse it: the stored error makes every later exec replay the refusal.
+        let refused = Error::NotStarted(spec.run_id.clone());
+        run_dir.write_error(&refused.to_wire())?;
+        return Err(refused);
+    }
 
     let outcome = run_claimed(spec, &workspace, &run_dir, started_at, sink);
     let stored = match &outcome {

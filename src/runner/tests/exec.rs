@@ -265,6 +265,31 @@ fn a_claimed_run_whose_runner_died_is_lost() {
 }
 
 #[test]
+fn an_attach_only_exec_refuses_a_run_nobody_started_for_good() {
+    let ws = TempDir::new("attach-only");
+    let mut spec = ws.spec("attach-only-1");
+    spec.command = Some("echo ran >> count.txt".into());
+    spec.attach_only = true;
+    let refused = exec(&spec);
+    assert!(!refused.status.success());
+    assert_eq!(refused.error().code, ErrorCode::NotStarted);
+    // A late exec with the real spec (the first operator's, still in flight) replays the refusal.
+    spec.attach_only = false;
+    let late = exec(&spec);
+    assert_eq!(late.error().code, ErrorCode::NotStarted);
+    assert!(!ws.path().join("count.txt").exists(), "it never ran");
+
+    // A run that did start is replayed as usual.
+    let mut started = ws.spec("attach-only-2");
+    started.command = Some("echo done".into());
+    assert_eq!(exec(&started).result().stdout, "done\n");
+    started.attach_only = true;
+    let replayed = exec(&started);
+    assert!(replayed.result().recovered);
+    assert_eq!(replayed.result().stdout, "done\n");
+}
+
+#[test]
 fn output_is_capped_and_kept_in_full() {
     let ws = TempDir::new("cap");
     let mut spec = ws.spec("cap-1");
