@@ -122,6 +122,12 @@ impl TestNs {
 
     /// Starts this namespace's operator (a no-op with an external operator).
     pub fn start_operator(&mut self) {
+        self.start_operator_with(&[]);
+    }
+
+    /// Starts this namespace's operator with `extra` environment variables, such as a fault
+    /// point (a no-op with an external operator).
+    pub fn start_operator_with(&mut self, extra: &[(&str, &str)]) {
         if external_operator() || self.operator.is_some() {
             return;
         }
@@ -142,12 +148,31 @@ impl TestNs {
                 "127.0.0.1:0",
             ])
             .envs(operator_env())
+            .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("start {:?}: {e} (cargo build first)", operator_binary()));
         self.operator = Some(child);
+    }
+
+    /// Waits until the operator exits on its own (a fault point stops it), and returns its exit
+    /// code; panics after `timeout`.
+    pub async fn wait_operator_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.operator.as_mut().expect("an operator of this test");
+            if let Some(status) = child.try_wait().expect("operator status") {
+                self.operator = None;
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the operator still runs after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Kills the operator abruptly (SIGKILL), as a crash or a node loss would.

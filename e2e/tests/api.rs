@@ -174,6 +174,65 @@ async fn streaming_sends_output_as_it_is_produced() {
     }
 }
 
+/// A background process that inherited stdout holds neither the response nor the SSE stream
+/// open: both end while it still runs (its marker file is absent), and what it writes later
+/// stays capped in the run's output file.
+#[tokio::test]
+async fn a_background_writer_holds_neither_the_response_nor_the_stream() {
+    let f = fixture("api-bgwriter").await;
+    let writer = |marker: &str| format!("(timeout 4 yes; touch {marker}) & echo done");
+    let plain = f
+        .execute(json!({"command": writer("bg-plain-ended")}))
+        .await;
+    assert_eq!(plain["exitCode"], 0, "{plain}");
+    let stdout = plain["stdout"].as_str().unwrap_or_default();
+    assert!(
+        stdout.lines().any(|l| l == "done"),
+        "{}",
+        &stdout[..stdout.len().min(200)]
+    );
+
+    let body = json!({"sessionId": f.session, "command": writer("bg-sse-ended"), "stream": true});
+    let (status, events) = f.http.post_sse("/execute", &f.key, &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(events.last().map(|e| e.event.as_str()), Some("result"));
+
+    let ended = f
+        .execute(json!({"command": "ls bg-plain-ended bg-sse-ended 2>/dev/null | wc -l"}))
+        .await;
+    assert_eq!(
+        ended["stdout"], "0\n",
+        "both ended while their background writers still ran"
+    );
+
+    // Once the writers are gone: no run's output file grew by more than the cap after its end.
+    let largest = "for f in .kubexec/runs/*/stdout; do wc -c < $f; done | sort -n | tail -1";
+    let mut size = 0u64;
+    kubexec_e2e::wait_until(
+        Duration::from_secs(30),
+        "the background writers to end",
+        || {
+            let f = &f;
+            async move {
+                let gone = f
+                    .execute(
+                        json!({"command": "ls bg-plain-ended bg-sse-ended 2>/dev/null | wc -l"}),
+                    )
+                    .await;
+                gone["stdout"] == "2\n"
+            }
+        },
+    )
+    .await;
+    let reply = f.execute(json!({"command": largest})).await;
+    if let Some(text) = reply["stdout"].as_str() {
+        size = text.trim().parse().unwrap_or(u64::MAX);
+    }
+    println!("largest run output file after the background writers ended: {size} bytes");
+    // The run's own output (at most one pipe buffer of `yes`) plus 1 MiB of late output.
+    assert!(size < 4 << 20, "late output is capped: {size} bytes");
+}
+
 fn pseudo_random(len: usize) -> Vec<u8> {
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
     (0..len)

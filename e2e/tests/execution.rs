@@ -601,3 +601,104 @@ async fn finished_executions_are_deleted_after_their_ttl() {
     assert_succeeded(&status);
     wait_gone(&ns.api::<Execution>(), "brief", Duration::from_secs(30)).await;
 }
+
+/// The Running window: an operator that stops right after recording Running (before the
+/// exec) leaves a run that the runner never claimed. The next operator must run it with its
+/// real env and its Session's default timeout, not with no env and the longest timeout.
+#[tokio::test]
+async fn a_run_never_started_before_an_operator_stopped_gets_its_real_env_and_timeout() {
+    use kubexec::operator::faults::{EXIT_AFTER_RUNNING_ENV, FAULT_EXIT_STATUS};
+    let mut ns = TestNs::new("exe-window").await;
+    let session = create_session(&ns, "window", json!({"defaultTimeoutSeconds": 2})).await;
+    ns.kill_operator();
+    ns.start_operator_with(&[(EXIT_AFTER_RUNNING_ENV, "1")]);
+    create_execution(
+        &ns,
+        "inputs",
+        "window",
+        json!({
+            "command": "echo \"greeting=$GREETING\"; sleep 60; echo late",
+            "env": [{"name": "GREETING", "value": "from-env"}],
+        }),
+    )
+    .await;
+    wait_running(&ns, "inputs").await;
+    assert_eq!(
+        ns.wait_operator_exit(Duration::from_secs(60)).await,
+        Some(FAULT_EXIT_STATUS),
+        "the fault point stopped the operator"
+    );
+    let uid = ns
+        .api::<Execution>()
+        .get("inputs")
+        .await
+        .expect("execution")
+        .metadata
+        .uid
+        .expect("uid");
+    assert_eq!(
+        ns.sh(
+            &pod_of(&session),
+            &format!("test -e /workspace/.kubexec/runs/{uid} && echo claimed || echo unclaimed")
+        ),
+        "unclaimed",
+        "the operator stopped inside the window: Running recorded, nothing exec'd"
+    );
+
+    ns.start_operator();
+    let status = wait_done(&ns, "inputs").await.status.expect("status");
+    assert_eq!(
+        status.stdout.as_deref(),
+        Some("greeting=from-env\n"),
+        "{status:#?}"
+    );
+    assert_eq!(
+        status.timed_out,
+        Some(true),
+        "the Session's 2 s: {status:#?}"
+    );
+    assert_eq!(status.reason.as_deref(), Some("TimedOut"));
+}
+
+/// Fencing: whatever an operator that lost its lease still writes, the apiserver keeps a
+/// finished Execution finished (a CEL transition rule on the status).
+#[tokio::test]
+async fn a_finished_execution_cannot_be_moved_back_to_running() {
+    let ns = TestNs::new("exe-fence").await;
+    // No Session: it fails at once, with no Pod to wait for.
+    let status = run(&ns, "done", "absent", json!({"command": "true"})).await;
+    assert_eq!(status.phase, Some(ExecutionPhase::Failed), "{status:#?}");
+    let executions = ns.api::<Execution>();
+    let regress = json!({
+        "apiVersion": "kubexec.dev/v1alpha1", "kind": "Execution",
+        "metadata": {"name": "done"},
+        "status": {"phase": "Running", "reason": "Running"}
+    });
+    // As a deposed operator would: a forced apply under the operator's own field manager.
+    let manager = kubexec::operator::execution::FIELD_MANAGER;
+    let refused = executions
+        .patch_status(
+            "done",
+            &PatchParams::apply(manager).force(),
+            &Patch::Apply(&regress),
+        )
+        .await
+        .expect_err("the regression is refused");
+    let kube::Error::Api(response) = &refused else {
+        panic!("{refused:?}");
+    };
+    assert_eq!(response.code, 422, "{response:?}");
+    assert!(
+        response.message.contains("cannot change phase"),
+        "{response:?}"
+    );
+    let merge = executions
+        .patch_status("done", &PatchParams::default(), &Patch::Merge(&regress))
+        .await;
+    assert!(merge.is_err(), "a merge patch is refused too: {merge:?}");
+    let after = executions.get("done").await.expect("execution");
+    assert_eq!(
+        after.status.and_then(|s| s.phase),
+        Some(ExecutionPhase::Failed)
+    );
+}

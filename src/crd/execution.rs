@@ -213,8 +213,16 @@ pub enum ExecutionPhase {
 }
 
 /// Observed state and result of an Execution, written by the operator.
+///
+/// A finished Execution stays finished: the apiserver refuses any status write that moves it
+/// out of Succeeded or Failed. That fences an operator that lost its lease (or one racing a
+/// newer leader) without a resourceVersion precondition on every write.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(oldSelf.phase) || !(oldSelf.phase in ['Succeeded', 'Failed']) || (has(self.phase) && self.phase == oldSelf.phase)")
+        .message("a finished Execution (Succeeded or Failed) cannot change phase")
+)]
 pub struct ExecutionStatus {
     /// Pending, Running, Succeeded or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -131,6 +131,51 @@ fn execution_spec_is_immutable() {
         .any(|e| e.message.contains("immutable")));
 }
 
+/// Fencing: an operator that lost its lease may still write, but never reopens a finished run.
+#[test]
+fn a_finished_execution_cannot_change_phase() {
+    use super::{ExecutionPhase, ExecutionStatus};
+    let (Manifest::Execution(sample), _) = load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/samples/execution-command.yaml"),
+    ) else {
+        panic!("expected an Execution");
+    };
+    let with = |phase: Option<ExecutionPhase>| {
+        let mut e = sample.clone();
+        e.status = Some(ExecutionStatus {
+            phase,
+            ..ExecutionStatus::default()
+        });
+        e
+    };
+    let refused = |from: Option<ExecutionPhase>, to: Option<ExecutionPhase>| {
+        with(to)
+            .validate_cel_update(&with(from))
+            .err()
+            .map(|e| format!("{e:?}"))
+    };
+    use ExecutionPhase::*;
+    for (from, to) in [
+        (None, Some(Running)),
+        (Some(Pending), Some(Running)),
+        (Some(Running), Some(Succeeded)),
+        (Some(Running), Some(Failed)),
+        (Some(Succeeded), Some(Succeeded)),
+        (Some(Failed), Some(Failed)),
+    ] {
+        assert_eq!(refused(from, to), None, "{from:?} -> {to:?}");
+    }
+    for (from, to) in [
+        (Some(Succeeded), Some(Running)),
+        (Some(Failed), Some(Pending)),
+        (Some(Succeeded), Some(Failed)),
+        (Some(Failed), None),
+    ] {
+        let errors = refused(from, to).unwrap_or_else(|| panic!("{from:?} -> {to:?} accepted"));
+        assert!(errors.contains("cannot change phase"), "{errors}");
+    }
+}
+
 #[test]
 fn cel_rules_catch_what_the_samples_do_not_show() {
     let session = |f: &dyn Fn(&mut Session)| {

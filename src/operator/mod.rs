@@ -5,6 +5,7 @@ pub mod config;
 pub mod context;
 mod error;
 pub mod execution;
+pub mod faults;
 pub mod leader;
 pub mod metrics;
 pub mod netpol;

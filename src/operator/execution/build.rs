@@ -40,6 +40,9 @@ pub mod reasons {
     pub const POD_LOST: &str = "PodLost";
     /// The runner refused or failed the run (bad file path, missing working directory, ...).
     pub const RUNNER_ERROR: &str = "RunnerError";
+    /// The operator stopped before the run started, and its inputs (env, timeout) could not
+    /// be rebuilt on recovery; it never ran.
+    pub const NOT_STARTED: &str = "NotStarted";
     /// No result arrived within `timeoutSeconds` plus a grace period.
     pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
     /// Pending: waiting for the Session to become ready.
@@ -67,8 +70,14 @@ pub fn session_default_timeout(session: Option<&Session>) -> Option<i32> {
 
 /// The runner spec for `execution`: run ID = its UID, the effective timeout and working dir,
 /// its files, stdin and the resolved `env`. Output is not streamed (the operator only needs the
-/// result) and is capped for the status.
-pub fn exec_spec(execution: &Execution, timeout_seconds: i32, env: Env) -> ExecSpec {
+/// result) and is capped for the status. `attach_only`: the runner may replay or attach to the
+/// run, never start it (see [`ExecSpec::attach_only`]).
+pub fn exec_spec(
+    execution: &Execution,
+    timeout_seconds: i32,
+    env: Env,
+    attach_only: bool,
+) -> ExecSpec {
     let spec = &execution.spec;
     ExecSpec {
         version: PROTOCOL_VERSION,
@@ -94,6 +103,7 @@ pub fn exec_spec(execution: &Execution, timeout_seconds: i32, env: Env) -> ExecS
         workspace: wire::DEFAULT_WORKSPACE.into(),
         output_cap_bytes: Some(STATUS_OUTPUT_CAP_BYTES as u64),
         stream: false,
+        attach_only,
     }
 }
 
@@ -311,7 +321,7 @@ mod tests {
     #[test]
     fn exec_spec_carries_the_execution() {
         let env = Env(BTreeMap::from([("A".to_string(), "1".to_string())]));
-        let spec = exec_spec(&execution(), 7, env);
+        let spec = exec_spec(&execution(), 7, env, false);
         assert_eq!(spec.run_id, "0b5e-uid");
         assert_eq!(spec.command.as_deref(), Some("echo hi"));
         assert_eq!(spec.code, None);

@@ -51,8 +51,14 @@ pub enum RunMode {
     /// Pending: record Running in the Pod, then exec.
     Fresh,
     /// Running, but no task of this process runs it (the operator restarted): exec again with
-    /// the same run ID, which replays the stored result or attaches to the run.
+    /// the same run ID and the run's real inputs (env, effective timeout). The runner replays
+    /// the stored result or attaches to the run; a run it never claimed (the operator stopped
+    /// between recording Running and the exec) starts now, as it would have then.
     Recovering,
+    /// Like [`RunMode::Recovering`], but the inputs cannot be rebuilt (the Session or a Secret
+    /// is gone): the runner only replays or attaches, and refuses a run that never started,
+    /// which then fails with `NotStarted`. Never a run with the wrong env or timeout.
+    AttachOnly,
 }
 
 /// A run to carry out, with everything decided about it.
@@ -68,13 +74,13 @@ pub struct RunPlan {
     pub pod_uid: Option<String>,
     /// The timeout the runner enforces, in seconds.
     pub timeout_seconds: i32,
-    /// The effective timeout when known, named in messages. A recovery knows only the spec's:
-    /// the Session's default is not at hand.
+    /// The effective timeout when known, named in messages. An attach-only recovery may not
+    /// know it (the spec names none and the Session is gone).
     pub known_timeout_seconds: Option<i32>,
     /// How long from now the result is waited for before the run is given up.
     pub deadline: Duration,
-    /// The resolved environment. Empty when recovering: the runner ignores the spec of a run it
-    /// already has, so the values are not sent again.
+    /// The resolved environment. Empty when attach-only: the runner never starts such a run,
+    /// so the values are not sent.
     pub env: Env,
 }
 
@@ -150,7 +156,9 @@ fn plan_finished(execution: &Execution, now: Timestamp) -> Plan {
 }
 
 /// A Running Execution that no task of this process runs: exec it again in the Pod it was
-/// recorded in, unless that Pod lost it.
+/// recorded in, unless that Pod lost it. The runner may never have claimed it (the operator
+/// stopped between recording Running and the exec), so it gets the run's real inputs when they
+/// can be rebuilt, as a fresh start would; otherwise it may only attach.
 fn plan_recovery(execution: &Execution, observed: &Observed, now: Timestamp) -> Plan {
     let status = execution.status.clone().unwrap_or_default();
     if let Some(failure) = pod_lost(
@@ -164,22 +172,51 @@ fn plan_recovery(execution: &Execution, observed: &Observed, now: Timestamp) -> 
         // A Pod with no name recorded cannot have been read for this status; look again.
         return look_again(Some(CACHE_LAG_RECHECK));
     };
-    // The Session's default is not at hand; the deadline assumes the longest timeout allowed.
-    let timeout_seconds = execution
-        .spec
-        .timeout_seconds
-        .unwrap_or(MAX_TIMEOUT_SECONDS);
-    let started = status.start_time.map(|t| t.0);
-    Plan::Run(RunPlan {
-        mode: RunMode::Recovering,
-        pod_name,
-        container: SANDBOX_CONTAINER,
-        pod_uid: status.pod_uid,
-        timeout_seconds,
-        known_timeout_seconds: execution.spec.timeout_seconds,
-        deadline: recovery_deadline(started, timeout_seconds, now),
-        env: Env::default(),
-    })
+    let known_timeout_seconds = match (execution.spec.timeout_seconds, &observed.session) {
+        (Some(timeout), _) => Some(timeout),
+        (None, Some(session)) => Some(
+            execution
+                .spec
+                .effective_timeout_seconds(session.spec.default_timeout_seconds),
+        ),
+        (None, None) => None,
+    };
+    let env = match &observed.env {
+        Some(EnvResolution::Ready(env)) => Some(env.clone()),
+        _ => None,
+    };
+    let run = |mode, timeout_seconds, deadline, env| {
+        Plan::Run(RunPlan {
+            mode,
+            pod_name: pod_name.clone(),
+            container: SANDBOX_CONTAINER,
+            pod_uid: status.pod_uid.clone(),
+            timeout_seconds,
+            known_timeout_seconds,
+            deadline,
+            env,
+        })
+    };
+    match (known_timeout_seconds, env) {
+        // It may start only now, with its whole timeout ahead of it.
+        (Some(timeout), Some(env)) => run(
+            RunMode::Recovering,
+            timeout,
+            run_deadline(u64::try_from(timeout).unwrap_or(0)),
+            env,
+        ),
+        (timeout, _) => {
+            // The deadline assumes the longest timeout allowed when the real one is unknown.
+            let timeout = timeout.unwrap_or(MAX_TIMEOUT_SECONDS);
+            let started = status.start_time.as_ref().map(|t| t.0);
+            run(
+                RunMode::AttachOnly,
+                timeout,
+                recovery_deadline(started, timeout, now),
+                Env::default(),
+            )
+        }
+    }
 }
 
 /// How long from `now` a recovered run is still waited for: what is left of its timeout since
@@ -631,13 +668,27 @@ mod tests {
         e
     }
 
+    /// What a recovery observes when the Session and the env are still there.
+    fn recoverable(env: Env, default_timeout: Option<i32>) -> Observed {
+        let mut session = session(SessionPhase::Ready);
+        session.spec.default_timeout_seconds = default_timeout;
+        Observed {
+            session: Some(session),
+            pod: Some(pod("pod-1")),
+            env: Some(EnvResolution::Ready(env)),
+        }
+    }
+
     #[test]
     fn a_running_execution_is_recovered_only_when_no_task_runs_it() {
         let e = running("pod-1");
-        let observed = Observed {
-            pod: Some(pod("pod-1")),
-            ..Observed::default()
-        };
+        let env = Env(std::collections::BTreeMap::from([(
+            "A".to_string(),
+            "1".to_string(),
+        )]));
+        let observed = recoverable(env.clone(), Some(7));
+        // The runner may never have claimed it: the real env and the Session's timeout, and the
+        // whole timeout ahead.
         assert_eq!(
             plan(&e, &observed, RunState::Unknown, at(NOW)),
             Plan::Run(RunPlan {
@@ -645,10 +696,10 @@ mod tests {
                 pod_name: "demo-sandbox".into(),
                 container: "sandbox",
                 pod_uid: Some("pod-1".into()),
-                timeout_seconds: MAX_TIMEOUT_SECONDS,
-                known_timeout_seconds: None,
-                deadline: Duration::from_secs(300 + 30),
-                env: Env::default(),
+                timeout_seconds: 7,
+                known_timeout_seconds: Some(7),
+                deadline: Duration::from_secs(7) + RESULT_GRACE,
+                env,
             })
         );
         assert!(matches!(
@@ -666,19 +717,59 @@ mod tests {
         ));
     }
 
-    fn recovered(e: &Execution) -> RunPlan {
-        let observed = Observed {
-            pod: Some(pod("pod-1")),
-            ..Observed::default()
-        };
-        match plan(e, &observed, RunState::Unknown, at(NOW)) {
+    fn recovered_with(e: &Execution, observed: &Observed) -> RunPlan {
+        match plan(e, observed, RunState::Unknown, at(NOW)) {
             Plan::Run(run) => run,
             other => panic!("{other:?}"),
         }
     }
 
+    /// Recovered with only the Pod at hand: neither the Session nor the env.
+    fn recovered(e: &Execution) -> RunPlan {
+        let observed = Observed {
+            pod: Some(pod("pod-1")),
+            ..Observed::default()
+        };
+        recovered_with(e, &observed)
+    }
+
     #[test]
-    fn a_recovered_run_is_given_up_what_is_left_of_its_timeout_plus_the_grace() {
+    fn a_recovery_without_its_real_inputs_only_attaches() {
+        let mut e = running("pod-1");
+        e.spec.timeout_seconds = Some(30);
+        // The env cannot be rebuilt (its Secret is gone), whatever else is known.
+        for env in [
+            None,
+            Some(EnvResolution::MissingSecret("env-x".into())),
+            Some(EnvResolution::Invalid("bad".into())),
+        ] {
+            let observed = Observed {
+                env,
+                ..recoverable(Env::default(), None)
+            };
+            let run = recovered_with(&e, &observed);
+            assert_eq!(run.mode, RunMode::AttachOnly);
+            assert_eq!(run.env, Env::default(), "no values are sent");
+            assert_eq!(run.known_timeout_seconds, Some(30));
+        }
+        // The env is fine, but the Session (with the default timeout) is gone.
+        e.spec.timeout_seconds = None;
+        let observed = Observed {
+            session: None,
+            ..recoverable(Env::default(), Some(7))
+        };
+        let run = recovered_with(&e, &observed);
+        assert_eq!(run.mode, RunMode::AttachOnly);
+        assert_eq!(run.known_timeout_seconds, None);
+        // The spec's own timeout needs no Session.
+        e.spec.timeout_seconds = Some(12);
+        let run = recovered_with(&e, &observed);
+        assert_eq!(run.mode, RunMode::Recovering);
+        assert_eq!(run.timeout_seconds, 12);
+    }
+
+    #[test]
+    fn an_attach_only_recovery_is_given_up_what_is_left_of_its_timeout_plus_the_grace() {
         let mut e = running("pod-1");
         e.spec.timeout_seconds = Some(30);
         let running_status = e.status.clone().unwrap_or_default();
@@ -691,7 +782,7 @@ mod tests {
 
         e.status = started(10);
         let run = recovered(&e);
-        assert_eq!(run.mode, RunMode::Recovering);
+        assert_eq!(run.mode, RunMode::AttachOnly);
         assert_eq!(run.timeout_seconds, 30);
         assert_eq!(run.known_timeout_seconds, Some(30));
         assert_eq!(run.deadline, Duration::from_secs(20) + RESULT_GRACE);

@@ -36,6 +36,16 @@ impl Failure {
         )
     }
 
+    /// The run never started in `pod_name`, and an attach-only recovery refused to start it.
+    pub fn not_started(pod_name: &str) -> Self {
+        Self::new(
+            reasons::NOT_STARTED,
+            format!(
+                "the run never started in {pod_name}: the operator stopped before it, and its env or timeout could no longer be rebuilt (the Session or a Secret is gone)"
+            ),
+        )
+    }
+
     /// The runner refused or failed the run.
     pub fn runner_error(code: ErrorCode, message: &str) -> Self {
         Self::new(reasons::RUNNER_ERROR, format!("{code:?}: {message}"))

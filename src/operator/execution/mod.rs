@@ -30,11 +30,14 @@
 //! - **Result**: `Succeeded` on exit 0 (condition `Complete`); otherwise `Failed` (condition
 //!   `Failed`) with reason `NonZeroExit`, `TimedOut` or `OOMKilled`. These three carry
 //!   `exitCode` and the output: the code ran. Every other reason (`SessionNotFound`,
-//!   `SessionNotReady`, `SecretNotFound`, `InvalidEnv`, `PodLost`, `RunnerError`,
+//!   `SessionNotReady`, `SecretNotFound`, `InvalidEnv`, `PodLost`, `NotStarted`, `RunnerError`,
 //!   `DeadlineExceeded`) means it did not run to an exit, and has no `exitCode`.
 //! - **Recovery**: a `Running` Execution that no task of this process runs (the operator
 //!   restarted) is exec'd again with the same run ID: the runner replays the stored result, or
-//!   attaches to the still-running run; it never runs it again. A Pod that is gone, being
+//!   attaches to the still-running run; it never runs it again. A run the runner never claimed
+//!   (the operator stopped between recording Running and the exec) starts then, with the same
+//!   env and effective timeout a fresh start has; when those cannot be rebuilt (the Session or
+//!   a Secret is gone) the exec is attach-only, and the runner refuses the run: `NotStarted`. A Pod that is gone, being
 //!   deleted or replaced (UID differs from `podUID`), or a runner that reports the run `Lost`,
 //!   fails it with `PodLost`. Any unclear exec failure (broken stream, refused connection) is
 //!   retried the same way until `timeoutSeconds` + 30 s.
@@ -69,7 +72,7 @@ use tracing::{debug, info, instrument};
 
 use crate::crd::{Execution, ExecutionPhase, Session};
 
-use super::{metrics::ExecutionResultLabels, reconciler, Context, Error, Result};
+use super::{faults, metrics::ExecutionResultLabels, reconciler, Context, Error, Result};
 
 pub use apply::FIELD_MANAGER;
 pub use tracker::{RunState, Tracker};
@@ -144,9 +147,11 @@ async fn start_run(
         let running = running_status(execution, &planned.pod_name, planned.pod_uid.clone(), now);
         // Recorded before the exec: if this write fails, nothing has run (the guard is dropped).
         apply::write_status(&ctx.client, execution, &running).await?;
+        faults::after_running_recorded(&execution.name_any());
         snapshot.status = Some(running);
     }
-    let spec = exec_spec(execution, planned.timeout_seconds, planned.env);
+    let attach_only = planned.mode == RunMode::AttachOnly;
+    let spec = exec_spec(execution, planned.timeout_seconds, planned.env, attach_only);
     run::spawn(
         ctx.clone(),
         guard,
@@ -158,7 +163,7 @@ async fn start_run(
             container: planned.container,
             timeout_seconds: planned.known_timeout_seconds,
             deadline: Instant::now() + planned.deadline,
-            recovering: planned.mode == RunMode::Recovering,
+            recovering: planned.mode != RunMode::Fresh,
         },
     );
     Ok(Action::requeue(IN_FLIGHT_RECHECK))

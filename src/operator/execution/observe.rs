@@ -18,7 +18,7 @@ pub struct Observed {
     pub session: Option<Session>,
     /// The sandbox Pod: the one the run was recorded in (Running), or the Session's (Pending).
     pub pod: Option<Pod>,
-    /// The environment, resolved only when the Execution may start now.
+    /// The environment, resolved only when the Execution may start now, or is recovered.
     pub env: Option<EnvResolution>,
 }
 
@@ -41,7 +41,8 @@ pub enum EnvResolution {
 }
 
 /// Reads what the pipeline needs, and no more: nothing for a finished Execution; the Pod the
-/// run was recorded in for a Running one; the Session, its Pod and the env for a Pending one.
+/// run was recorded in, the Session and the env for a Running one (its inputs, in case the run
+/// was never started); the Session, its Pod and the env for a Pending one.
 pub async fn observe(client: &kube::Client, execution: &Execution) -> Result<Observed> {
     let namespace = execution
         .namespace()
@@ -54,22 +55,24 @@ pub async fn observe(client: &kube::Client, execution: &Execution) -> Result<Obs
         return Ok(Observed::default());
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    if phase == ExecutionPhase::Running {
-        let pod = match &status.pod_name {
-            Some(name) => pods.get_opt(name).await.map_err(Error::kube("get pod"))?,
-            None => None,
-        };
-        return Ok(Observed {
-            pod,
-            ..Observed::default()
-        });
-    }
-
     let sessions: Api<Session> = Api::namespaced(client.clone(), &namespace);
     let session = sessions
         .get_opt(&execution.spec.session_ref.name)
         .await
         .map_err(Error::kube("get session"))?;
+    if phase == ExecutionPhase::Running {
+        let pod = match &status.pod_name {
+            Some(name) => pods.get_opt(name).await.map_err(Error::kube("get pod"))?,
+            None => None,
+        };
+        let env = resolve_env(client, &namespace, execution).await?;
+        return Ok(Observed {
+            session,
+            pod,
+            env: Some(env),
+        });
+    }
+
     let ready_pod = session.as_ref().and_then(|s| {
         let st = s.status.as_ref()?;
         (st.phase == Some(SessionPhase::Ready) && !s.spec.suspend)

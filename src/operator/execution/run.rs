@@ -44,7 +44,8 @@ pub struct Run {
     pub timeout_seconds: Option<i32>,
     /// When to stop waiting for a result.
     pub deadline: Instant,
-    /// True when a previous process started this run (the exec replays or attaches).
+    /// True when a previous process recorded this run as Running (the exec replays, attaches,
+    /// or starts a run that process never started).
     pub recovering: bool,
 }
 
@@ -151,6 +152,10 @@ async fn exec(ctx: &Context, run: &Run) -> RunOutcome {
                 code: ErrorCode::Lost,
                 ..
             })) => return RunOutcome::Failed(Failure::run_lost(&run.pod_name)),
+            Ok(Err(SandboxError::Runner {
+                code: ErrorCode::NotStarted,
+                ..
+            })) => return RunOutcome::Failed(Failure::not_started(&run.pod_name)),
             Ok(Err(SandboxError::Runner { code, message })) => {
                 return RunOutcome::Failed(Failure::runner_error(code, &message))
             }

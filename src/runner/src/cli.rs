@@ -15,7 +15,7 @@ use crate::protocol::{DEFAULT_WORKSPACE, INIT_GRACE_ENV, PROTOCOL_VERSION, WORKS
 use crate::run_dir::RunDir;
 use crate::sink::EventSink;
 use crate::write_files::WriteLimits;
-use crate::{exec, init, install, listing, process, signals, supervise, write_files};
+use crate::{exec, init, install, listing, output_pipe, process, signals, supervise, write_files};
 
 pub const USAGE: &str = "\
 usage: kubexec-runner <command> [args]
@@ -31,6 +31,7 @@ usage: kubexec-runner <command> [args]
   install DEST                            copy this binary to DEST (mode 0755)
   result RUN_ID                           stored outcome or state of a run as JSON
   follow RUN_ID [--wait-seconds N]        a run's output from the start, then its result (framed)
+  drain-output --to FILE --max-bytes N    (internal) append stdin to FILE up to N bytes, discard the rest
   --version
 
 ls, cat, result, follow and write-files take --workspace DIR (default $KUBEXEC_WORKSPACE or /workspace).
@@ -76,6 +77,10 @@ pub enum Command {
         workspace: PathBuf,
         run_id: String,
         wait: Duration,
+    },
+    DrainOutput {
+        to: PathBuf,
+        max_bytes: u64,
     },
     Version,
     Help,
@@ -256,6 +261,20 @@ pub fn parse(args: &[String]) -> Result<Command> {
                     .map_or(crate::follow_run::DEFAULT_WAIT, Duration::from_secs),
             }
         }
+        output_pipe::DRAIN_COMMAND => {
+            let p = parse(&["to", "max-bytes"], &[])?;
+            p.at_most(0)?;
+            let to = p
+                .options
+                .get("to")
+                .ok_or_else(|| Error::Usage("missing --to".into()))?;
+            Command::DrainOutput {
+                to: to.into(),
+                max_bytes: p
+                    .number("max-bytes")?
+                    .ok_or_else(|| Error::Usage("missing --max-bytes".into()))?,
+            }
+        }
         "--version" | "version" => Command::Version,
         "--help" | "-h" | "help" => Command::Help,
         other => return Err(Error::Usage(format!("unknown command {other:?}"))),
@@ -343,6 +362,9 @@ fn dispatch(command: Command) -> Result<()> {
             run_id,
             wait,
         } => crate::follow_run::follow(&workspace, &run_id, wait, io::stdout().lock()),
+        Command::DrainOutput { to, max_bytes } => {
+            output_pipe::drain(&mut io::stdin().lock(), &to, max_bytes)
+        }
         Command::Version => print_line(&format!(
             "kubexec-runner {} (protocol {PROTOCOL_VERSION})",
             env!("CARGO_PKG_VERSION")

@@ -35,6 +35,9 @@ pub enum Error {
     #[error("run {0} was started by a runner that is gone and left no result")]
     Lost(String),
 
+    #[error("run {0} was never started, and this exec only attaches to a started run")]
+    NotStarted(String),
+
     /// An error another runner process stored for the same run; replayed as is.
     #[error("{}", .0.message)]
     Recorded(RunnerError),
@@ -52,6 +55,7 @@ impl Error {
             Error::LimitExceeded(_) => ErrorCode::LimitExceeded,
             Error::Usage(_) => ErrorCode::Usage,
             Error::Lost(_) => ErrorCode::Lost,
+            Error::NotStarted(_) => ErrorCode::NotStarted,
             Error::Recorded(recorded) => recorded.code,
         }
     }

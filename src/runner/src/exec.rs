@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::files::{write_atomically, write_spec_files};
 use crate::follow::OutputFollower;
 use crate::invocation::{self, Invocation};
+use crate::output_pipe::OutputPipe;
 use crate::paths::Workspace;
 use crate::pids::{self, ProcessLimit};
 use crate::protocol::{read_frame, ExecResult, ExecSpec, RunStatus, RunnerEvent, PROTOCOL_VERSION};
@@ -20,6 +21,9 @@ use crate::supervise::{self, Launch, Supervised};
 /// A spec rides in an Execution object, which etcd caps at about 1.5 MiB.
 pub const MAX_SPEC_BYTES: usize = 16 << 20;
 const ATTACH_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Moved from each output pipe into its file per poll; more means the process is busy writing
+/// and the next poll comes at once.
+const PUMP_BYTES_PER_TICK: usize = 4 << 20;
 
 /// Reads one framed spec from `input`, runs it, and emits the final `result` or `error` event
 /// (after any live output) to `sink`. Returns the error if the runner itself failed.
@@ -58,6 +62,12 @@ pub fn execute(spec: &ExecSpec, sink: &mut EventSink<impl Write>) -> Result<Exec
     let started_at = now_unix_ms();
     if run_dir.claim(started_at)? == Claim::AlreadyClaimed {
         return attach(&run_dir, spec, sink);
+    }
+    if spec.attach_only {
+        // Claimed only to refuse it: the stored error makes every later exec replay the refusal.
+        let refused = Error::NotStarted(spec.run_id.clone());
+        run_dir.write_error(&refused.to_wire())?;
+        return Err(refused);
     }
 
     let outcome = run_claimed(spec, &workspace, &run_dir, started_at, sink);
@@ -109,13 +119,15 @@ fn run_claimed(
         None => None,
     };
     let (stdout_path, stderr_path) = (run_dir.stdout_path(), run_dir.stderr_path());
+    let (mut stdout_pipe, stdout_writer) = OutputPipe::create(&stdout_path)?;
+    let (mut stderr_pipe, stderr_writer) = OutputPipe::create(&stderr_path)?;
     let launch = Launch {
         invocation: &invocation,
         env: &spec.env,
         working_dir: &working_dir,
         stdin: stdin.as_deref(),
-        stdout: &stdout_path,
-        stderr: &stderr_path,
+        stdout: stdout_writer,
+        stderr: stderr_writer,
         // From the runner's own environment, never from `spec.env`.
         process_limit: ProcessLimit::from_environment()
             .for_user_process(pids::current_hard_limit()),
@@ -123,13 +135,21 @@ fn run_claimed(
 
     supervise::become_subreaper();
     let oom_kills_before = cgroup::oom_kill_count();
-    let child = Supervised::spawn(&launch)?;
+    let child = Supervised::spawn(launch)?;
     let cap = spec.output_cap_bytes();
     let mut stdout = OutputFollower::open(&stdout_path, cap)?;
     let mut stderr = OutputFollower::open(&stderr_path, cap)?;
     let stream = spec.stream;
+    let mut pump_error = None;
     let outcome = child.wait(Duration::from_secs(spec.timeout_seconds.into()), || {
-        // A failed read here shows up again, and is reported, in `finish` below.
+        let mut busy = false;
+        for pipe in [&mut stdout_pipe, &mut stderr_pipe] {
+            match pipe.pump(PUMP_BYTES_PER_TICK) {
+                Ok(moved) => busy |= moved == PUMP_BYTES_PER_TICK,
+                Err(error) => pump_error = pump_error.take().or(Some(error)),
+            }
+        }
+        // A failed read here shows up again, and is reported, in `finish_at` below.
         let _ = stdout.poll(|data| {
             if stream {
                 sink.emit_stdout(data)
@@ -140,21 +160,34 @@ fn run_claimed(
                 sink.emit_stderr(data)
             }
         });
+        busy
     })?;
     let oom_kills_after = cgroup::oom_kill_count();
     let read_error = |source| Error::Io {
         context: "reading captured output".into(),
         source,
     };
+    if let Some(error) = pump_error {
+        return Err(read_error(error));
+    }
+    // The output ends here: what background processes write from now on is not the run's.
+    let stdout_end = stdout_pipe.snapshot_at_exit().map_err(read_error)?;
+    let stderr_end = stderr_pipe.snapshot_at_exit().map_err(read_error)?;
+    for pipe in [stdout_pipe, stderr_pipe] {
+        if let Err(error) = pipe.hand_off() {
+            // Only late output of background processes is lost (they get EPIPE).
+            let _ = writeln!(std::io::stderr(), "kubexec-runner: {error}");
+        }
+    }
     let stdout = stdout
-        .finish(|data| {
+        .finish_at(stdout_end, |data| {
             if stream {
                 sink.emit_stdout(data)
             }
         })
         .map_err(read_error)?;
     let stderr = stderr
-        .finish(|data| {
+        .finish_at(stderr_end, |data| {
             if stream {
                 sink.emit_stderr(data)
             }
@@ -237,8 +270,8 @@ fn attach(
         match run_dir.status()? {
             RunStatus::Finished(mut result) => {
                 if let Some((stdout, stderr)) = followers {
-                    let _ = stdout.finish(|data| sink.emit_stdout(data));
-                    let _ = stderr.finish(|data| sink.emit_stderr(data));
+                    let _ = stdout.finish_at(result.stdout_bytes, |data| sink.emit_stdout(data));
+                    let _ = stderr.finish_at(result.stderr_bytes, |data| sink.emit_stderr(data));
                 }
                 result.recovered = true;
                 return Ok(result);

@@ -32,10 +32,20 @@ impl OutputFollower {
     }
 
     /// Reads what was appended since the last poll, passing each chunk's text to `emit`.
-    pub fn poll(&mut self, mut emit: impl FnMut(String)) -> io::Result<()> {
+    pub fn poll(&mut self, emit: impl FnMut(String)) -> io::Result<()> {
+        self.poll_up_to(u64::MAX, emit)
+    }
+
+    /// [`Self::poll`], reading no further than byte `end` of the file.
+    fn poll_up_to(&mut self, end: u64, mut emit: impl FnMut(String)) -> io::Result<()> {
         let mut read_now = 0;
         while read_now < MAX_BYTES_PER_POLL {
-            let n = match self.file.read(&mut self.buffer) {
+            let left = end.saturating_sub(self.capture.total_bytes());
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(CHUNK_BYTES);
+            if want == 0 {
+                break;
+            }
+            let n = match self.file.read(&mut self.buffer[..want]) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -51,12 +61,18 @@ impl OutputFollower {
         Ok(())
     }
 
-    /// Reads to the current end of the file and returns the capture. Background processes may
-    /// write more later; that stays in the file only.
-    pub fn finish(mut self, mut emit: impl FnMut(String)) -> io::Result<CapturedOutput> {
+    /// Reads up to byte `end` of the file (the run's output ends there, see
+    /// [`crate::output_pipe`]; anything after it was written by background processes once the
+    /// run had ended, and stays in the file only), or to the file's end if it is shorter, and
+    /// returns the capture.
+    pub fn finish_at(
+        mut self,
+        end: u64,
+        mut emit: impl FnMut(String),
+    ) -> io::Result<CapturedOutput> {
         loop {
             let before = self.capture.total_bytes();
-            self.poll(&mut emit)?;
+            self.poll_up_to(end, &mut emit)?;
             if self.capture.total_bytes() == before {
                 break;
             }
@@ -87,8 +103,11 @@ mod tests {
         follower.poll(|t| streamed.push_str(&t)).expect("poll");
         assert_eq!(streamed, "ab");
         writer.write_all("cdéf".as_bytes()).expect("write");
-        let captured = follower.finish(|t| streamed.push_str(&t)).expect("finish");
-        assert_eq!(streamed, "abcdéf");
+        writer.write_all(b"late").expect("write");
+        let captured = follower
+            .finish_at(7, |t| streamed.push_str(&t))
+            .expect("finish");
+        assert_eq!(streamed, "abcdéf", "nothing after the end");
         assert_eq!(captured.total_bytes, 7);
         assert!(captured.truncated);
         assert!(captured.text.starts_with("ab") && captured.text.ends_with("f"));

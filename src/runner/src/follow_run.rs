@@ -53,8 +53,10 @@ pub fn follow(workspace: &Path, run_id: &str, wait: Duration, out: impl Write) -
             let stderr = OutputFollower::open(&run_dir.stderr_path(), 0);
             followers = stdout.ok().zip(stderr.ok());
         }
+        let finished = matches!(status, RunStatus::Finished(_));
         let mut failed_write = None;
-        if let Some((stdout, stderr)) = &mut followers {
+        // Once finished, only up to the run's end is read, below.
+        if let Some((stdout, stderr)) = followers.as_mut().filter(|_| !finished) {
             let mut emit = |event: RunnerEvent| {
                 if failed_write.is_none() {
                     failed_write = frames.emit(&event).err();
@@ -66,6 +68,11 @@ pub fn follow(workspace: &Path, run_id: &str, wait: Duration, out: impl Write) -
         if let Some(error) = failed_write {
             return Err(gone(error));
         }
+        // Where the run's output ends: background processes may write after it.
+        let ends = match &status {
+            RunStatus::Finished(result) => (result.stdout_bytes, result.stderr_bytes),
+            _ => (u64::MAX, u64::MAX),
+        };
         let last = match status {
             RunStatus::Finished(result) => RunnerEvent::Result(result),
             RunStatus::Failed(error) => RunnerEvent::Error(error),
@@ -89,8 +96,8 @@ pub fn follow(workspace: &Path, run_id: &str, wait: Duration, out: impl Write) -
                     failed = frames.emit(&event).err();
                 }
             };
-            let _ = stdout.finish(|data| emit(RunnerEvent::Stdout { data }));
-            let _ = stderr.finish(|data| emit(RunnerEvent::Stderr { data }));
+            let _ = stdout.finish_at(ends.0, |data| emit(RunnerEvent::Stdout { data }));
+            let _ = stderr.finish_at(ends.1, |data| emit(RunnerEvent::Stderr { data }));
             if let Some(error) = failed {
                 return Err(gone(error));
             }
@@ -118,11 +125,14 @@ mod tests {
         let ws = TempDir::new("follow-run");
         let run = RunDir::new(ws.path(), "run-1").expect("valid id");
         assert_eq!(run.claim(1).ok(), Some(crate::run_dir::Claim::Claimed));
-        std::fs::write(run.stdout_path(), "one\ntwo\n").expect("stdout");
+        // A background process wrote on after the run ended: not part of the run's output.
+        std::fs::write(run.stdout_path(), "one\ntwo\nlate\n").expect("stdout");
         std::fs::write(run.stderr_path(), "oops\n").expect("stderr");
         let result = ExecResult {
             run_id: "run-1".into(),
             exit_code: 3,
+            stdout_bytes: 8,
+            stderr_bytes: 5,
             ..Default::default()
         };
         run.write_result(&result).expect("result");

@@ -19,6 +19,7 @@ pub mod init;
 pub mod install;
 pub mod invocation;
 pub mod listing;
+pub mod output_pipe;
 pub mod paths;
 pub mod pids;
 pub mod process;

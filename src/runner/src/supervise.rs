@@ -2,7 +2,8 @@
 //! usage, enforces the timeout on the whole process group, and reaps orphans of the group.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
+use std::io::PipeWriter;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -24,8 +25,9 @@ pub struct Launch<'a> {
     pub working_dir: &'a Path,
     /// `None` means `/dev/null`.
     pub stdin: Option<&'a Path>,
-    pub stdout: &'a Path,
-    pub stderr: &'a Path,
+    /// Write ends of the output pipes (see [`crate::output_pipe`]); the runner keeps no copy.
+    pub stdout: PipeWriter,
+    pub stderr: PipeWriter,
     /// `RLIMIT_NPROC` (soft = hard) of the user process; `None` leaves the runner's own. See
     /// [`crate::pids`] for when it is set.
     pub process_limit: Option<u64>,
@@ -69,18 +71,11 @@ pub struct Supervised {
 }
 
 impl Supervised {
-    pub fn spawn(launch: &Launch) -> Result<Self> {
+    pub fn spawn(launch: Launch) -> Result<Self> {
         // Blocked before the fork so no SIGCHLD is lost; the child starts with an empty mask
         // (std resets it between fork and exec).
         let sigchld =
             BlockedSignals::block(&[libc::SIGCHLD]).context(|| "blocking SIGCHLD".into())?;
-        let open_output = |path: &Path| -> Result<File> {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .context(|| format!("opening {}", path.display()))
-        };
         let stdin = match launch.stdin {
             Some(path) => {
                 Stdio::from(File::open(path).context(|| format!("opening {}", path.display()))?)
@@ -93,10 +88,10 @@ impl Supervised {
             .envs(launch.env)
             .current_dir(launch.working_dir)
             .stdin(stdin)
-            // Files, not pipes: a background process that keeps them open cannot hold the
-            // execution open, and never gets SIGPIPE when the runner exits.
-            .stdout(open_output(launch.stdout)?)
-            .stderr(open_output(launch.stderr)?);
+            // Pipes the runner drains: it alone decides where the output ends (see
+            // `output_pipe`), whatever background processes keep writing.
+            .stdout(launch.stdout)
+            .stderr(launch.stderr);
         let process_limit = launch.process_limit;
         // SAFETY: setsid, setrlimit, prctl, open, write and close are async-signal-safe and
         // allocate nothing.
@@ -156,15 +151,16 @@ impl Supervised {
         self.pid
     }
 
-    /// Runs until the process exits, calling `on_tick` about every [`POLL_INTERVAL`].
-    /// Background processes it leaves behind are not waited for.
-    pub fn wait(self, timeout: Duration, mut on_tick: impl FnMut()) -> Result<Outcome> {
+    /// Runs until the process exits, calling `on_tick` about every [`POLL_INTERVAL`], or at
+    /// once again while it returns true (it has more to do). Background processes the main
+    /// process leaves behind are not waited for.
+    pub fn wait(self, timeout: Duration, mut on_tick: impl FnMut() -> bool) -> Result<Outcome> {
         let deadline = self.started + timeout;
         let mut usage = Usage::default();
         let mut term_sent_at: Option<Instant> = None;
         let mut kill_sent = false;
         let status = loop {
-            on_tick();
+            let busy = on_tick();
             self.reap_group_orphans(&mut usage);
             if let Some(status) = self.try_reap_main(&mut usage)? {
                 break status;
@@ -181,7 +177,9 @@ impl Supervised {
                 }
                 _ => {}
             }
-            self.sigchld.wait_for(POLL_INTERVAL);
+            if !busy {
+                self.sigchld.wait_for(POLL_INTERVAL);
+            }
         };
         let wall_time = self.started.elapsed();
         let timed_out = term_sent_at.is_some();

@@ -180,6 +180,44 @@ fn background_processes_do_not_hold_the_execution_open() {
 }
 
 #[test]
+fn a_background_writer_neither_holds_the_execution_open_nor_fills_the_workspace() {
+    let ws = TempDir::new("bg-writer");
+    let mut spec = ws.spec("bg-writer-1");
+    // The subshell inherits stdout, writes as fast as it can, and leaves a marker when it ends.
+    spec.command = Some("(timeout 3 yes; touch bg-ended) & echo done".into());
+    let run = exec(&spec);
+    let marker = ws.path().join("bg-ended");
+    assert!(
+        !marker.exists(),
+        "the execution ended while the background writer still ran"
+    );
+    let result = run.result();
+    assert_eq!(result.exit_code, 0);
+    assert!(
+        result.stdout.lines().any(|line| line == "done"),
+        "{:?}",
+        &result.stdout[..result.stdout.len().min(200)]
+    );
+
+    assert!(
+        eventually(Duration::from_secs(30), || marker.exists()),
+        "the background writer ends"
+    );
+    let file = ws.path().join(".kubexec/runs/bg-writer-1/stdout");
+    // The drainer may still be flushing its last read; its cap bounds the file either way.
+    let bound = result.stdout_bytes + kubexec_runner::output_pipe::POST_END_CAP_BYTES + 256;
+    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size <= bound,
+        "late output is capped: {size} bytes, at most {bound}"
+    );
+    assert!(
+        size > result.stdout_bytes,
+        "late output is kept up to the cap"
+    );
+}
+
+#[test]
 fn the_same_run_id_runs_at_most_once() {
     let ws = TempDir::new("once");
     let mut spec = ws.spec("once-1");
@@ -262,6 +300,31 @@ fn a_claimed_run_whose_runner_died_is_lost() {
     assert!(!run.status.success());
     assert_eq!(run.error().code, ErrorCode::Lost);
     assert!(!ws.path().join("count.txt").exists());
+}
+
+#[test]
+fn an_attach_only_exec_refuses_a_run_nobody_started_for_good() {
+    let ws = TempDir::new("attach-only");
+    let mut spec = ws.spec("attach-only-1");
+    spec.command = Some("echo ran >> count.txt".into());
+    spec.attach_only = true;
+    let refused = exec(&spec);
+    assert!(!refused.status.success());
+    assert_eq!(refused.error().code, ErrorCode::NotStarted);
+    // A late exec with the real spec (the first operator's, still in flight) replays the refusal.
+    spec.attach_only = false;
+    let late = exec(&spec);
+    assert_eq!(late.error().code, ErrorCode::NotStarted);
+    assert!(!ws.path().join("count.txt").exists(), "it never ran");
+
+    // A run that did start is replayed as usual.
+    let mut started = ws.spec("attach-only-2");
+    started.command = Some("echo done".into());
+    assert_eq!(exec(&started).result().stdout, "done\n");
+    started.attach_only = true;
+    let replayed = exec(&started);
+    assert!(replayed.result().recovered);
+    assert_eq!(replayed.result().stdout, "done\n");
 }
 
 #[test]

@@ -65,6 +65,17 @@ pub struct ExecSpec {
     /// Emit `stdout`/`stderr` events while the process runs. On by default.
     #[serde(default = "default_stream")]
     pub stream: bool,
+    /// Only replay or attach to a run that an earlier exec claimed; never start one. A run
+    /// nobody claimed is then claimed as refused ([`ErrorCode::NotStarted`]), so that a late
+    /// exec of the same run ID can no longer start it either. The operator sends this when it
+    /// recovers a run whose inputs (env, effective timeout) it cannot rebuild: the spec's
+    /// other fields are then not the real ones and must never run.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub attach_only: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 fn default_timeout_seconds() -> u32 {
@@ -93,6 +104,7 @@ impl ExecSpec {
             workspace: DEFAULT_WORKSPACE.into(),
             output_cap_bytes: None,
             stream: true,
+            attach_only: false,
         }
     }
 
@@ -250,6 +262,8 @@ pub enum ErrorCode {
     Io,
     /// A runner started this run earlier, is gone, and left no result.
     Lost,
+    /// An attach-only exec found the run never started, and refused to start it.
+    NotStarted,
     NotFound,
     LimitExceeded,
     Usage,
