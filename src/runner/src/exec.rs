@@ -13,7 +13,8 @@ use crate::invocation::{self, Invocation};
 use crate::paths::Workspace;
 use crate::pids::{self, ProcessLimit};
 use crate::protocol::{
-    read_frame, ExecResult, ExecSpec, RunStatus, RunnerEvent, MAX_SPEC_FRAME_BYTES, PROTOCOL_VERSION,
+    read_frame, ExecResult, ExecSpec, RunStatus, RunnerEvent, MAX_SPEC_FRAME_BYTES,
+    PROTOCOL_VERSION,
 };
 use crate::run_dir::{Claim, RunDir};
 use crate::sink::EventSink;

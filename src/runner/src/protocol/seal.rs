@@ -230,7 +230,10 @@ mod tests {
         let k = key(0xab);
         let json = serde_json::to_string(&k).unwrap_or_default();
         assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
-        assert_eq!(serde_json::from_str::<ResultKey>(&json).ok(), Some(k.clone()));
+        assert_eq!(
+            serde_json::from_str::<ResultKey>(&json).ok(),
+            Some(k.clone())
+        );
         assert!(serde_json::from_str::<ResultKey>("\"abc\"").is_err());
         assert!(ResultKey::from_hex(&"g0".repeat(32)).is_none());
         assert!(!format!("{k:?}").contains("ab"));
