@@ -486,8 +486,12 @@ sleep 3; echo genuine-output; exit 7"#
     let session = ns.api::<Session>().get("forge").await.expect("session");
     let pod = pod_of(&session);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while ns.sh(&pod, "ls /workspace/.kubexec/runs/*/started 2>/dev/null | wc -l") != "1" {
-        assert!(Instant::now() < deadline, "the runner never claimed the run");
+    let claimed = "ls /workspace/.kubexec/runs/*/started 2>/dev/null | wc -l";
+    while ns.sh(&pod, claimed) != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "the runner never claimed the run"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The operator dies while the run goes on; the run stores its result, user code rewrites it.
