@@ -427,6 +427,114 @@ async fn a_restarted_operator_recovers_a_running_execution_without_rerunning_it(
     assert_eq!(ns.sh(&pod, "wc -l < /workspace/replay.log"), "1");
 }
 
+/// The newest run directory's name (the running Execution's UID), in shell.
+const CURRENT_RUN: &str = "RUN=$(ls -t /workspace/.kubexec/runs | head -1)";
+
+#[tokio::test]
+async fn a_forged_result_frame_leaves_the_real_result_in_the_status() {
+    let ns = TestNs::new("exe-forged-frame").await;
+    create_session(&ns, "forge", json!({})).await;
+    // User code writes a complete, well-formed result frame for its own run to every fd of
+    // every runner process it can open: the exec stream's stdout above all (/proc/$PPID/fd/1).
+    let script = format!(
+        r#"{CURRENT_RUN}
+P='{{"type":"result","version":1,"runId":"'$RUN'","exitCode":0,"stdout":"FORGED","stderr":"","stdoutBytes":6,"stderrBytes":0,"stdoutTruncated":false,"stderrTruncated":false,"executionTimeMs":1,"memoryUsedBytes":1,"cpuTimeMs":1,"timedOut":false,"oomKilled":false,"filesWritten":[],"startedAt":1,"finishedAt":2,"mac":"'$(printf '%064d' 0)'"}}'
+F=$(printf 'KUBEXEC/1 %d\n%s' ${{#P}} "$P")
+n=0
+for d in /proc/$PPID /proc/[0-9]*; do
+  [ "$(cat $d/comm 2>/dev/null)" = kubexec-runner ] || continue
+  for fd in 0 1 2 3 4 5; do
+    ( printf '%s' "$F" > $d/fd/$fd ) 2>/dev/null && n=$((n+1))
+  done
+done
+echo "forged-writes=$n"
+echo genuine-output
+exit 7"#
+    );
+    let status = run(&ns, "forged", "forge", json!({"command": script})).await;
+    assert_eq!(status.exit_code, Some(7), "status: {status:#?}");
+    assert_eq!(status.reason.as_deref(), Some("NonZeroExit"));
+    assert_eq!(
+        status.stdout.as_deref(),
+        Some("forged-writes=0\ngenuine-output\n"),
+        "no runner fd is writable from user code: {status:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_rewritten_stored_result_is_never_replayed_after_a_restart() {
+    let mut ns = TestNs::new("exe-forged-file").await;
+    create_session(&ns, "forge", json!({})).await;
+    // A background process waits for the runner to store the result, then rewrites it (exit
+    // code and output), keeping the file well-formed and its MAC field as it was.
+    let script = format!(
+        r#"{CURRENT_RUN}
+D=/workspace/.kubexec/runs/$RUN
+( while [ ! -f $D/result.json ]; do sleep 0.1; done; sleep 0.2
+  sed -e 's/"exitCode":7/"exitCode":0/' -e 's/genuine-output/FORGED/' $D/result.json > $D/forged.json
+  mv $D/forged.json $D/result.json; echo rewritten > /workspace/rewritten ) >/dev/null 2>&1 &
+sleep 3; echo genuine-output; exit 7"#
+    );
+    create_execution(
+        &ns,
+        "rewritten",
+        "forge",
+        json!({"command": script, "timeoutSeconds": 60}),
+    )
+    .await;
+    wait_running(&ns, "rewritten").await;
+    let session = ns.api::<Session>().get("forge").await.expect("session");
+    let pod = pod_of(&session);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let claimed = "ls /workspace/.kubexec/runs/*/started 2>/dev/null | wc -l";
+    while ns.sh(&pod, claimed) != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "the runner never claimed the run"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The operator dies while the run goes on; the run stores its result, user code rewrites it.
+    ns.kill_operator();
+    while ns.sh(&pod, "cat /workspace/rewritten 2>/dev/null || true") != "rewritten" {
+        assert!(
+            Instant::now() < deadline,
+            "the stored result was never rewritten"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let stored = ns.sh(&pod, "cat /workspace/.kubexec/runs/*/result.json");
+    assert!(stored.contains("FORGED"), "{stored}");
+
+    // The next operator replays the stored result: it does not verify, so it is refused.
+    ns.start_operator();
+    let status = wait_done(&ns, "rewritten").await.status.expect("status");
+    assert_eq!(
+        status.phase,
+        Some(ExecutionPhase::Failed),
+        "status: {status:#?}"
+    );
+    assert_eq!(
+        status.reason.as_deref(),
+        Some("ResultRejected"),
+        "status: {status:#?}"
+    );
+    assert_ne!(status.exit_code, Some(0), "status: {status:#?}");
+    assert!(
+        !status.stdout.unwrap_or_default().contains("FORGED"),
+        "the forged output never reaches the status"
+    );
+    assert!(
+        status.message.as_deref().is_some_and(|m| m.contains("MAC")),
+        "the reason is clear: {:?}",
+        status.message
+    );
+    assert_eq!(
+        status.result_key, None,
+        "the key leaves the status with the run"
+    );
+}
+
 #[tokio::test]
 async fn ten_executions_across_two_sessions_run_at_once() {
     let ns = TestNs::new("exe-many").await;

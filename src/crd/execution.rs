@@ -284,9 +284,14 @@ pub struct ExecutionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oom_killed: Option<bool>,
 
-    /// Paths (relative to `/workspace`) of the files this execution wrote from `files`.
+    /// Paths (relative to `/workspace`) of the files this execution wrote from `files`. Capped
+    /// (so that the status always fits its object); see `filesWrittenTruncated`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files_written: Vec<String>,
+
+    /// True when `filesWritten` lists only the first of the files written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_written_truncated: Option<bool>,
 
     /// When the run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -312,6 +317,14 @@ pub struct ExecutionStatus {
     /// UID) has lost its run and fails with reason `PodLost`.
     #[serde(default, rename = "podUID", skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
+
+    /// The key (hex) the runner's result for this run must be sealed with (HMAC-SHA256), set
+    /// while the execution runs so that an operator that restarts can still verify the result
+    /// it recovers from the sandbox; removed when the execution finishes. The sandbox never
+    /// sees it: it reaches the runner only in the exec stream, and sandboxes cannot read the
+    /// Kubernetes API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_key: Option<String>,
 
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]

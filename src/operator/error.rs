@@ -37,6 +37,10 @@ pub enum Error {
     #[error("kubernetes client: {0}")]
     Client(#[source] kube::Error),
 
+    /// The system's random number generator failed (a run's result key could not be made).
+    #[error("no randomness: {0}")]
+    NoRandomness(getrandom::Error),
+
     /// Another replica took the leader-election Lease, or it could not be renewed in time.
     #[error("lost the leader-election lease")]
     LeadershipLost,
@@ -62,8 +66,16 @@ impl Error {
             Error::Config(_) => "config",
             Error::Server(_) => "server",
             Error::Client(_) => "client",
+            Error::NoRandomness(_) => "no_randomness",
             Error::LeadershipLost => "leadership_lost",
         }
+    }
+
+    /// True when the apiserver refused what was sent (bad request, too large, invalid), as
+    /// opposed to a conflict, a throttle or a failure to reach it: sending the same again is
+    /// refused again.
+    pub fn is_refused_content(&self) -> bool {
+        matches!(self, Error::Kube { source: kube::Error::Api(status), .. } if matches!(status.code, 400 | 413 | 422))
     }
 
     /// True when retrying cannot help until the object changes.
@@ -87,5 +99,28 @@ impl Error {
     /// Wraps a client error with what was being done.
     pub fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Error {
         move |source| Error::Kube { action, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16) -> Error {
+        let status = kube::core::Status::failure("refused", "Invalid").with_code(code);
+        Error::Kube {
+            action: "write execution status",
+            source: kube::Error::Api(Box::new(status)),
+        }
+    }
+
+    #[test]
+    fn only_refused_content_is_told_apart_from_transient_failures() {
+        for code in [400, 413, 422] {
+            assert!(api_error(code).is_refused_content(), "{code}");
+        }
+        for code in [404, 409, 429, 500, 503] {
+            assert!(!api_error(code).is_refused_content(), "{code}");
+        }
     }
 }

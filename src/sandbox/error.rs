@@ -49,6 +49,23 @@ pub enum SandboxError {
         limit: usize,
     },
 
+    /// The spec frame is larger than the runner reads ([`MAX_SPEC_FRAME_BYTES`]); it was not
+    /// sent.
+    ///
+    /// [`MAX_SPEC_FRAME_BYTES`]: kubexec_runner::protocol::MAX_SPEC_FRAME_BYTES
+    #[error("the spec is {size} bytes; the runner reads at most {limit}")]
+    SpecTooLarge {
+        /// The frame's size.
+        size: usize,
+        /// The runner's limit.
+        limit: usize,
+    },
+
+    /// The stream carried a result, but not one the runner sealed for the run that was asked
+    /// for (wrong run ID, missing or wrong MAC), and no genuine one followed.
+    #[error("result rejected: {0}")]
+    ResultRejected(String),
+
     /// The runner reported an error (a helper's stderr, or an `exec` error event).
     #[error("runner error {code:?}: {message}")]
     Runner {
@@ -84,6 +101,8 @@ impl SandboxError {
             SandboxError::Stream(_) => "stream",
             SandboxError::Protocol(_) => "protocol",
             SandboxError::TooLarge { .. } => "too_large",
+            SandboxError::SpecTooLarge { .. } => "spec_too_large",
+            SandboxError::ResultRejected(_) => "result_rejected",
             SandboxError::Runner { .. } => "runner",
             SandboxError::HelperFailed { .. } => "helper_failed",
         }

@@ -25,7 +25,9 @@ use kube::{
     api::{AttachParams, AttachedProcess},
     Api,
 };
-use kubexec_runner::protocol::{ExecResult, ExecSpec, FrameDecoder, RunnerError, RunnerEvent};
+use kubexec_runner::protocol::{
+    ExecResult, ExecSpec, FrameDecoder, ResultKey, RunnerError, RunnerEvent, MAX_SPEC_FRAME_BYTES,
+};
 use serde::de::DeserializeOwned;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt, ReadHalf, SimplexStream, WriteHalf},
@@ -197,14 +199,28 @@ impl Sandbox {
         Ok(FramedRun {
             process: self.spawn(args, true).await?,
             decoder: FrameDecoder::new(),
+            expected: None,
         })
     }
 
     /// Starts `kubexec-runner exec` and sends `spec`. Read the events from the returned run.
     /// Sending the same run ID again never runs it twice: the runner replays or attaches.
+    /// [`FramedRun::result`] then accepts only a result for `spec.run_id`, sealed with
+    /// `spec.result_key` when the spec has one.
     pub async fn exec(&self, spec: &ExecSpec) -> Result<FramedRun, SandboxError> {
+        let frame = spec.to_frame();
+        if frame.len() > MAX_SPEC_FRAME_BYTES {
+            return Err(SandboxError::SpecTooLarge {
+                size: frame.len(),
+                limit: MAX_SPEC_FRAME_BYTES,
+            });
+        }
         let mut run = self.start_framed(&["exec"]).await?;
-        run.send(&spec.to_frame()).await?;
+        run.expected = Some(Expected {
+            run_id: spec.run_id.clone(),
+            key: spec.result_key.clone(),
+        });
+        run.send(&frame).await?;
         Ok(run)
     }
 }
@@ -360,6 +376,32 @@ async fn drain_capped(mut reader: ReadHalf<SimplexStream>, cap: usize) -> Vec<u8
 pub struct FramedRun {
     process: Process,
     decoder: FrameDecoder,
+    expected: Option<Expected>,
+}
+
+/// What the result of an `exec` must show to be accepted.
+struct Expected {
+    run_id: String,
+    key: Option<ResultKey>,
+}
+
+impl Expected {
+    /// Why `result` is not the runner's result for this run, if it is not.
+    fn reject(&self, result: &ExecResult) -> Option<String> {
+        if result.run_id != self.run_id {
+            return Some(format!(
+                "it is for run {:?}, not {:?}",
+                result.run_id, self.run_id
+            ));
+        }
+        match &self.key {
+            Some(key) if !key.verify(result) => Some(format!(
+                "its MAC does not verify under run {}'s key (the stored result was rewritten, or the frame forged)",
+                self.run_id
+            )),
+            _ => None,
+        }
+    }
 }
 
 impl FramedRun {
@@ -408,18 +450,33 @@ impl FramedRun {
     }
 
     /// Reads events until the `result` (returned) or an `error` (as [`SandboxError::Runner`]),
-    /// handing each output chunk to `on_output`. A stream that ends first is
-    /// [`SandboxError::StreamClosed`] when no exit status came, else a protocol error.
+    /// handing each output chunk to `on_output`. For an [`exec`](Sandbox::exec), a result that
+    /// is not for the spec's run or not sealed with its key is skipped (the runner's own may
+    /// follow); if none follows, the answer is [`SandboxError::ResultRejected`]. A stream that
+    /// ends first is [`SandboxError::StreamClosed`] when no exit status came, else a protocol
+    /// error.
     pub async fn result(
         mut self,
         mut on_output: impl FnMut(&RunnerEvent),
     ) -> Result<ExecResult, SandboxError> {
+        let mut rejected: Option<String> = None;
         loop {
             match self.next_event().await? {
-                Some(RunnerEvent::Result(result)) => return Ok(result),
+                Some(RunnerEvent::Result(result)) => {
+                    match self.expected.as_ref().and_then(|e| e.reject(&result)) {
+                        None => return Ok(result),
+                        Some(why) => {
+                            warn!(%why, "skipping a result that is not the runner's");
+                            rejected = Some(why);
+                        }
+                    }
+                }
                 Some(RunnerEvent::Error(error)) => return Err(error.into()),
                 Some(output) => on_output(&output),
                 None => {
+                    if let Some(why) = rejected {
+                        return Err(SandboxError::ResultRejected(why));
+                    }
                     let exit = self.wait().await?;
                     return Err(SandboxError::Protocol(format!(
                         "the runner exited with {} without a result: {}",
@@ -472,6 +529,41 @@ mod tests {
             crashed.check(),
             Err(SandboxError::HelperFailed { exit_code: 127, stderr }) if stderr == "sh: not found"
         ));
+    }
+
+    #[test]
+    fn only_the_asked_for_run_sealed_with_its_key_is_accepted() {
+        let key = ResultKey::from_bytes([3; 32]);
+        let expected = Expected {
+            run_id: "run-1".into(),
+            key: Some(key.clone()),
+        };
+        let mut sealed = ExecResult {
+            run_id: "run-1".into(),
+            exit_code: 7,
+            ..Default::default()
+        };
+        key.seal(&mut sealed);
+        assert_eq!(expected.reject(&sealed), None);
+
+        let mut forged = sealed.clone();
+        forged.exit_code = 0;
+        assert!(expected
+            .reject(&forged)
+            .is_some_and(|why| why.contains("MAC")));
+        let mut other_run = ExecResult {
+            run_id: "run-2".into(),
+            ..Default::default()
+        };
+        key.seal(&mut other_run);
+        assert!(expected
+            .reject(&other_run)
+            .is_some_and(|why| why.contains("run-2")));
+        let unsealed = ExecResult {
+            run_id: "run-1".into(),
+            ..Default::default()
+        };
+        assert!(expected.reject(&unsealed).is_some());
     }
 
     #[tokio::test]

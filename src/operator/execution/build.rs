@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kubexec_runner::protocol::{self as wire, ExecResult, ExecSpec, PROTOCOL_VERSION};
+use kubexec_runner::protocol::{self as wire, ExecResult, ExecSpec, ResultKey, PROTOCOL_VERSION};
 
 use crate::crd::{
     conditions::{COMPLETE, FAILED},
@@ -17,6 +17,14 @@ use crate::crd::{
 /// Cap per output stream in the status. Two streams stay well under the ~128 KiB the status
 /// may take, with room for the other fields.
 pub const STATUS_OUTPUT_CAP_BYTES: usize = 56 * 1024;
+/// Most entries of `filesWritten` in the status, and their most bytes (JSON-encoded): with
+/// the output caps, every list and text in the status is bounded, so no final status is ever
+/// too large to write.
+pub const STATUS_FILES_WRITTEN_CAP: usize = 256;
+/// See [`STATUS_FILES_WRITTEN_CAP`].
+pub const STATUS_FILES_WRITTEN_CAP_BYTES: usize = 8 * 1024;
+/// Cap of `message` (and the condition's message): runner messages may quote user input.
+pub const STATUS_MESSAGE_CAP_BYTES: usize = 2 * 1024;
 
 /// Machine-readable reasons in `status.reason` (and the `Failed` condition).
 pub mod reasons {
@@ -51,6 +59,11 @@ pub mod reasons {
     pub const WAITING_FOR_SECRET: &str = "WaitingForSecret";
     /// Running in the sandbox.
     pub const RUNNING: &str = "Running";
+    /// The apiserver refused the final status with the result; this smaller one replaces it.
+    pub const STATUS_REJECTED: &str = "StatusRejected";
+    /// The result the sandbox returned is not the runner's: its MAC or run ID does not match
+    /// (user code rewrote the stored result, or forged a frame).
+    pub const RESULT_REJECTED: &str = "ResultRejected";
 }
 
 /// Environment values resolved from Secrets. Its `Debug` never shows the values.
@@ -69,14 +82,15 @@ pub fn session_default_timeout(session: Option<&Session>) -> Option<i32> {
 }
 
 /// The runner spec for `execution`: run ID = its UID, the effective timeout and working dir,
-/// its files, stdin and the resolved `env`. Output is not streamed (the operator only needs the
-/// result) and is capped for the status. `attach_only`: the runner may replay or attach to the
-/// run, never start it (see [`ExecSpec::attach_only`]).
+/// its files, stdin and the resolved `env`, and the run's `result_key`. Output is not streamed
+/// (the operator only needs the result) and is capped for the status. `attach_only`: the runner
+/// may replay or attach to the run, never start it (see [`ExecSpec::attach_only`]).
 pub fn exec_spec(
     execution: &Execution,
     timeout_seconds: i32,
     env: Env,
     attach_only: bool,
+    result_key: Option<ResultKey>,
 ) -> ExecSpec {
     let spec = &execution.spec;
     ExecSpec {
@@ -104,6 +118,7 @@ pub fn exec_spec(
         output_cap_bytes: Some(STATUS_OUTPUT_CAP_BYTES as u64),
         stream: false,
         attach_only,
+        result_key,
     }
 }
 
@@ -136,11 +151,12 @@ pub fn pending_status(
     })
 }
 
-/// Running in `pod` (written before the exec starts).
+/// Running in `pod` (written before the exec starts), with the run's result key.
 pub fn running_status(
     execution: &Execution,
     pod_name: &str,
     pod_uid: Option<String>,
+    result_key: &ResultKey,
     now: Timestamp,
 ) -> ExecutionStatus {
     ExecutionStatus {
@@ -150,9 +166,19 @@ pub fn running_status(
         start_time: Some(time(now)),
         pod_name: Some(pod_name.to_string()),
         pod_uid,
+        result_key: Some(result_key.to_hex()),
         observed_generation: execution.metadata.generation,
         ..ExecutionStatus::default()
     }
+}
+
+/// The result key recorded in a Running status, if there is a well-formed one.
+pub fn recorded_result_key(execution: &Execution) -> Option<ResultKey> {
+    execution
+        .status
+        .as_ref()
+        .and_then(|s| s.result_key.as_deref())
+        .and_then(ResultKey::from_hex)
 }
 
 fn with_terminal_condition(
@@ -163,6 +189,8 @@ fn with_terminal_condition(
     message: &str,
     now: Timestamp,
 ) -> ExecutionStatus {
+    let (message, _) = fit_output(message, STATUS_MESSAGE_CAP_BYTES);
+    let message = message.as_str();
     let type_ = if succeeded { COMPLETE } else { FAILED };
     let previous = execution
         .status
@@ -183,7 +211,7 @@ fn with_terminal_condition(
         ExecutionPhase::Failed
     });
     status.reason = Some(reason.into());
-    status.message = Some(message.into());
+    status.message = Some(message.to_string());
     status.observed_generation = execution.metadata.generation;
     status
 }
@@ -220,6 +248,7 @@ pub fn result_status(
     let current = execution.status.clone().unwrap_or_default();
     let (stdout, stdout_cut) = fit_output(&result.stdout, STATUS_OUTPUT_CAP_BYTES);
     let (stderr, stderr_cut) = fit_output(&result.stderr, STATUS_OUTPUT_CAP_BYTES);
+    let (files_written, files_cut) = fit_files_written(&result.files_written);
     let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let base = ExecutionStatus {
         stdout: Some(stdout),
@@ -234,7 +263,8 @@ pub fn result_status(
         cpu_time_ms: Some(as_i64(result.cpu_time_ms)),
         timed_out: Some(result.timed_out),
         oom_killed: Some(result.oom_killed),
-        files_written: result.files_written.clone(),
+        files_written_truncated: Some(result.files_written_truncated || files_cut),
+        files_written,
         start_time: current
             .start_time
             .or_else(|| time_from_unix_ms(result.started_at)),
@@ -274,6 +304,26 @@ pub fn fit_output(text: &str, budget: usize) -> (String, bool) {
         }
         keep = keep.saturating_sub((size - budget).max(64));
     }
+}
+
+/// The first paths of `files` that fit [`STATUS_FILES_WRITTEN_CAP`] entries and
+/// [`STATUS_FILES_WRITTEN_CAP_BYTES`] bytes (a path too long for the budget on its own is
+/// skipped), and whether any were left out.
+pub fn fit_files_written(files: &[String]) -> (Vec<String>, bool) {
+    let mut kept = Vec::new();
+    let mut bytes = 0;
+    for path in files {
+        if kept.len() == STATUS_FILES_WRITTEN_CAP {
+            return (kept, true);
+        }
+        let size = serde_json::to_string(path).map_or(usize::MAX, |json| json.len() + 1);
+        if bytes + size > STATUS_FILES_WRITTEN_CAP_BYTES {
+            return (kept, true);
+        }
+        bytes += size;
+        kept.push(path.clone());
+    }
+    (kept, false)
 }
 
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
@@ -321,7 +371,13 @@ mod tests {
     #[test]
     fn exec_spec_carries_the_execution() {
         let env = Env(BTreeMap::from([("A".to_string(), "1".to_string())]));
-        let spec = exec_spec(&execution(), 7, env, false);
+        let spec = exec_spec(
+            &execution(),
+            7,
+            env,
+            false,
+            Some(ResultKey::from_bytes([1; 32])),
+        );
         assert_eq!(spec.run_id, "0b5e-uid");
         assert_eq!(spec.command.as_deref(), Some("echo hi"));
         assert_eq!(spec.code, None);
@@ -330,7 +386,7 @@ mod tests {
         assert_eq!(spec.stdin.as_deref(), Some("input"));
         assert_eq!(spec.files[0].encoding, wire::Encoding::Base64);
         assert_eq!(spec.env.get("A").map(String::as_str), Some("1"));
-        assert!(!spec.stream);
+        assert!(!spec.stream && spec.result_key.is_some());
         assert_eq!(spec.output_cap_bytes, Some(STATUS_OUTPUT_CAP_BYTES as u64));
         assert!(spec.validate().is_ok());
     }
@@ -354,6 +410,49 @@ mod tests {
         let (cut, truncated) = fit_output(&"ab".repeat(1000), 200);
         assert!(truncated && cut.starts_with("abab") && cut.ends_with("abab"));
         assert!(serde_json::to_string(&cut).map(|j| j.len()).unwrap_or(0) <= 200);
+    }
+
+    #[test]
+    fn a_hundred_thousand_files_written_end_in_a_capped_status() {
+        let result = ExecResult {
+            run_id: "0b5e-uid".into(),
+            exit_code: 0,
+            files_written: (0..100_000)
+                .map(|i| format!("deep/dir/file-{i:06}.txt"))
+                .collect(),
+            stdout: "\u{1}".repeat(1 << 20),
+            ..Default::default()
+        };
+        let message = "m".repeat(1 << 20);
+        let status = result_status(
+            &execution(),
+            &result,
+            true,
+            reasons::COMPLETED,
+            &message,
+            Timestamp::UNIX_EPOCH,
+        );
+        assert!(status.files_written.len() <= STATUS_FILES_WRITTEN_CAP);
+        assert!(!status.files_written.is_empty());
+        assert_eq!(status.files_written[0], "deep/dir/file-000000.txt");
+        assert_eq!(status.files_written_truncated, Some(true));
+        assert_eq!(status.stdout_truncated, Some(true));
+        let size = serde_json::to_vec(&status).map_or(usize::MAX, |json| json.len());
+        assert!(size < 128 * 1024, "the whole status is {size} bytes");
+
+        let (few, cut) = fit_files_written(&["a".into(), "b".into()]);
+        assert_eq!((few.len(), cut), (2, false));
+    }
+
+    #[test]
+    fn the_running_status_records_the_result_key() {
+        let key = ResultKey::from_bytes([9; 32]);
+        let mut e = execution();
+        e.status = Some(running_status(&e, "pod", None, &key, Timestamp::UNIX_EPOCH));
+        assert_eq!(recorded_result_key(&e), Some(key));
+        // The final status leaves it out: server-side apply then removes it.
+        let done = failed_status(&e, reasons::POD_LOST, "gone", Timestamp::UNIX_EPOCH);
+        assert_eq!(done.result_key, None);
     }
 
     #[test]

@@ -51,6 +51,33 @@ impl Failure {
         Self::new(reasons::RUNNER_ERROR, format!("{code:?}: {message}"))
     }
 
+    /// The sandbox answered with a result that is not the runner's for this run (`why`).
+    pub fn result_rejected(pod_name: &str, why: &str) -> Self {
+        Self::new(
+            reasons::RESULT_REJECTED,
+            format!("the result from {pod_name} was rejected: {why}"),
+        )
+    }
+
+    /// No result key is recorded for a recovered run (a Running status written before result
+    /// keys existed), so no result of it can be trusted.
+    pub fn no_result_key() -> Self {
+        Self::new(
+            reasons::RESULT_REJECTED,
+            "no result key is recorded for this run, so its result cannot be verified",
+        )
+    }
+
+    /// The spec is larger than the runner reads (inline code, files and env together).
+    pub fn spec_too_large(size: usize, limit: usize) -> Self {
+        Self::new(
+            reasons::RUNNER_ERROR,
+            format!(
+                "the run's code, files and env take {size} bytes; the runner reads at most {limit}"
+            ),
+        )
+    }
+
     /// No result from the runner in `pod_name` before the run's deadline. `timeout_seconds` is
     /// the effective timeout, when known.
     pub fn deadline_exceeded(pod_name: &str, timeout_seconds: Option<i32>) -> Self {

@@ -77,7 +77,7 @@ use super::{faults, metrics::ExecutionResultLabels, reconciler, Context, Error, 
 pub use apply::FIELD_MANAGER;
 pub use tracker::{RunState, Tracker};
 
-use build::{exec_spec, pending_status, running_status};
+use build::{exec_spec, pending_status, recorded_result_key, running_status};
 use decide::{Plan, RunMode, RunPlan, CACHE_LAG_RECHECK, IN_FLIGHT_RECHECK, SESSION_POLL};
 use failure::Failure;
 use outcome::RunOutcome;
@@ -143,15 +143,32 @@ async fn start_run(
         return Ok(Action::requeue(CACHE_LAG_RECHECK));
     };
     let mut snapshot = execution.clone();
-    if planned.mode == RunMode::Fresh {
-        let running = running_status(execution, &planned.pod_name, planned.pod_uid.clone(), now);
+    let result_key = if planned.mode == RunMode::Fresh {
+        let key = new_result_key()?;
+        let running = running_status(
+            execution,
+            &planned.pod_name,
+            planned.pod_uid.clone(),
+            &key,
+            now,
+        );
         // Recorded before the exec: if this write fails, nothing has run (the guard is dropped).
         apply::write_status(&ctx.client, execution, &running).await?;
         faults::after_running_recorded(&execution.name_any());
         snapshot.status = Some(running);
-    }
+        Some(key)
+    } else {
+        // The key the first process recorded: the runner sealed (or will seal) with it.
+        recorded_result_key(execution)
+    };
     let attach_only = planned.mode == RunMode::AttachOnly;
-    let spec = exec_spec(execution, planned.timeout_seconds, planned.env, attach_only);
+    let spec = exec_spec(
+        execution,
+        planned.timeout_seconds,
+        planned.env,
+        attach_only,
+        result_key,
+    );
     run::spawn(
         ctx.clone(),
         guard,
@@ -167,6 +184,16 @@ async fn start_run(
         },
     );
     Ok(Action::requeue(IN_FLIGHT_RECHECK))
+}
+
+/// A fresh run's result key. It lives in the Running status (the sandbox cannot read the
+/// Kubernetes API) rather than being derived from a secret of the operator's: nothing has to
+/// be shared between replicas or kept across restarts, there is no long-lived secret to leak
+/// or rotate, and the final status drops it. See docs/security.md.
+fn new_result_key() -> Result<kubexec_runner::protocol::ResultKey> {
+    let mut bytes = [0; kubexec_runner::protocol::RESULT_KEY_BYTES];
+    getrandom::fill(&mut bytes).map_err(Error::NoRandomness)?;
+    Ok(kubexec_runner::protocol::ResultKey::from_bytes(bytes))
 }
 
 /// Fails the Execution without a result: status, metric, Event.

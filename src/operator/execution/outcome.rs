@@ -200,6 +200,7 @@ mod tests {
             &e,
             "demo-sandbox",
             Some("pod-uid".into()),
+            &kubexec_runner::protocol::ResultKey::from_bytes([1; 32]),
             at(1_700_000_000),
         ));
         e

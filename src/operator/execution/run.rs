@@ -17,6 +17,7 @@ use crate::shared::activity::ActivityWriter;
 
 use super::{
     apply::{self, ExecutionEvent},
+    build::{failed_status, reasons},
     failure::{pod_lost, Failure},
     outcome::RunOutcome,
     tracker::RunGuard,
@@ -117,11 +118,27 @@ async fn mark_activity(ctx: &Context, namespace: &str, session: &str) {
     }
 }
 
+/// Writes the final status, retrying transient failures. If the apiserver refuses its content
+/// (it is bounded, so this should not happen), a minimal Failed status replaces it: a final
+/// status that can never be written would otherwise be recovered and retried forever.
 async fn write_final(ctx: &Context, execution: &Execution, status: &ExecutionStatus) -> bool {
     let mut wait = Duration::from_millis(500);
     for attempt in 1..=STATUS_WRITE_ATTEMPTS {
         match apply::write_status(&ctx.client, execution, status).await {
             Ok(()) => return true,
+            Err(error) if error.is_refused_content() => {
+                warn!(%error, "the apiserver refused the final status; writing a minimal one");
+                let fallback = failed_status(
+                    execution,
+                    reasons::STATUS_REJECTED,
+                    &format!("the apiserver refused the status with the result: {error}"),
+                    Timestamp::now(),
+                );
+                return apply::write_status(&ctx.client, execution, &fallback)
+                    .await
+                    .inspect_err(|error| warn!(%error, "could not write the minimal status"))
+                    .is_ok();
+            }
             Err(error) if attempt < STATUS_WRITE_ATTEMPTS => {
                 warn!(%error, attempt, "could not write the final status; retrying");
                 tokio::time::sleep(wait).await;
@@ -143,6 +160,9 @@ async fn exec(ctx: &Context, run: &Run) -> RunOutcome {
     let sandbox =
         Sandbox::new(ctx.client.clone(), &namespace, &run.pod_name).in_container(run.container);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    if run.spec.result_key.is_none() {
+        return RunOutcome::Failed(Failure::no_result_key());
+    }
     let mut retry = FIRST_RETRY;
     loop {
         let attempt = async { sandbox.exec(&run.spec).await?.result(|_| {}).await };
@@ -158,6 +178,13 @@ async fn exec(ctx: &Context, run: &Run) -> RunOutcome {
             })) => return RunOutcome::Failed(Failure::not_started(&run.pod_name)),
             Ok(Err(SandboxError::Runner { code, message })) => {
                 return RunOutcome::Failed(Failure::runner_error(code, &message))
+            }
+            // A replayed result that does not verify will not verify next time either.
+            Ok(Err(SandboxError::ResultRejected(why))) => {
+                return RunOutcome::Failed(Failure::result_rejected(&run.pod_name, &why))
+            }
+            Ok(Err(SandboxError::SpecTooLarge { size, limit })) => {
+                return RunOutcome::Failed(Failure::spec_too_large(size, limit))
             }
             Ok(Err(error)) => error,
             Err(_) => return deadline_exceeded(run),

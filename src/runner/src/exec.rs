@@ -13,13 +13,14 @@ use crate::invocation::{self, Invocation};
 use crate::output_pipe::OutputPipe;
 use crate::paths::Workspace;
 use crate::pids::{self, ProcessLimit};
-use crate::protocol::{read_frame, ExecResult, ExecSpec, RunStatus, RunnerEvent, PROTOCOL_VERSION};
+use crate::protocol::{
+    read_frame, ExecResult, ExecSpec, RunStatus, RunnerEvent, MAX_SPEC_FRAME_BYTES,
+    PROTOCOL_VERSION,
+};
 use crate::run_dir::{Claim, RunDir};
 use crate::sink::EventSink;
 use crate::supervise::{self, Launch, Supervised};
 
-/// A spec rides in an Execution object, which etcd caps at about 1.5 MiB.
-pub const MAX_SPEC_BYTES: usize = 16 << 20;
 const ATTACH_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Moved from each output pipe into its file per poll; more means the process is busy writing
 /// and the next poll comes at once.
@@ -42,7 +43,7 @@ pub fn run(input: &mut impl BufRead, sink: &mut EventSink<impl Write>) -> Result
 }
 
 pub fn read_spec(input: &mut impl BufRead) -> Result<ExecSpec> {
-    let payload = read_frame(input, MAX_SPEC_BYTES)?;
+    let payload = read_frame(input, MAX_SPEC_FRAME_BYTES)?;
     let spec: ExecSpec =
         serde_json::from_slice(&payload).map_err(|e| Error::InvalidSpec(e.to_string()))?;
     spec.validate()?;
@@ -70,7 +71,13 @@ pub fn execute(spec: &ExecSpec, sink: &mut EventSink<impl Write>) -> Result<Exec
         return Err(refused);
     }
 
-    let outcome = run_claimed(spec, &workspace, &run_dir, started_at, sink);
+    let outcome = run_claimed(spec, &workspace, &run_dir, started_at, sink).map(|mut result| {
+        result.fit_frame();
+        if let Some(key) = &spec.result_key {
+            key.seal(&mut result);
+        }
+        result
+    });
     let stored = match &outcome {
         Ok(result) => run_dir.write_result(result),
         Err(error) => run_dir.write_error(&error.to_wire()),

@@ -2,7 +2,7 @@
 //! output, and the stored outcome that a later exec or the operator recovers from.
 
 use std::fs::OpenOptions;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::files::{write_atomically, PendingFile};
 use crate::paths::RESERVED_DIR;
 use crate::procfs;
-use crate::protocol::{validate_run_id, ExecResult, RunStatus, RunnerError};
+use crate::protocol::{validate_run_id, ExecResult, RunStatus, RunnerError, MAX_FRAME_BYTES};
 
 const STARTED: &str = "started";
 const RESULT: &str = "result.json";
@@ -177,20 +177,34 @@ impl RunDir {
     }
 }
 
+/// Reads a stored outcome. The run directory is writable by user code, so the file is read
+/// only up to a frame's size: anything larger is not the runner's and is refused unread. (What
+/// it says is checked by whoever receives it: a result must carry the run's MAC.)
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::Io {
-                context: format!("parsing {}", path.display()),
-                source: io::Error::new(io::ErrorKind::InvalidData, e),
-            }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(Error::Io {
-            context: format!("reading {}", path.display()),
-            source,
-        }),
+    let invalid = |message: String| Error::Io {
+        context: format!("parsing {}", path.display()),
+        source: io::Error::new(io::ErrorKind::InvalidData, message),
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(Error::Io {
+                context: format!("reading {}", path.display()),
+                source,
+            })
+        }
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_FRAME_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .context(|| format!("reading {}", path.display()))?;
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(invalid(format!("larger than {MAX_FRAME_BYTES} bytes")));
     }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| invalid(e.to_string()))
 }
 
 #[cfg(test)]
@@ -256,6 +270,17 @@ mod tests {
         run.write_error(&error).expect("stored");
         assert_eq!(run.status().ok(), Some(RunStatus::Failed(error)));
         assert_eq!(run.claim(2).ok(), Some(Claim::AlreadyClaimed));
+    }
+
+    #[test]
+    fn an_oversized_stored_result_is_refused_unread() {
+        let dir = TempDir::new("rundir-huge");
+        let run = RunDir::new(dir.path(), "run-3").expect("valid id");
+        std::fs::create_dir_all(run.path()).expect("dir");
+        let mut huge = b"{\"stdout\":\"".to_vec();
+        huge.resize(MAX_FRAME_BYTES + 10, b'x');
+        std::fs::write(run.path().join(RESULT), huge).expect("result");
+        assert!(matches!(run.status(), Err(Error::Io { .. })));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use crate::protocol::{write_frame, RunnerEvent};
+use crate::protocol::{write_frame, ErrorCode, RunnerError, RunnerEvent, MAX_FRAME_BYTES};
 
 pub struct EventSink<W: Write> {
     out: W,
@@ -23,7 +23,21 @@ impl<W: Write> EventSink<W> {
         }
         let written = serde_json::to_vec(event)
             .map_err(std::io::Error::other)
-            .and_then(|payload| write_frame(&mut self.out, &payload));
+            .and_then(|payload| {
+                if payload.len() <= MAX_FRAME_BYTES {
+                    return write_frame(&mut self.out, &payload);
+                }
+                // The reader would drop it unread; say so instead of sending it.
+                let error = RunnerEvent::Error(RunnerError {
+                    code: ErrorCode::LimitExceeded,
+                    message: format!(
+                        "an event of {} bytes exceeds the frame limit of {MAX_FRAME_BYTES}",
+                        payload.len()
+                    ),
+                });
+                let payload = serde_json::to_vec(&error).map_err(std::io::Error::other)?;
+                write_frame(&mut self.out, &payload)
+            });
         self.broken = written.is_err();
     }
 

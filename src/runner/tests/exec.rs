@@ -237,6 +237,44 @@ fn the_same_run_id_runs_at_most_once() {
 }
 
 #[test]
+fn results_are_sealed_and_a_rewritten_stored_result_does_not_verify() {
+    use kubexec_runner::protocol::ResultKey;
+    let ws = TempDir::new("sealed");
+    let key = ResultKey::from_bytes([7; 32]);
+    let mut spec = ws.spec("sealed-1");
+    spec.command = Some("echo real; env; exit 7".into());
+    spec.result_key = Some(key.clone());
+    let first = exec(&spec);
+    assert!(key.verify(first.result()), "the live result is sealed");
+    assert_eq!(first.result().exit_code, 7);
+    // The key reaches neither the user process nor the run directory.
+    assert!(!first.result().stdout.contains(&key.to_hex()));
+    let run_dir = ws.path().join(".kubexec/runs/sealed-1");
+    for entry in std::fs::read_dir(&run_dir).expect("run dir").flatten() {
+        let content = std::fs::read(entry.path()).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&content).contains(&key.to_hex()),
+            "{:?} holds the key",
+            entry.path()
+        );
+    }
+
+    let replayed = exec(&spec);
+    assert!(replayed.result().recovered && key.verify(replayed.result()));
+
+    // User code rewrites the stored result; the replay carries it, but it no longer verifies.
+    let path = run_dir.join("result.json");
+    let stored = std::fs::read_to_string(&path).expect("stored result");
+    let forged = stored
+        .replace("\"exitCode\":7", "\"exitCode\":0")
+        .replace("real", "FORGED");
+    std::fs::write(&path, forged).expect("rewrite");
+    let replayed = exec(&spec);
+    assert_eq!(replayed.result().exit_code, 0);
+    assert!(!key.verify(replayed.result()));
+}
+
+#[test]
 fn a_second_exec_attaches_to_a_running_one() {
     let ws = TempDir::new("attach");
     let mut spec = ws.spec("attach-1");

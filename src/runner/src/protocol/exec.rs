@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+use super::{ResultKey, MAX_FRAME_BYTES};
+
 /// Version of [`ExecSpec`] and [`ExecResult`].
 pub const PROTOCOL_VERSION: u32 = 1;
 pub const DEFAULT_WORKSPACE: &str = "/workspace";
@@ -72,6 +74,10 @@ pub struct ExecSpec {
     /// other fields are then not the real ones and must never run.
     #[serde(default, skip_serializing_if = "is_false")]
     pub attach_only: bool,
+    /// The run's result key: the result is sealed with it (see [`ResultKey`]). Held only in
+    /// the runner's memory, never written to the run directory or passed to the user process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_key: Option<ResultKey>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -105,6 +111,7 @@ impl ExecSpec {
             output_cap_bytes: None,
             stream: true,
             attach_only: false,
+            result_key: None,
         }
     }
 
@@ -218,15 +225,54 @@ pub struct ExecResult {
     pub cpu_time_ms: u64,
     pub timed_out: bool,
     pub oom_killed: bool,
-    /// Normalized paths relative to the workspace.
+    /// Normalized paths relative to the workspace; see `files_written_truncated`.
     pub files_written: Vec<String>,
+    /// True when `files_written` lists only some of the files (the result must fit a frame).
+    #[serde(default)]
+    pub files_written_truncated: bool,
     /// Unix milliseconds.
     pub started_at: u64,
     pub finished_at: u64,
     /// True when this result was read back from an earlier run of the same runId rather than
-    /// produced by running now (at most once).
+    /// produced by running now (at most once). Not covered by `mac`.
     #[serde(default)]
     pub recovered: bool,
+    /// HMAC-SHA256 (hex) of the result under the spec's `resultKey`; absent when the spec had
+    /// none. See [`ResultKey`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// Room kept in a result frame for the event tag, the MAC and `recovered`.
+const RESULT_FRAME_SLACK: usize = 512;
+
+impl ExecResult {
+    /// Shrinks the result until its `result` event fits a frame ([`MAX_FRAME_BYTES`]), with
+    /// room for the MAC: first the list of files written (flagged), then the longer of the two
+    /// outputs (flagged as truncated, its head kept). A no-op for any ordinary result.
+    pub fn fit_frame(&mut self) {
+        let budget = MAX_FRAME_BYTES - RESULT_FRAME_SLACK;
+        let size = |r: &Self| serde_json::to_vec(r).map_or(usize::MAX, |json| json.len());
+        while size(self) > budget {
+            if !self.files_written.is_empty() {
+                let keep = self.files_written.len() / 2;
+                self.files_written.truncate(keep);
+                self.files_written_truncated = true;
+            } else {
+                let (text, truncated) = if self.stdout.len() >= self.stderr.len() {
+                    (&mut self.stdout, &mut self.stdout_truncated)
+                } else {
+                    (&mut self.stderr, &mut self.stderr_truncated)
+                };
+                let mut keep = text.len() / 2;
+                while !text.is_char_boundary(keep) {
+                    keep -= 1;
+                }
+                text.truncate(keep);
+                *truncated = true;
+            }
+        }
+    }
 }
 
 /// One frame on the runner's stdout. Only the runner writes there: user output goes to files,
@@ -360,6 +406,32 @@ mod tests {
             serde_json::from_value::<RunnerEvent>(out).ok(),
             Some(result)
         );
+    }
+
+    #[test]
+    fn any_result_fits_a_frame() {
+        let mut result = ExecResult {
+            run_id: "r".into(),
+            // Control characters take six bytes each in JSON.
+            stdout: "\u{1}".repeat(MAX_FRAME_BYTES),
+            stderr: "é".repeat(1000),
+            files_written: (0..100_000).map(|i| format!("dir/file-{i}.txt")).collect(),
+            ..Default::default()
+        };
+        result.fit_frame();
+        let event = serde_json::to_vec(&RunnerEvent::Result(result.clone())).unwrap_or_default();
+        assert!(event.len() <= MAX_FRAME_BYTES - 256, "{}", event.len());
+        assert!(result.files_written.is_empty() && result.files_written_truncated);
+        assert!(result.stdout_truncated && !result.stderr_truncated);
+        assert_eq!(result.stderr.len(), 2000);
+
+        let small = ExecResult {
+            files_written: vec!["a".into()],
+            ..Default::default()
+        };
+        let mut fitted = small.clone();
+        fitted.fit_frame();
+        assert_eq!(fitted, small);
     }
 
     #[test]

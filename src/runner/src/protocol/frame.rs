@@ -12,9 +12,18 @@ use crate::protocol::RunnerEvent;
 /// Header prefix; the `1` is the framing version.
 pub const FRAME_MAGIC: &[u8] = b"KUBEXEC/1 ";
 
-/// Largest payload accepted by default. A spec rides in an Execution object (< 1.5 MiB) and
-/// output chunks are small, so anything bigger means a corrupt stream, not a real frame.
-pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 << 20;
+/// Largest event frame (runner to operator or api) either side handles. Output chunks are at
+/// most 64 KiB of text and a result is fitted to it (see [`ExecResult::fit_frame`]), so a
+/// larger frame is never the runner's: the decoder drops it unread, and the runner never writes
+/// one. Together with the decoder's header check this bounds what a reader buffers per stream.
+///
+/// [`ExecResult::fit_frame`]: crate::protocol::ExecResult::fit_frame
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+/// Largest spec frame (operator to runner) the runner reads. A spec is an Execution's inline
+/// code and files (the object stays under etcd's ~1.5 MiB) plus its resolved env; the operator
+/// refuses to send a larger one rather than have the runner drop it.
+pub const MAX_SPEC_FRAME_BYTES: usize = 4 << 20;
 
 /// Magic + 20 digits (u64::MAX) + newline.
 const MAX_HEADER_BYTES: usize = FRAME_MAGIC.len() + 20 + 1;
@@ -112,7 +121,7 @@ impl Default for FrameDecoder {
 
 impl FrameDecoder {
     pub fn new() -> Self {
-        Self::with_max_frame_bytes(DEFAULT_MAX_FRAME_BYTES)
+        Self::with_max_frame_bytes(MAX_FRAME_BYTES)
     }
 
     /// A header announcing more than `max_frame_bytes` is treated as noise, which bounds memory.
@@ -305,6 +314,121 @@ mod tests {
                 read_frame(&mut io::Cursor::new(bad), 1024).is_err(),
                 "{bad:?}"
             );
+        }
+    }
+
+    /// Property tests of the decoder against arbitrary input (a bounded number of cases, so
+    /// they run with the unit tests).
+    mod props {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const MAX_TEST_FRAME: usize = 512;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                cases: 256,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        /// Splits `bytes` at the given cut points (taken modulo its length).
+        fn chunks(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut start = 0;
+            let mut out = Vec::new();
+            for cut in cuts.into_iter().chain([bytes.len()]) {
+                out.push(bytes[start..cut].to_vec());
+                start = cut;
+            }
+            out
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn frames_survive_any_split(
+                payloads in vec(vec(any::<u8>(), 0..MAX_TEST_FRAME), 0..8),
+                cuts in vec(any::<usize>(), 0..16),
+            ) {
+                let stream: Vec<u8> = payloads.iter().flat_map(|p| encode_frame(p)).collect();
+                let mut decoder = FrameDecoder::with_max_frame_bytes(MAX_TEST_FRAME);
+                let mut got = Vec::new();
+                for chunk in chunks(&stream, &cuts) {
+                    decoder.push(&chunk);
+                    got.extend(frames(&mut decoder));
+                }
+                prop_assert_eq!(got, payloads);
+                prop_assert_eq!(decoder.skipped_bytes(), 0);
+                prop_assert_eq!(decoder.buffered_bytes(), 0);
+            }
+
+            #[test]
+            fn noise_is_skipped_and_never_grows_the_buffer(
+                noise in vec(any::<u8>(), 0..4096),
+                magic_noise in vec(prop_oneof![Just(FRAME_MAGIC.to_vec()), vec(any::<u8>(), 0..8)], 0..32),
+                cuts in vec(any::<usize>(), 0..16),
+            ) {
+                let mut stream = noise;
+                stream.extend(magic_noise.concat());
+                let mut decoder = FrameDecoder::with_max_frame_bytes(MAX_TEST_FRAME);
+                for chunk in chunks(&stream, &cuts) {
+                    decoder.push(&chunk);
+                    while decoder.next_frame().is_some() {}
+                    // At most one unfinished frame is ever held.
+                    prop_assert!(decoder.buffered_bytes() <= MAX_HEADER_BYTES + MAX_TEST_FRAME);
+                }
+                prop_assert!(decoder.skipped_bytes() <= stream.len() as u64);
+            }
+
+            #[test]
+            fn a_frame_after_noise_is_found(
+                noise in vec(any::<u8>().prop_filter("no magic start", |b| *b != b'K'), 0..1024),
+                payload in vec(any::<u8>(), 0..MAX_TEST_FRAME),
+                cuts in vec(any::<usize>(), 0..8),
+            ) {
+                let mut stream = noise.clone();
+                stream.extend(encode_frame(&payload));
+                let mut decoder = FrameDecoder::with_max_frame_bytes(MAX_TEST_FRAME);
+                let mut got = Vec::new();
+                for chunk in chunks(&stream, &cuts) {
+                    decoder.push(&chunk);
+                    got.extend(frames(&mut decoder));
+                }
+                prop_assert_eq!(got, vec![payload]);
+                prop_assert_eq!(decoder.skipped_bytes(), noise.len() as u64);
+            }
+
+            #[test]
+            fn oversized_frames_are_never_returned(
+                len in (MAX_TEST_FRAME + 1)..(4 * MAX_TEST_FRAME),
+                cuts in vec(any::<usize>(), 0..8),
+            ) {
+                let big = vec![b'x'; len];
+                let mut stream = encode_frame(&big);
+                stream.extend(encode_frame(b"after"));
+                let mut decoder = FrameDecoder::with_max_frame_bytes(MAX_TEST_FRAME);
+                let mut got = Vec::new();
+                for chunk in chunks(&stream, &cuts) {
+                    decoder.push(&chunk);
+                    got.extend(frames(&mut decoder));
+                }
+                prop_assert_eq!(got, vec![b"after".to_vec()]);
+            }
+
+            #[test]
+            fn the_strict_reader_never_reads_past_its_limit(bytes in vec(any::<u8>(), 0..2048)) {
+                let mut reader = io::Cursor::new(&bytes);
+                if let Ok(payload) = read_frame(&mut reader, MAX_TEST_FRAME) {
+                    prop_assert!(payload.len() <= MAX_TEST_FRAME);
+                    prop_assert!(bytes.starts_with(FRAME_MAGIC));
+                }
+            }
         }
     }
 }

@@ -6,7 +6,12 @@
 //!   [`ExecSpec::to_frame`]. The runner reads exactly that frame and never waits for EOF.
 //! - stdout: frames of JSON [`RunnerEvent`]s only: any number of `stdout`/`stderr` chunks, then
 //!   exactly one `result` or `error`. Parse with [`FrameDecoder`]. User output goes to files,
-//!   never to this stream, so it cannot forge an event.
+//!   never to this stream, and every runner process is non-dumpable, so user code can neither
+//!   write to this stream nor read the spec on stdin. No frame is larger than
+//!   [`MAX_FRAME_BYTES`]; the reading side drops larger ones unread.
+//! - the result carries a MAC under the spec's `resultKey` (see [`ResultKey`]): the reader
+//!   accepts a result only when it verifies and names the run it asked for, because a replayed
+//!   result comes from a file user code may have rewritten.
 //! - exit status: 0 with a `result` (whatever the user's exit code), non-zero with an `error`.
 //! - The same run ID never runs twice: a repeated exec reports the stored outcome (or waits for
 //!   the running one) with `recovered: true`.
@@ -24,7 +29,9 @@
 mod exec;
 mod frame;
 mod helpers;
+mod seal;
 
 pub use exec::*;
 pub use frame::*;
 pub use helpers::*;
+pub use seal::*;
