@@ -58,6 +58,14 @@ pub enum SandboxError {
         message: String,
     },
 
+    /// A helper did not finish within its deadline (it read a FIFO or a device, or walked a
+    /// huge directory); its exec stream was abandoned.
+    #[error("the helper did not finish within {after_secs} s")]
+    DeadlineExceeded {
+        /// The deadline, in seconds.
+        after_secs: u64,
+    },
+
     /// A helper exited non-zero without a runner error document.
     #[error("helper exited with {exit_code}: {stderr}")]
     HelperFailed {
@@ -85,6 +93,7 @@ impl SandboxError {
             SandboxError::Protocol(_) => "protocol",
             SandboxError::TooLarge { .. } => "too_large",
             SandboxError::Runner { .. } => "runner",
+            SandboxError::DeadlineExceeded { .. } => "deadline_exceeded",
             SandboxError::HelperFailed { .. } => "helper_failed",
         }
     }
