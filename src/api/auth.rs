@@ -95,8 +95,19 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
     next.run(request).await
 }
 
+/// Seconds a client should wait when the key cache is stale.
+const STALE_RETRY_AFTER: u64 = 5;
+
 fn identify(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Caller, ApiError> {
     let key = bearer(headers)?;
+    // A stale cache may still hold a revoked key: check none rather than the wrong one.
+    if state.keys.is_stale() {
+        return Err(ApiError::Unavailable {
+            code: codes::KEYS_STALE,
+            message: "API keys cannot be checked right now (the server's key cache is stale); retry later".into(),
+            retry_after: STALE_RETRY_AFTER,
+        });
+    }
     let info = state
         .keys
         .lookup(key)

@@ -380,22 +380,27 @@ pub async fn execute(
     caller: Caller,
     JsonBody(body): JsonBody,
 ) -> Response {
-    match execute_inner(&state, &caller, &body).await {
+    match execute_inner(&state, &caller, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn execute_inner(state: &AppState, caller: &Caller, body: &[u8]) -> ApiResult<Response> {
+async fn execute_inner(
+    state: &AppState,
+    caller: &Caller,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
     let begun = std::time::Instant::now();
-    let request: ExecuteRequest<'_> = parse_json(body)?;
+    let request: ExecuteRequest<'_> = parse_json(&body)?;
     let plan = plan_execute(&request, &caller.limits)?;
     let started = start_execution(state, caller, &plan).await?;
     let created_after = begun.elapsed();
     let wants_stream = plan.stream;
-    // The request body (possibly large files) is no longer needed.
+    // The request body (possibly large files) is no longer needed while the run is awaited.
     drop(plan);
     drop(request);
+    drop(body);
     if wants_stream {
         return Ok(
             stream::execution_events(state.clone(), caller.namespace.clone(), started)
