@@ -80,10 +80,23 @@ impl FakeCluster {
     }
 }
 
+/// A working directory that the fake's sessions do not have.
+pub(super) const MISSING_DIR: &str = "/workspace/missing";
+
 /// Finishes every Execution at once with a fixed result.
 fn finish(execution: &Execution) -> Execution {
     let mut done = execution.clone();
     done.metadata.uid = Some("uid-1".into());
+    if execution.spec.working_dir.as_deref() == Some(MISSING_DIR) {
+        // What the operator writes when the runner refuses a missing working directory.
+        done.status = Some(ExecutionStatus {
+            phase: Some(ExecutionPhase::Failed),
+            reason: Some(crate::crd::conditions::REASON_WORKING_DIR_NOT_FOUND.into()),
+            message: Some("WorkingDirMissing: no such directory".into()),
+            ..Default::default()
+        });
+        return done;
+    }
     done.status = Some(ExecutionStatus {
         phase: Some(ExecutionPhase::Succeeded),
         stdout: Some("Sum: 15\n".into()),
@@ -287,6 +300,27 @@ impl Cluster for FakeCluster {
         _max_stdout: usize,
     ) -> BoxFuture<'a, Result<HelperOutput, SandboxError>> {
         self.record(Call::Helper(args.clone()));
+        match (
+            args.first().map(String::as_str),
+            args.get(1).map(String::as_str),
+        ) {
+            // What the runner says about a FIFO, and what a helper that never ends becomes.
+            (Some("cat"), Some("pipe")) => {
+                return async {
+                    Ok(HelperOutput {
+                        exit_code: 1,
+                        stdout: Vec::new(),
+                        stderr: br#"{"code":"NotAFile","message":"pipe is not a regular file"}"#
+                            .to_vec(),
+                    })
+                }
+                .boxed()
+            }
+            (Some("ls"), Some("endless")) => {
+                return async { Err(SandboxError::DeadlineExceeded { after_secs: 20 }) }.boxed()
+            }
+            _ => {}
+        }
         let stdout = match args.first().map(String::as_str) {
             Some("ls") => json!({"files": [{"path": "a.txt", "size": 2, "modified": 0, "type": "file"}]}).to_string(),
             Some("ps") => json!({"processes": [

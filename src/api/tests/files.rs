@@ -153,3 +153,21 @@ async fn files_and_processes_go_through_the_runner_helpers() {
         Some("pid"),
     );
 }
+
+#[tokio::test]
+async fn reads_that_would_never_end_are_named_4xx() {
+    let h = harness();
+    let fifo = h
+        .get(&h.free_key, "/files/read?sessionId=ses-mine&path=pipe")
+        .await;
+    assert_error(&fifo, StatusCode::BAD_REQUEST, "NOT_A_FILE", Some("path"));
+    let endless = h
+        .get(&h.free_key, "/files/list?sessionId=ses-mine&path=endless")
+        .await;
+    assert_error(
+        &endless,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "OPERATION_TIMED_OUT",
+        None,
+    );
+}
