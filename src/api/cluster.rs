@@ -345,14 +345,12 @@ impl Cluster for KubeCluster {
                 Some(execution) if !done(&execution) => {}
                 other => return Ok(other),
             }
-            match tokio::time::timeout(timeout, subscription.until(done)).await {
-                Ok(Some(execution)) => Ok(Some((*execution).clone())),
-                _ => self
-                    .executions(ns)
-                    .get_opt(name)
-                    .await
-                    .map_err(ApiError::internal_from("get execution")),
-            }
+            // The watch only says when; the whole object (output included) is one GET.
+            let _ = tokio::time::timeout(timeout, subscription.until(done)).await;
+            self.executions(ns)
+                .get_opt(name)
+                .await
+                .map_err(ApiError::internal_from("get execution"))
         }
         .boxed()
     }
