@@ -296,6 +296,27 @@ async fn files_are_written_listed_and_read_with_tier_limits() {
         .await;
     assert_eq!(read.json()["content"], "remember", "{}", read.text());
 
+    // 9 MiB, streamed through the api in constant memory, arrives whole.
+    let big_read = f
+        .http
+        .get(
+            &format!("/files/read?sessionId={}&path=data/big.bin", f.session),
+            Some(&f.key),
+        )
+        .await;
+    assert_eq!(big_read.status, 200);
+    let big_json = big_read.json();
+    assert_eq!(big_json["encoding"], "base64", "not UTF-8, so base64");
+    assert_eq!(big_json["size"], 9 * 1024 * 1024);
+    let content = STANDARD
+        .decode(big_json["content"].as_str().unwrap_or_default())
+        .expect("base64");
+    let read_digest: String = Sha256::digest(&content)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(read_digest, digest);
+
     // 11 MB is over the free tier's 10 MB: refused whole, nothing written.
     let too_big = "z".repeat(11_000_000);
     let refused = f

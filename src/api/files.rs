@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     crd::{validate::workspace_path, FileEncoding, FileSpec, MAX_INLINE_FILE_BYTES},
-    sandbox::{upload_deadline, within, SandboxError},
+    sandbox::{transfer_deadline, within, SandboxError},
 };
 
 /// Files ride inline in the Execution only up to this total (as encoded in the request), so
@@ -244,7 +244,7 @@ pub async fn stream_files(
         limits.files_per_request.to_string(),
     ];
     let total: u64 = files.iter().map(|f| f.size).sum();
-    let output = within(upload_deadline(total), async {
+    let output = within(transfer_deadline(total), async {
         let mut upload = cluster.upload(namespace, pod, args).await?;
         let sent = async {
             for file in files {

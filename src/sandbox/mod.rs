@@ -55,14 +55,14 @@ const AFTER_STATUS_GRACE: Duration = Duration::from_secs(2);
 /// [`SandboxError::DeadlineExceeded`] instead of a request held open.
 pub const HELPER_DEADLINE: Duration = Duration::from_secs(20);
 
-/// The slowest upload rate a streamed upload (`write-files`) is allowed, on top of
-/// [`HELPER_DEADLINE`]: see [`upload_deadline`].
-const UPLOAD_FLOOR_BYTES_PER_SEC: u64 = 1 << 20;
+/// The slowest rate a streamed transfer (`write-files` in, `cat` out) is allowed, on top of
+/// [`HELPER_DEADLINE`]: see [`transfer_deadline`].
+const TRANSFER_FLOOR_BYTES_PER_SEC: u64 = 1 << 20;
 
-/// How long a streamed upload of `bytes` may take from start to exit: the helper deadline plus
-/// one second per MiB.
-pub fn upload_deadline(bytes: u64) -> Duration {
-    HELPER_DEADLINE + Duration::from_secs(bytes / UPLOAD_FLOOR_BYTES_PER_SEC)
+/// How long a streamed transfer of `bytes` may take from start to exit: the helper deadline
+/// plus one second per MiB.
+pub fn transfer_deadline(bytes: u64) -> Duration {
+    HELPER_DEADLINE + Duration::from_secs(bytes / TRANSFER_FLOOR_BYTES_PER_SEC)
 }
 
 /// Runs `work`, or fails with [`SandboxError::DeadlineExceeded`] once `deadline` has passed.
@@ -344,6 +344,35 @@ impl Process {
         })
     }
 
+    /// Stdout as a stream of chunks, in constant memory. After the last chunk, a command that
+    /// exited non-zero ends the stream with its error (see [`HelperOutput::check`]).
+    pub fn into_stdout_stream(
+        self,
+    ) -> impl Stream<Item = Result<bytes::Bytes, SandboxError>> + Send + 'static {
+        futures::stream::unfold(Some(self), |process| async move {
+            let mut process = process?;
+            let mut chunk = vec![0; PIPE_BUFFER];
+            match process.read_stdout(&mut chunk).await {
+                Ok(0) => {
+                    let ended = process.wait().await.and_then(|exit| {
+                        HelperOutput {
+                            exit_code: exit.code,
+                            stdout: Vec::new(),
+                            stderr: exit.stderr,
+                        }
+                        .check()
+                    });
+                    ended.err().map(|error| (Err(error), None))
+                }
+                Ok(n) => {
+                    chunk.truncate(n);
+                    Some((Ok(bytes::Bytes::from(chunk)), Some(process)))
+                }
+                Err(error) => Some((Err(error), None)),
+            }
+        })
+    }
+
     /// Waits for the command to end (discarding unread stdout) and returns its exit.
     pub async fn wait(mut self) -> Result<Exit, SandboxError> {
         let mut scratch = vec![0; PIPE_BUFFER];
@@ -513,9 +542,9 @@ mod tests {
             never.await,
             Err(SandboxError::DeadlineExceeded { after_secs: 20 })
         ));
-        assert_eq!(upload_deadline(0), HELPER_DEADLINE);
+        assert_eq!(transfer_deadline(0), HELPER_DEADLINE);
         assert_eq!(
-            upload_deadline(64 << 20),
+            transfer_deadline(64 << 20),
             HELPER_DEADLINE + Duration::from_secs(64)
         );
     }

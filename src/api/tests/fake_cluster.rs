@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::{
     api::{
-        cluster::{Cluster, Created, Upload},
+        cluster::{ByteStream, Cluster, Created, Upload},
         errors::ApiResult,
     },
     crd::{
@@ -300,26 +300,11 @@ impl Cluster for FakeCluster {
         _max_stdout: usize,
     ) -> BoxFuture<'a, Result<HelperOutput, SandboxError>> {
         self.record(Call::Helper(args.clone()));
-        match (
-            args.first().map(String::as_str),
-            args.get(1).map(String::as_str),
-        ) {
-            // What the runner says about a FIFO, and what a helper that never ends becomes.
-            (Some("cat"), Some("pipe")) => {
-                return async {
-                    Ok(HelperOutput {
-                        exit_code: 1,
-                        stdout: Vec::new(),
-                        stderr: br#"{"code":"NotAFile","message":"pipe is not a regular file"}"#
-                            .to_vec(),
-                    })
-                }
-                .boxed()
-            }
-            (Some("ls"), Some("endless")) => {
-                return async { Err(SandboxError::DeadlineExceeded { after_secs: 20 }) }.boxed()
-            }
-            _ => {}
+        // What a helper that never ends becomes.
+        if args.first().map(String::as_str) == Some("ls")
+            && args.get(1).map(String::as_str) == Some("endless")
+        {
+            return async { Err(SandboxError::DeadlineExceeded { after_secs: 20 }) }.boxed();
         }
         let stdout = match args.first().map(String::as_str) {
             Some("ls") => json!({"files": [{"path": "a.txt", "size": 2, "modified": 0, "type": "file"}]}).to_string(),
@@ -338,6 +323,35 @@ impl Cluster for FakeCluster {
             })
         }
         .boxed()
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        _ns: &'a str,
+        _pod: &'a str,
+        args: Vec<String>,
+    ) -> BoxFuture<'a, Result<ByteStream, SandboxError>> {
+        self.record(Call::Helper(args.clone()));
+        let chunks: Vec<Result<bytes::Bytes, SandboxError>> = match args.get(1).map(String::as_str)
+        {
+            // What the runner says about a FIFO.
+            Some("pipe") => vec![Err(SandboxError::Runner {
+                code: kubexec_runner::protocol::ErrorCode::NotAFile,
+                message: "pipe is not a regular file".into(),
+            })],
+            // Not UTF-8, in two chunks.
+            Some("binary.bin") => vec![
+                Ok(bytes::Bytes::from_static(b"A\xc3")),
+                Ok(bytes::Bytes::from_static(b"\xff\x00")),
+            ],
+            // "é" cut between chunks.
+            Some("cafe.txt") => vec![
+                Ok(bytes::Bytes::from_static(b"caf\xc3")),
+                Ok(bytes::Bytes::from_static(b"\xa9")),
+            ],
+            _ => vec![Ok(bytes::Bytes::from_static(b"hi"))],
+        };
+        async move { Ok(futures::stream::iter(chunks).boxed()) }.boxed()
     }
 
     fn upload<'a>(
