@@ -18,7 +18,7 @@ use crate::{
         auth::Caller,
         cluster::Created,
         errors::{codes, ApiError, ApiResult},
-        extract::{parse_json, JsonBody},
+        extract::{item_limits, parse_json_bounded, JsonBody},
         files::{choose_delivery, inline_specs, plan_files, stream_files, Delivery, PlannedFile},
         keys::random_name_suffix,
         model::{ExecuteRequest, ExecuteResponse},
@@ -392,7 +392,7 @@ async fn execute_inner(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let begun = std::time::Instant::now();
-    let request: ExecuteRequest<'_> = parse_json(&body)?;
+    let request: ExecuteRequest<'_> = parse_json_bounded(&body, item_limits(&caller.limits))?;
     let plan = plan_execute(&request, &caller.limits)?;
     let started = start_execution(state, caller, &plan).await?;
     let created_after = begun.elapsed();
@@ -437,6 +437,7 @@ async fn execute_inner(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::extract::parse_json;
 
     fn request(json: &str) -> ExecuteRequest<'_> {
         parse_json(json.as_bytes()).expect("parses")

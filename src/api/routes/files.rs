@@ -22,7 +22,7 @@ use crate::{
         auth::Caller,
         cluster::ByteStream,
         errors::{codes, ApiError, ApiResult},
-        extract::{parse_json, ApiQuery, JsonBody},
+        extract::{item_limits, parse_json_bounded, ApiQuery, JsonBody},
         file_read::{body_head, body_tail, ContentEncoder, Utf8Text},
         files::{plan_files, stream_files},
         model::{
@@ -65,7 +65,7 @@ pub async fn write_files(
 }
 
 async fn write_inner(state: &AppState, caller: &Caller, body: &[u8]) -> ApiResult<Vec<String>> {
-    let request: WriteFilesRequest<'_> = parse_json(body)?;
+    let request: WriteFilesRequest<'_> = parse_json_bounded(body, item_limits(&caller.limits))?;
     if request.files.is_empty() {
         return Err(ApiError::invalid("files", "at least one file is required"));
     }
