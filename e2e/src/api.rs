@@ -106,6 +106,12 @@ impl ApiServer {
         }
     }
 
+    /// True while the api process has not exited (it never restarts on its own: an exit is a
+    /// crash).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// A client of this api.
     pub fn client(&self) -> Http {
         Http { addr: self.addr }
@@ -307,6 +313,51 @@ impl Http {
             .await
             .expect("body")
             .to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// POSTs a body of `chunks` × `chunk_bytes` spaces with chunked transfer encoding (no
+    /// `Content-Length`), made as it is sent. Reads the answer, which may come before the body
+    /// is all sent.
+    pub async fn post_chunked(
+        &self,
+        path: &str,
+        key: &str,
+        chunks: usize,
+        chunk_bytes: usize,
+    ) -> Reply {
+        let stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect to the api");
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("http handshake");
+        tokio::spawn(connection);
+        let chunk = Bytes::from(vec![b' '; chunk_bytes]);
+        let frames = futures::stream::iter((0..chunks).map(move |_| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))
+        }));
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("host", self.addr.to_string())
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::StreamBody::new(frames))
+            .expect("request");
+        let response = sender.send_request(request).await.expect("response");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         Reply {
             status,
             headers,

@@ -246,6 +246,59 @@ fn pseudo_random(len: usize) -> Vec<u8> {
 }
 
 #[tokio::test]
+async fn hostile_requests_get_named_4xx_and_the_api_stays_up() {
+    let mut f = fixture("api-hostile").await;
+
+    // A FIFO has no writer: reading it must not wait for one.
+    f.execute(json!({"command": "mkfifo pipe"})).await;
+    let fifo = f
+        .http
+        .get(
+            &format!("/files/read?sessionId={}&path=pipe", f.session),
+            Some(&f.key),
+        )
+        .await;
+    assert_eq!(fifo.status, 400, "{}", fifo.text());
+    assert_eq!(
+        fifo.json()["error"]["code"],
+        "NOT_A_FILE",
+        "{}",
+        fifo.text()
+    );
+
+    // A working directory that does not exist is the caller's mistake, not a server fault.
+    let missing = f
+        .http
+        .post(
+            "/execute",
+            Some(&f.key),
+            &json!({"sessionId": f.session, "command": "pwd", "workingDir": "/workspace/nope"}),
+        )
+        .await;
+    assert_eq!(missing.status, 400, "{}", missing.text());
+    assert_eq!(
+        missing.json()["error"]["code"],
+        "WORKING_DIR_NOT_FOUND",
+        "{}",
+        missing.text()
+    );
+    assert_eq!(missing.json()["error"]["details"]["field"], "workingDir");
+
+    // 100 MiB, chunked (no Content-Length), with a free key: cut off at the route's cap.
+    let flood = f.http.post_chunked("/execute", &f.key, 100, 1 << 20).await;
+    assert_eq!(flood.status, 413, "{}", flood.text());
+    assert_eq!(
+        flood.json()["error"]["code"],
+        "PAYLOAD_TOO_LARGE",
+        "{}",
+        flood.text()
+    );
+    assert!(f.api.is_running(), "the api survived the flood");
+    let after = f.execute(json!({"command": "echo still here"})).await;
+    assert_eq!(after["stdout"], "still here\n");
+}
+
+#[tokio::test]
 async fn files_are_written_listed_and_read_with_tier_limits() {
     let f = fixture("api-files").await;
     let big = pseudo_random(9 * 1024 * 1024);
@@ -301,6 +354,27 @@ async fn files_are_written_listed_and_read_with_tier_limits() {
         )
         .await;
     assert_eq!(read.json()["content"], "remember", "{}", read.text());
+
+    // 9 MiB, streamed through the api in constant memory, arrives whole.
+    let big_read = f
+        .http
+        .get(
+            &format!("/files/read?sessionId={}&path=data/big.bin", f.session),
+            Some(&f.key),
+        )
+        .await;
+    assert_eq!(big_read.status, 200);
+    let big_json = big_read.json();
+    assert_eq!(big_json["encoding"], "base64", "not UTF-8, so base64");
+    assert_eq!(big_json["size"], 9 * 1024 * 1024);
+    let content = STANDARD
+        .decode(big_json["content"].as_str().unwrap_or_default())
+        .expect("base64");
+    let read_digest: String = Sha256::digest(&content)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(read_digest, digest);
 
     // 11 MB is over the free tier's 10 MB: refused whole, nothing written.
     let too_big = "z".repeat(11_000_000);

@@ -3,13 +3,14 @@
 //! carries a [`Caller`] in its extensions.
 
 use axum::{
-    extract::{FromRequestParts, Request, State},
+    extract::{FromRequestParts, MatchedPath, Request, State},
     http::{header, request::Parts},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 
 use super::{
+    body_limit::{body_cap, limit_body},
     errors::{codes, ApiError},
     state::AppState,
     tiers::{Tier, TierLimits},
@@ -62,13 +63,9 @@ fn bearer(parts: &axum::http::HeaderMap) -> Result<&str, ApiError> {
     Ok(key.trim())
 }
 
-/// Authenticates the request, applies the key's request rate and body limit, and records the
-/// [`Caller`].
-pub async fn authenticate(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// Authenticates the request, applies the key's request rate and the route's body cap (see
+/// [`body_cap`]), and records the [`Caller`].
+pub async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let caller = match identify(&state, request.headers()) {
         Ok(caller) => caller,
         Err(error) => return error.into_response(),
@@ -84,30 +81,33 @@ pub async fn authenticate(
         }
         .into_response();
     }
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > caller.limits.max_request_bytes) {
-        return ApiError::TooLarge {
-            code: codes::PAYLOAD_TOO_LARGE,
-            field: None,
-            message: format!(
-                "request body is larger than the {} tier allows",
-                caller.tier
-            ),
-            limit: caller.limits.max_request_bytes,
-        }
-        .into_response();
-    }
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_string())
+        .unwrap_or_default();
+    let mut request = match limit_body(request, body_cap(&route, &caller.limits)) {
+        Ok(request) => request,
+        Err(error) => return error.into_response(),
+    };
     tracing::Span::current().record("tenant", caller.tenant.as_str());
     request.extensions_mut().insert(caller);
     next.run(request).await
 }
 
+/// Seconds a client should wait when the key cache is stale.
+const STALE_RETRY_AFTER: u64 = 5;
+
 fn identify(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Caller, ApiError> {
     let key = bearer(headers)?;
+    // A stale cache may still hold a revoked key: check none rather than the wrong one.
+    if state.keys.is_stale() {
+        return Err(ApiError::Unavailable {
+            code: codes::KEYS_STALE,
+            message: "API keys cannot be checked right now (the server's key cache is stale); retry later".into(),
+            retry_after: STALE_RETRY_AFTER,
+        });
+    }
     let info = state
         .keys
         .lookup(key)

@@ -26,6 +26,9 @@ use super::{
     informer::ExecutionWaiters,
 };
 
+/// Chunks of a helper's stdout.
+pub type ByteStream = BoxStream<'static, Result<bytes::Bytes, SandboxError>>;
+
 /// What creating an object did.
 #[derive(Debug)]
 pub enum Created<K> {
@@ -109,6 +112,14 @@ pub trait Cluster: Send + Sync + 'static {
         args: Vec<String>,
         max_stdout: usize,
     ) -> BoxFuture<'a, Result<HelperOutput, SandboxError>>;
+    /// Starts a helper and streams its stdout, in constant memory; a non-zero exit ends the
+    /// stream with the helper's error.
+    fn read_stream<'a>(
+        &'a self,
+        ns: &'a str,
+        pod: &'a str,
+        args: Vec<String>,
+    ) -> BoxFuture<'a, Result<ByteStream, SandboxError>>;
     /// Starts a helper whose stdin the caller streams.
     fn upload<'a>(
         &'a self,
@@ -345,14 +356,12 @@ impl Cluster for KubeCluster {
                 Some(execution) if !done(&execution) => {}
                 other => return Ok(other),
             }
-            match tokio::time::timeout(timeout, subscription.until(done)).await {
-                Ok(Some(execution)) => Ok(Some((*execution).clone())),
-                _ => self
-                    .executions(ns)
-                    .get_opt(name)
-                    .await
-                    .map_err(ApiError::internal_from("get execution")),
-            }
+            // The watch only says when; the whole object (output included) is one GET.
+            let _ = tokio::time::timeout(timeout, subscription.until(done)).await;
+            self.executions(ns)
+                .get_opt(name)
+                .await
+                .map_err(ApiError::internal_from("get execution"))
         }
         .boxed()
     }
@@ -369,6 +378,22 @@ impl Cluster for KubeCluster {
             Sandbox::new(self.client.clone(), ns, pod)
                 .run_helper(&args, None, max_stdout)
                 .await
+        }
+        .boxed()
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        ns: &'a str,
+        pod: &'a str,
+        args: Vec<String>,
+    ) -> BoxFuture<'a, Result<ByteStream, SandboxError>> {
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let process = Sandbox::new(self.client.clone(), ns, pod)
+                .spawn(&args, false)
+                .await?;
+            Ok(process.into_stdout_stream().boxed())
         }
         .boxed()
     }

@@ -8,6 +8,10 @@ use super::tiers::Tier;
 
 /// Default prefix of tenant namespaces.
 pub const DEFAULT_NAMESPACE_PREFIX: &str = "kubexec-";
+/// Default `ttlSecondsAfterFinished` of the Executions the api creates: long enough to read a
+/// result back (`GET /executions/{id}`), short enough that a flood of requests does not pile
+/// up finished objects in etcd. The run's output stays in the workspace's run directory.
+pub const DEFAULT_EXECUTION_TTL: i32 = 300;
 /// Default namespace of the key Secrets.
 pub const DEFAULT_KEYS_NAMESPACE: &str = "kubexec-system";
 
@@ -126,7 +130,7 @@ pub struct ApiArgs {
     pub public_url: Option<String>,
 
     /// Seconds a finished Execution created by the api is kept (`ttlSecondsAfterFinished`).
-    #[arg(long, env = "KUBEXEC_EXECUTION_TTL", default_value_t = 3600)]
+    #[arg(long, env = "KUBEXEC_EXECUTION_TTL", default_value_t = DEFAULT_EXECUTION_TTL)]
     pub execution_ttl: i32,
 
     /// Upper bound of any non-streaming request, in seconds.

@@ -58,6 +58,18 @@ pub mod codes {
     pub const PREVIEW_UNAVAILABLE: &str = "PREVIEW_UNAVAILABLE";
     /// Something went wrong on the server.
     pub const INTERNAL: &str = "INTERNAL_ERROR";
+    /// The path names something that is not a regular file (a FIFO, a device, a directory).
+    pub const NOT_A_FILE: &str = "NOT_A_FILE";
+    /// The execution's `workingDir` does not exist in the session (or is not a directory).
+    pub const WORKING_DIR_NOT_FOUND: &str = "WORKING_DIR_NOT_FOUND";
+    /// A file operation in the sandbox did not finish in time (a FIFO, a device, a huge tree).
+    pub const OPERATION_TIMED_OUT: &str = "OPERATION_TIMED_OUT";
+    /// The sandbox's answer is larger than the api returns (a listing of a huge tree).
+    pub const RESPONSE_TOO_LARGE: &str = "RESPONSE_TOO_LARGE";
+    /// The whole request took longer than the server allows.
+    pub const REQUEST_TIMEOUT: &str = "REQUEST_TIMEOUT";
+    /// The api's copy of the API keys is stale (its watch is broken): no key can be checked.
+    pub const KEYS_STALE: &str = "KEYS_STALE";
 }
 
 /// Everything a request can fail with.
@@ -120,6 +132,28 @@ pub enum ApiError {
         /// Seconds until a retry may succeed.
         retry_after: u64,
     },
+    /// 422: the request was understood, but what it asks of the sandbox cannot be done (a
+    /// read that would never end).
+    #[error("{message}")]
+    Unprocessable {
+        /// One of [`codes`].
+        code: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// 503: the api cannot serve requests right now (its key cache is stale).
+    #[error("{message}")]
+    Unavailable {
+        /// One of [`codes`].
+        code: &'static str,
+        /// Why.
+        message: String,
+        /// Seconds until a retry may succeed.
+        retry_after: u64,
+    },
+    /// 504: the request as a whole took longer than the server's request timeout.
+    #[error("the request took longer than {0} seconds")]
+    RequestTimeout(u64),
     /// 503: the session did not become ready in time.
     #[error("session {session} is not ready ({phase})")]
     SessionNotReady {
@@ -205,7 +239,11 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::SessionNotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::SessionNotReady { .. } | ApiError::Unavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ExecutionFailed { .. } | ApiError::Internal { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -237,9 +275,19 @@ impl ApiError {
                 format!("session {id} not found"),
                 json!({ "sessionId": id }),
             ),
-            ApiError::NotFound { code, message } | ApiError::Conflict { code, message } => {
-                (code, message.clone(), json!({}))
-            }
+            ApiError::NotFound { code, message }
+            | ApiError::Conflict { code, message }
+            | ApiError::Unprocessable { code, message } => (code, message.clone(), json!({})),
+            ApiError::Unavailable {
+                code,
+                message,
+                retry_after,
+            } => (code, message.clone(), json!({ "retryAfter": retry_after })),
+            ApiError::RequestTimeout(secs) => (
+                codes::REQUEST_TIMEOUT,
+                format!("the request took longer than {secs} seconds"),
+                json!({}),
+            ),
             ApiError::TooLarge {
                 code,
                 field,
@@ -327,7 +375,9 @@ impl IntoResponse for ApiError {
             other => tracing::debug!(error = %other, status = status.as_u16(), "request refused"),
         }
         let retry_after = match &self {
-            ApiError::TooMany { retry_after, .. } => Some(*retry_after),
+            ApiError::TooMany { retry_after, .. } | ApiError::Unavailable { retry_after, .. } => {
+                Some(*retry_after)
+            }
             _ => None,
         };
         let mut response = (status, Json(self.body())).into_response();

@@ -15,7 +15,10 @@ use super::{
     sandbox_errors::from_sandbox,
     tiers::TierLimits,
 };
-use crate::crd::{validate::workspace_path, FileEncoding, FileSpec, MAX_INLINE_FILE_BYTES};
+use crate::{
+    crd::{validate::workspace_path, FileEncoding, FileSpec, MAX_INLINE_FILE_BYTES},
+    sandbox::{transfer_deadline, within, SandboxError},
+};
 
 /// Files ride inline in the Execution only up to this total (as encoded in the request), so
 /// the object stays far below etcd's limit.
@@ -240,37 +243,33 @@ pub async fn stream_files(
         "--max-files".to_string(),
         limits.files_per_request.to_string(),
     ];
-    let mut upload = cluster
-        .upload(namespace, pod, args)
-        .await
-        .map_err(|e| from_sandbox(e, codes::FILE_NOT_FOUND))?;
-    let sent = async {
-        for file in files {
-            let header = WriteFilesFrame::File {
-                path: file.path.clone(),
-                size: file.size,
-                mode: None,
-            };
-            upload.write(&header.to_frame()).await?;
-            for chunk in content_chunks(file) {
-                // Validated before: a decoding error here cannot happen, but is not a panic.
-                let chunk = chunk.map_err(crate::sandbox::SandboxError::Protocol)?;
-                upload.write(&chunk).await?;
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let output = within(transfer_deadline(total), async {
+        let mut upload = cluster.upload(namespace, pod, args).await?;
+        let sent = async {
+            for file in files {
+                let header = WriteFilesFrame::File {
+                    path: file.path.clone(),
+                    size: file.size,
+                    mode: None,
+                };
+                upload.write(&header.to_frame()).await?;
+                for chunk in content_chunks(file) {
+                    // Validated before: a decoding error here cannot happen, but is not a panic.
+                    let chunk = chunk.map_err(SandboxError::Protocol)?;
+                    upload.write(&chunk).await?;
+                }
             }
+            upload.write(&WriteFilesFrame::End.to_frame()).await
         }
-        upload.write(&WriteFilesFrame::End.to_frame()).await
-    }
-    .await;
-    // Even when sending failed, the helper's own error (on stderr) says best what went wrong.
-    let output = upload
-        .finish(1 << 20)
-        .await
-        .map_err(|e| from_sandbox(e, codes::FILE_NOT_FOUND))?;
-    let output = match output.check() {
-        Ok(output) => output,
-        Err(e) => return Err(from_sandbox(e, codes::FILE_NOT_FOUND)),
-    };
-    sent.map_err(|e| from_sandbox(e, codes::FILE_NOT_FOUND))?;
+        .await;
+        // Even when sending failed, the helper's own error (on stderr) says best what went
+        // wrong.
+        let output = upload.finish(1 << 20).await?.check()?;
+        sent.map(|()| output)
+    })
+    .await
+    .map_err(|e| from_sandbox(e, codes::FILE_NOT_FOUND))?;
     let written: FilesWritten = serde_json::from_slice(&output.stdout)
         .map_err(ApiError::internal_from("parse write-files output"))?;
     Ok(written.files_written)

@@ -1,6 +1,10 @@
 //! One long-lived watch of the Executions kubexec manages, shared by every request that waits
 //! for one. A watch per request would pay a LIST, a WATCH and (since a cancelled watch closes
 //! its connection) a new TLS handshake every time; this way waiting costs nothing extra.
+//!
+//! Waiters only learn *when* an Execution started or finished: the versions handed to them are
+//! slimmed ([`slim_for_waiters`]: no output, no code, no inline files, no field managers), and
+//! a waiter reads the final object with one GET.
 
 use std::{
     collections::HashMap,
@@ -18,7 +22,24 @@ use kube::{
 };
 use tokio::sync::watch;
 
-use crate::crd::{labels, Execution};
+use crate::{
+    crd::{labels, Execution},
+    shared::cache::slim_execution,
+};
+
+/// What a waiter needs of an Execution: its metadata and its status without the output. The
+/// spec's payload (code, command, inline files, stdin) goes too.
+pub fn slim_for_waiters(execution: &mut Execution) {
+    slim_execution(execution);
+    let spec = &mut execution.spec;
+    spec.code = None;
+    spec.command = None;
+    spec.files = Vec::new();
+    spec.stdin = None;
+    if let Some(status) = execution.status.as_mut() {
+        status.files_written = Vec::new();
+    }
+}
 
 type Key = (String, String);
 
@@ -104,7 +125,10 @@ impl ExecutionWaiters {
         let config = watcher::Config::default()
             .labels(labels::MANAGED_SELECTOR)
             .timeout(290);
-        let mut events = watcher(executions, config).default_backoff().boxed();
+        let mut events = watcher(executions, config)
+            .default_backoff()
+            .modify(slim_for_waiters)
+            .boxed();
         while let Some(event) = events.next().await {
             match event {
                 Ok(watcher::Event::Apply(execution) | watcher::Event::InitApply(execution)) => {
@@ -135,6 +159,22 @@ mod tests {
             ..Default::default()
         });
         e
+    }
+
+    #[test]
+    fn waiters_get_the_phase_without_the_payload() {
+        let mut e = execution(ExecutionPhase::Succeeded);
+        e.spec.code = Some("x".repeat(200_000));
+        if let Some(status) = e.status.as_mut() {
+            status.stdout = Some("y".repeat(100_000));
+            status.files_written = vec!["a".repeat(1000); 100];
+        }
+        slim_for_waiters(&mut e);
+        assert!(serde_json::to_string(&e).expect("json").len() < 1000);
+        assert_eq!(
+            e.status.and_then(|s| s.phase),
+            Some(ExecutionPhase::Succeeded)
+        );
     }
 
     #[tokio::test]

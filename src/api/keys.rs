@@ -7,17 +7,14 @@ use std::{
     collections::{BTreeMap, HashMap},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, RwLock,
+        Arc, Mutex, RwLock,
     },
+    time::{Duration, Instant},
 };
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::{api::core::v1::Secret, ByteString};
-use kube::{
-    api::ObjectMeta,
-    runtime::{watcher, WatchStreamExt},
-    Api, Client, ResourceExt,
-};
+use kube::{api::ObjectMeta, runtime::watcher, Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
@@ -38,6 +35,40 @@ pub const HASH_FIELD: &str = "sha256";
 pub const SECRET_PREFIX: &str = "kubexec-key-";
 /// Selector of key Secrets.
 pub const KEY_SELECTOR: &str = "kubexec.dev/api-key=true";
+
+/// How long the key watch may be broken (failing, with no successful relist since) before the
+/// cache counts as stale: then `/readyz` fails and requests are refused, so that no replica
+/// keeps accepting a key that was revoked meanwhile.
+pub const STALE_AFTER: Duration = Duration::from_secs(30);
+/// The key watch starts over with a full list this often, even when it never fails: a watch
+/// that hangs silently shows up as a relist that is overdue.
+pub const RELIST_EVERY: Duration = Duration::from_secs(300);
+/// Longest wait between attempts of a failing key watch.
+const MAX_WATCH_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How current the key cache is, from the watch's successes and failures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Freshness {
+    /// The last complete list of keys.
+    pub last_relist: Option<Instant>,
+    /// The first failure since that list, if the watch has failed since.
+    pub broken_since: Option<Instant>,
+}
+
+impl Freshness {
+    /// True when the cache can no longer be trusted at `now`: the watch has been broken for
+    /// [`STALE_AFTER`], or the periodic relist is that much overdue. Before the first list the
+    /// cache is not stale but not loaded (see [`KeyCache::is_synced`]).
+    pub fn is_stale(&self, now: Instant) -> bool {
+        let broken_too_long = self
+            .broken_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= STALE_AFTER);
+        let relist_overdue = self
+            .last_relist
+            .is_some_and(|at| now.saturating_duration_since(at) >= RELIST_EVERY + STALE_AFTER);
+        broken_too_long || relist_overdue
+    }
+}
 
 /// What a valid key stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,6 +175,7 @@ pub struct KeyCache {
     /// Secret name → hash, to forget a deleted Secret.
     by_secret: RwLock<HashMap<String, String>>,
     synced: AtomicBool,
+    freshness: Mutex<Freshness>,
 }
 
 impl KeyCache {
@@ -165,6 +197,30 @@ impl KeyCache {
     /// True once the first complete list of keys is in.
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Relaxed)
+    }
+
+    /// How current the cache is.
+    pub fn freshness(&self) -> Freshness {
+        *self.freshness.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True when the cache may miss revocations (see [`Freshness::is_stale`]).
+    pub fn is_stale(&self) -> bool {
+        self.freshness().is_stale(Instant::now())
+    }
+
+    /// Records a failure of the watch at `at` (the first one since the last list counts).
+    pub fn watch_failed(&self, at: Instant) {
+        let mut freshness = self.freshness.lock().unwrap_or_else(|e| e.into_inner());
+        freshness.broken_since.get_or_insert(at);
+    }
+
+    /// Records a complete list at `at`: the cache is current again.
+    pub fn relisted(&self, at: Instant) {
+        *self.freshness.lock().unwrap_or_else(|e| e.into_inner()) = Freshness {
+            last_relist: Some(at),
+            broken_since: None,
+        };
     }
 
     /// Adds or replaces a key Secret.
@@ -212,6 +268,7 @@ impl KeyCache {
             self.insert(secret);
         }
         self.synced.store(true, Ordering::Relaxed);
+        self.relisted(Instant::now());
     }
 
     /// Applies one watcher event.
@@ -229,20 +286,42 @@ impl KeyCache {
     }
 }
 
-/// Keeps `cache` in step with the key Secrets of `namespace` until the stream ends (never, in
-/// practice: the watcher retries with backoff).
+/// Keeps `cache` in step with the key Secrets of `namespace`, forever. Each round is a fresh
+/// watcher: a full list, then a watch. A round ends on the first error (recorded, so that a
+/// watch broken for long makes the cache stale) or after [`RELIST_EVERY`]; the next one
+/// starts with a full list again, after a backoff when the last one failed.
 pub async fn watch_keys(client: Client, namespace: String, cache: Arc<KeyCache>) {
     let secrets: Api<Secret> = Api::namespaced(client, &namespace);
     let config = watcher::Config::default().labels(KEY_SELECTOR);
-    let mut relisting = Vec::new();
-    let mut events = watcher(secrets, config)
-        .default_backoff()
-        .map_err(|e| warn!(error = %e, "watching API keys"))
-        .boxed();
+    let mut backoff = Duration::from_millis(100);
     info!(namespace, "watching API keys");
-    while let Some(event) = events.next().await {
-        if let Ok(event) = event {
-            cache.apply(event, &mut relisting);
+    loop {
+        let mut relisting = Vec::new();
+        let mut events = watcher(secrets.clone(), config.clone()).boxed();
+        let round = tokio::time::sleep(RELIST_EVERY);
+        tokio::pin!(round);
+        let failed = loop {
+            tokio::select! {
+                () = &mut round => break false,
+                event = events.next() => match event {
+                    Some(Ok(event)) => {
+                        if matches!(event, watcher::Event::InitDone) {
+                            backoff = Duration::from_millis(100);
+                        }
+                        cache.apply(event, &mut relisting);
+                    }
+                    Some(Err(e)) => {
+                        warn!(error = %e, "watching API keys");
+                        cache.watch_failed(Instant::now());
+                        break true;
+                    }
+                    None => break true,
+                },
+            }
+        };
+        if failed {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_WATCH_BACKOFF);
         }
     }
 }
@@ -292,5 +371,39 @@ mod tests {
         assert!(cache.lookup("kx_wrong").is_none());
         cache.apply(watcher::Event::Delete(secret), &mut relisting);
         assert!(cache.lookup(&key).is_none());
+    }
+
+    #[test]
+    fn a_watch_broken_for_long_makes_the_cache_stale() {
+        let listed = Instant::now();
+        let later = |d: Duration| listed + d;
+        let mut freshness = Freshness {
+            last_relist: Some(listed),
+            broken_since: None,
+        };
+        assert!(!freshness.is_stale(later(Duration::from_secs(60))));
+        freshness.broken_since = Some(later(Duration::from_secs(10)));
+        assert!(!freshness.is_stale(later(Duration::from_secs(10) + STALE_AFTER / 2)));
+        assert!(freshness.is_stale(later(Duration::from_secs(10) + STALE_AFTER)));
+        // A watch that hangs without failing: the periodic relist is overdue.
+        let quiet = Freshness {
+            last_relist: Some(listed),
+            broken_since: None,
+        };
+        assert!(!quiet.is_stale(later(RELIST_EVERY)));
+        assert!(quiet.is_stale(later(RELIST_EVERY + STALE_AFTER)));
+        assert!(!Freshness::default().is_stale(later(RELIST_EVERY * 10)));
+
+        let cache = KeyCache::new();
+        cache.replace_all(&[]);
+        cache.watch_failed(listed);
+        cache.watch_failed(later(Duration::from_secs(20)));
+        assert_eq!(
+            cache.freshness().broken_since,
+            Some(listed),
+            "the first failure counts"
+        );
+        cache.relisted(later(Duration::from_secs(40)));
+        assert_eq!(cache.freshness().broken_since, None);
     }
 }

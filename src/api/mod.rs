@@ -4,16 +4,18 @@
 //!
 //! Modules: [`server`] (router and middleware), [`routes`] (handlers), [`auth`] (bearer keys),
 //! [`rate_limit`] (the per-key request rate), [`keys`] (key storage), [`tiers`] (limits),
-//! [`errors`] (the error type), [`extract`] (JSON extractors), [`files`] (validation and
-//! streamed delivery), [`outcome`] (an Execution's result as the api reports it), [`stream`]
+//! [`body_limit`] (per-route body caps), [`errors`] (the error type), [`extract`] (JSON extractors), [`files`] (validation and
+//! streamed delivery), [`file_read`] (`/files/read` in constant memory), [`outcome`] (an Execution's result as the api reports it), [`stream`]
 //! (SSE), [`openapi`], [`metrics`], [`cluster`] (the Kubernetes seam), [`state`], [`config`],
 //! [`startup`] (`kubexec api` itself), [`keys_cli`] (`kubexec keys`).
 
 pub mod auth;
+pub mod body_limit;
 pub mod cluster;
 pub mod config;
 pub mod errors;
 pub mod extract;
+pub mod file_read;
 pub mod files;
 pub mod informer;
 pub mod keys;

@@ -121,10 +121,10 @@ pub struct ExecuteRequest<'a> {
     /// A shell command, e.g. `bun run index.ts`.
     pub command: Option<String>,
     /// Files written (all or none) before running.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "crate::api::extract::bounded_seq")]
     pub files: Vec<FileInput<'a>>,
     /// Environment variables of this execution (secrets welcome: they are stored in a Secret).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::api::extract::bounded_map")]
     pub env: BTreeMap<String, String>,
     /// Timeout in seconds (default 30, at most the tier's).
     pub timeout: Option<i64>,
@@ -164,7 +164,7 @@ pub struct WriteFilesRequest<'a> {
     /// The session.
     pub session_id: String,
     /// The files, written all or none.
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "crate::api::extract::bounded_seq")]
     pub files: Vec<FileInput<'a>>,
 }
 

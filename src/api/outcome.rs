@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::{
-    errors::{ApiError, ApiResult},
+    errors::{codes, ApiError, ApiResult},
     model::ExecuteResponse,
 };
 use crate::crd::{conditions, find_condition, Execution, ExecutionPhase};
@@ -54,10 +54,36 @@ pub fn outcome(execution: &Execution, streamed_files: &[String]) -> ApiResult<Ex
     let ran = status.exit_code.is_some() || status.timed_out == Some(true);
     if !ran {
         let reason = status.reason.clone().unwrap_or_else(|| "Unknown".into());
-        if reason == "SessionNotFound" {
-            return Err(ApiError::SessionNotFound(
-                execution.spec.session_ref.name.clone(),
-            ));
+        let message = status.message.clone().unwrap_or_default();
+        // Failures the request caused are the caller's mistake: named 4xx, never 500.
+        match reason.as_str() {
+            conditions::REASON_SESSION_NOT_FOUND => {
+                return Err(ApiError::SessionNotFound(
+                    execution.spec.session_ref.name.clone(),
+                ))
+            }
+            conditions::REASON_WORKING_DIR_NOT_FOUND => {
+                return Err(ApiError::invalid_with(
+                    codes::WORKING_DIR_NOT_FOUND,
+                    "workingDir",
+                    format!(
+                        "{} does not exist in the session or is not a directory",
+                        execution
+                            .spec
+                            .working_dir
+                            .as_deref()
+                            .unwrap_or("the directory")
+                    ),
+                ))
+            }
+            conditions::REASON_INVALID_PATH => {
+                return Err(ApiError::invalid_with(
+                    codes::INVALID_PATH,
+                    "files",
+                    message,
+                ))
+            }
+            _ => {}
         }
         return Err(ApiError::ExecutionFailed {
             reason,

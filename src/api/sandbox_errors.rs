@@ -23,8 +23,28 @@ pub fn from_sandbox(error: SandboxError, not_found_code: &'static str) -> ApiErr
                 message,
                 limit: 0,
             },
+            ErrorCode::NotAFile => ApiError::invalid_with(codes::NOT_A_FILE, "path", message),
+            ErrorCode::WorkingDirMissing => {
+                ApiError::invalid_with(codes::WORKING_DIR_NOT_FOUND, "workingDir", message)
+            }
             ErrorCode::Usage | ErrorCode::InvalidSpec => ApiError::invalid("request", message),
             _ => ApiError::internal("runner helper", message),
+        },
+        SandboxError::DeadlineExceeded { after_secs } => ApiError::Unprocessable {
+            code: codes::OPERATION_TIMED_OUT,
+            message: format!(
+                "the sandbox did not finish this within {after_secs} s; is the path a FIFO, a \
+                 device or a very large directory?"
+            ),
+        },
+        SandboxError::TooLarge { limit } => ApiError::TooLarge {
+            code: codes::RESPONSE_TOO_LARGE,
+            field: None,
+            message: format!(
+                "the answer is larger than {limit} bytes; ask for less (a smaller directory, \
+                 not recursive)"
+            ),
+            limit: limit as u64,
         },
         SandboxError::PodNotFound { .. } => ApiError::SessionNotReady {
             session: String::new(),

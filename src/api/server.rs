@@ -23,6 +23,7 @@ use tower_http::{
 
 use super::{
     auth::authenticate,
+    body_limit::{json_layer_errors, LayerLimits},
     errors::{codes, ApiError},
     metrics::track,
     openapi::openapi_json,
@@ -133,8 +134,13 @@ pub fn app(state: AppState) -> Router {
     }
     let protected =
         protected.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    let body_limit = usize::try_from(state.tiers.largest_request_bytes()).unwrap_or(usize::MAX);
+    let largest_body = state.tiers.largest_request_bytes();
+    let body_limit = usize::try_from(largest_body).unwrap_or(usize::MAX);
     let request_timeout = state.settings.request_timeout;
+    let layer_limits = LayerLimits {
+        body_bytes: largest_body,
+        timeout_secs: request_timeout.as_secs(),
+    };
     public
         .merge(protected)
         .fallback(not_found)
@@ -146,6 +152,10 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(middleware::from_fn_with_state(
+            layer_limits,
+            json_layer_errors,
+        ))
         .layer(middleware::from_fn_with_state(state.metrics.clone(), track))
         .layer(
             TraceLayer::new_for_http()

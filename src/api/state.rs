@@ -32,7 +32,7 @@ impl Default for Settings {
             },
             session_ready_timeout: Duration::from_secs(60),
             public_url: None,
-            execution_ttl: 3600,
+            execution_ttl: super::config::DEFAULT_EXECUTION_TTL,
             request_timeout: Duration::from_secs(420),
         }
     }

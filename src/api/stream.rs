@@ -99,32 +99,14 @@ async fn follow_then_finish(
         .as_ref()
         .and_then(|s| s.pod_name.clone())
         .unwrap_or_else(|| started.pod.clone());
-    match cluster.follow(namespace, &pod, &run_id).await {
-        Ok(mut events) => {
-            while let Some(event) = events.next().await {
-                match event {
-                    Ok(RunnerEvent::Stdout { data }) => {
-                        if tx.send(output_event("stdout", &data)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(RunnerEvent::Stderr { data }) => {
-                        if tx.send(output_event("stderr", &data)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(RunnerEvent::Result(_) | RunnerEvent::Error(_)) => break,
-                    Err(e) => {
-                        // The final result still comes from the status; only live output is lost.
-                        tracing::warn!(error = %e, execution = %started.name, "following the run's output failed");
-                        break;
-                    }
-                }
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, execution = %started.name, "cannot follow the run's output; sending the result only");
-        }
+    // The follow ends with the run; the deadline only bounds a follow that does not.
+    let followed = tokio::time::timeout(
+        started.result_timeout,
+        forward_output(state, namespace, &pod, &run_id, &started.name, tx),
+    )
+    .await;
+    if followed.is_err() {
+        tracing::warn!(execution = %started.name, "following the run's output passed its deadline");
     }
     let finished = cluster
         .wait_execution(
@@ -139,4 +121,38 @@ async fn follow_then_finish(
         return Err(ApiError::ExecutionTimeout(started.result_timeout.as_secs()));
     }
     outcome(&finished, &started.streamed_files)
+}
+
+/// Forwards the run's output chunks as events until the run's result, an error, or a client
+/// that went away.
+async fn forward_output(
+    state: &AppState,
+    namespace: &str,
+    pod: &str,
+    run_id: &str,
+    execution: &str,
+    tx: &mpsc::Sender<Event>,
+) {
+    let mut events = match state.cluster.follow(namespace, pod, run_id).await {
+        Ok(events) => events,
+        Err(e) => {
+            tracing::warn!(error = %e, execution, "cannot follow the run's output; sending the result only");
+            return;
+        }
+    };
+    while let Some(event) = events.next().await {
+        let (kind, data) = match event {
+            Ok(RunnerEvent::Stdout { data }) => ("stdout", data),
+            Ok(RunnerEvent::Stderr { data }) => ("stderr", data),
+            Ok(RunnerEvent::Result(_) | RunnerEvent::Error(_)) => return,
+            Err(e) => {
+                // The final result still comes from the status; only live output is lost.
+                tracing::warn!(error = %e, execution, "following the run's output failed");
+                return;
+            }
+        };
+        if tx.send(output_event(kind, &data)).await.is_err() {
+            return;
+        }
+    }
 }

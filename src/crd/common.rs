@@ -95,6 +95,14 @@ pub mod conditions {
     pub const REASON_TERMINATING: &str = "Terminating";
     /// `Ready` reason: the operator may not run sandboxes in the Session's namespace.
     pub const REASON_NAMESPACE_NOT_ENABLED: &str = "NamespaceNotEnabled";
+
+    /// Execution reason: the Session does not exist.
+    pub const REASON_SESSION_NOT_FOUND: &str = "SessionNotFound";
+    /// Execution reason: `workingDir` does not exist in the session (or is not a directory).
+    pub const REASON_WORKING_DIR_NOT_FOUND: &str = "WorkingDirNotFound";
+    /// Execution reason: a file path of the spec leaves the workspace once resolved (through a
+    /// symlink the session's own code made).
+    pub const REASON_INVALID_PATH: &str = "InvalidPath";
 }
 
 /// Builds the next version of a condition, keeping `lastTransitionTime` when the status did not

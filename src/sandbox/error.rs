@@ -75,6 +75,14 @@ pub enum SandboxError {
         message: String,
     },
 
+    /// A helper did not finish within its deadline (it read a FIFO or a device, or walked a
+    /// huge directory); its exec stream was abandoned.
+    #[error("the helper did not finish within {after_secs} s")]
+    DeadlineExceeded {
+        /// The deadline, in seconds.
+        after_secs: u64,
+    },
+
     /// A helper exited non-zero without a runner error document.
     #[error("helper exited with {exit_code}: {stderr}")]
     HelperFailed {
@@ -104,6 +112,7 @@ impl SandboxError {
             SandboxError::SpecTooLarge { .. } => "spec_too_large",
             SandboxError::ResultRejected(_) => "result_rejected",
             SandboxError::Runner { .. } => "runner",
+            SandboxError::DeadlineExceeded { .. } => "deadline_exceeded",
             SandboxError::HelperFailed { .. } => "helper_failed",
         }
     }

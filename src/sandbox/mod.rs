@@ -51,6 +51,34 @@ const PIPE_BUFFER: usize = 64 * 1024;
 /// immediately; this only bounds the wait if the stream broke instead.
 const AFTER_STATUS_GRACE: Duration = Duration::from_secs(2);
 
+/// How long a one-shot helper (`ls`, `cat`, `ps`, `kill`, `result`) may take, from the exec
+/// request to its exit. A helper that needs longer is reading something that never ends (a
+/// FIFO, a device) or walking a huge tree; the caller gets
+/// [`SandboxError::DeadlineExceeded`] instead of a request held open.
+pub const HELPER_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The slowest rate a streamed transfer (`write-files` in, `cat` out) is allowed, on top of
+/// [`HELPER_DEADLINE`]: see [`transfer_deadline`].
+const TRANSFER_FLOOR_BYTES_PER_SEC: u64 = 1 << 20;
+
+/// How long a streamed transfer of `bytes` may take from start to exit: the helper deadline
+/// plus one second per MiB.
+pub fn transfer_deadline(bytes: u64) -> Duration {
+    HELPER_DEADLINE + Duration::from_secs(bytes / TRANSFER_FLOOR_BYTES_PER_SEC)
+}
+
+/// Runs `work`, or fails with [`SandboxError::DeadlineExceeded`] once `deadline` has passed.
+pub async fn within<T>(
+    deadline: Duration,
+    work: impl Future<Output = Result<T, SandboxError>>,
+) -> Result<T, SandboxError> {
+    tokio::time::timeout(deadline, work)
+        .await
+        .unwrap_or(Err(SandboxError::DeadlineExceeded {
+            after_secs: deadline.as_secs(),
+        }))
+}
+
 /// One sandbox Pod, as a place to run `kubexec-runner` subcommands.
 #[derive(Clone)]
 pub struct Sandbox {
@@ -168,20 +196,24 @@ impl Sandbox {
         Process::new(attached)
     }
 
-    /// Runs a helper to the end: writes `stdin` (if any) without closing it, collects at most
-    /// `max_stdout` bytes of stdout ([`SandboxError::TooLarge`] beyond), stderr and the exit
-    /// code. A non-zero exit is not an error here; see [`HelperOutput::check`].
+    /// Runs a helper to the end, within [`HELPER_DEADLINE`]: writes `stdin` (if any) without
+    /// closing it, collects at most `max_stdout` bytes of stdout ([`SandboxError::TooLarge`]
+    /// beyond), stderr and the exit code. A non-zero exit is not an error here; see
+    /// [`HelperOutput::check`].
     pub async fn run_helper(
         &self,
         args: &[&str],
         stdin: Option<&[u8]>,
         max_stdout: usize,
     ) -> Result<HelperOutput, SandboxError> {
-        let mut process = self.spawn(args, stdin.is_some()).await?;
-        if let Some(input) = stdin {
-            process.write_stdin(input).await?;
-        }
-        process.collect(max_stdout).await
+        within(HELPER_DEADLINE, async {
+            let mut process = self.spawn(args, stdin.is_some()).await?;
+            if let Some(input) = stdin {
+                process.write_stdin(input).await?;
+            }
+            process.collect(max_stdout).await
+        })
+        .await
     }
 
     /// Runs a helper and parses its JSON response (see [`HelperOutput::json`]).
@@ -325,6 +357,35 @@ impl Process {
             exit_code: exit.code,
             stdout,
             stderr: exit.stderr,
+        })
+    }
+
+    /// Stdout as a stream of chunks, in constant memory. After the last chunk, a command that
+    /// exited non-zero ends the stream with its error (see [`HelperOutput::check`]).
+    pub fn into_stdout_stream(
+        self,
+    ) -> impl Stream<Item = Result<bytes::Bytes, SandboxError>> + Send + 'static {
+        futures::stream::unfold(Some(self), |process| async move {
+            let mut process = process?;
+            let mut chunk = vec![0; PIPE_BUFFER];
+            match process.read_stdout(&mut chunk).await {
+                Ok(0) => {
+                    let ended = process.wait().await.and_then(|exit| {
+                        HelperOutput {
+                            exit_code: exit.code,
+                            stdout: Vec::new(),
+                            stderr: exit.stderr,
+                        }
+                        .check()
+                    });
+                    ended.err().map(|error| (Err(error), None))
+                }
+                Ok(n) => {
+                    chunk.truncate(n);
+                    Some((Ok(bytes::Bytes::from(chunk)), Some(process)))
+                }
+                Err(error) => Some((Err(error), None)),
+            }
         })
     }
 
@@ -564,6 +625,20 @@ mod tests {
             ..Default::default()
         };
         assert!(expected.reject(&unsealed).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_helper_that_never_ends_meets_its_deadline() {
+        let never = within(HELPER_DEADLINE, futures::future::pending::<Result<(), _>>());
+        assert!(matches!(
+            never.await,
+            Err(SandboxError::DeadlineExceeded { after_secs: 20 })
+        ));
+        assert_eq!(transfer_deadline(0), HELPER_DEADLINE);
+        assert_eq!(
+            transfer_deadline(64 << 20),
+            HELPER_DEADLINE + Duration::from_secs(64)
+        );
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! either. It sits on the CRD types, the sandbox layout and the runner protocol, and never
 //! imports the operator or the api.
 //!
+//! - [`cache`]: what the watch caches of Executions keep;
 //! - [`activity`]: recording that a Session was used (which also resumes an idle one);
 //! - [`shutdown`]: the SIGTERM/SIGINT signal every long-running command waits on;
 //! - [`metrics`]: rendering a Prometheus registry as text;
@@ -11,6 +12,7 @@
 //! The exec client, [`crate::sandbox`], belongs to this layer too.
 
 pub mod activity;
+pub mod cache;
 pub mod deadlines;
 pub mod kube_status;
 pub mod metrics;

@@ -18,7 +18,7 @@ use crate::{
         auth::Caller,
         cluster::Created,
         errors::{codes, ApiError, ApiResult},
-        extract::{parse_json, JsonBody},
+        extract::{item_limits, parse_json_bounded, JsonBody},
         files::{choose_delivery, inline_specs, plan_files, stream_files, Delivery, PlannedFile},
         keys::random_name_suffix,
         model::{ExecuteRequest, ExecuteResponse},
@@ -380,22 +380,27 @@ pub async fn execute(
     caller: Caller,
     JsonBody(body): JsonBody,
 ) -> Response {
-    match execute_inner(&state, &caller, &body).await {
+    match execute_inner(&state, &caller, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn execute_inner(state: &AppState, caller: &Caller, body: &[u8]) -> ApiResult<Response> {
+async fn execute_inner(
+    state: &AppState,
+    caller: &Caller,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
     let begun = std::time::Instant::now();
-    let request: ExecuteRequest<'_> = parse_json(body)?;
+    let request: ExecuteRequest<'_> = parse_json_bounded(&body, item_limits(&caller.limits))?;
     let plan = plan_execute(&request, &caller.limits)?;
     let started = start_execution(state, caller, &plan).await?;
     let created_after = begun.elapsed();
     let wants_stream = plan.stream;
-    // The request body (possibly large files) is no longer needed.
+    // The request body (possibly large files) is no longer needed while the run is awaited.
     drop(plan);
     drop(request);
+    drop(body);
     if wants_stream {
         return Ok(
             stream::execution_events(state.clone(), caller.namespace.clone(), started)
@@ -432,6 +437,7 @@ async fn execute_inner(state: &AppState, caller: &Caller, body: &[u8]) -> ApiRes
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::extract::parse_json;
 
     fn request(json: &str) -> ExecuteRequest<'_> {
         parse_json(json.as_bytes()).expect("parses")

@@ -1,17 +1,29 @@
 //! `POST /files/write`, `GET /files/list`, `GET /files/read`: the runner's file helpers in the
 //! session's Pod.
 
-use axum::{extract::State, response::IntoResponse, response::Response, Json};
-use base64::{engine::general_purpose::STANDARD, Engine};
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::header,
+    response::{IntoResponse, Response},
+    Json,
+};
+use bytes::Bytes;
+use futures::StreamExt;
 use jiff::Timestamp;
 use kubexec_runner::protocol::{FileKind, FileList};
+use tokio::sync::mpsc;
 
 use super::ready_session;
 use crate::{
     api::{
         auth::Caller,
+        cluster::ByteStream,
         errors::{codes, ApiError, ApiResult},
-        extract::{parse_json, ApiQuery, JsonBody},
+        extract::{item_limits, parse_json_bounded, ApiQuery, JsonBody},
+        file_read::{body_head, body_tail, ContentEncoder, Utf8Text},
         files::{plan_files, stream_files},
         model::{
             Encoding, FileContent, FileInfo, FileListResponse, ListFilesQuery, ReadFileQuery,
@@ -21,6 +33,7 @@ use crate::{
         state::AppState,
     },
     crd::validate::workspace_path,
+    sandbox::{transfer_deadline, within},
 };
 
 /// Most bytes of a listing.
@@ -52,7 +65,7 @@ pub async fn write_files(
 }
 
 async fn write_inner(state: &AppState, caller: &Caller, body: &[u8]) -> ApiResult<Vec<String>> {
-    let request: WriteFilesRequest<'_> = parse_json(body)?;
+    let request: WriteFilesRequest<'_> = parse_json_bounded(body, item_limits(&caller.limits))?;
     if request.files.is_empty() {
         return Err(ApiError::invalid("files", "at least one file is required"));
     }
@@ -133,42 +146,76 @@ pub async fn list_files(
     Ok(Json(FileListResponse { files }))
 }
 
-/// Reads one file of the session's workspace (up to the tier's file size).
+/// Reads one file of the session's workspace (up to the tier's file size), in constant memory
+/// (see [`crate::api::file_read`]).
 #[utoipa::path(get, path = "/files/read", tag = "files",
     params(ReadFileQuery),
     responses(
         (status = 200, description = "The file", body = FileContent),
-        (status = 400, description = "Bad input", body = crate::api::errors::ErrorBody),
+        (status = 400, description = "Bad input, or not a regular file", body = crate::api::errors::ErrorBody),
         (status = 401, description = "No or bad key", body = crate::api::errors::ErrorBody),
         (status = 404, description = "No such session or file", body = crate::api::errors::ErrorBody),
-        (status = 413, description = "The file is larger than the tier's file size", body = crate::api::errors::ErrorBody)),
+        (status = 413, description = "The file is larger than the tier's file size", body = crate::api::errors::ErrorBody),
+        (status = 422, description = "The read did not finish in time", body = crate::api::errors::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn read_file(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(query): ApiQuery<ReadFileQuery>,
-) -> ApiResult<Json<FileContent>> {
+) -> Response {
+    match read_inner(&state, &caller, query).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+fn cat_args(path: &str, max_bytes: u64) -> Vec<String> {
+    vec![
+        "cat".to_string(),
+        path.to_string(),
+        "--max-bytes".to_string(),
+        max_bytes.to_string(),
+    ]
+}
+
+async fn read_inner(
+    state: &AppState,
+    caller: &Caller,
+    query: ReadFileQuery,
+) -> ApiResult<Response> {
     let path = workspace_path("path", &query.path)
         .map_err(|e| ApiError::invalid_with(codes::INVALID_PATH, "path", e.message))?
         .to_string();
-    let ready = ready_session(&state, &caller, &query.session_id).await?;
+    let ready = ready_session(state, caller, &query.session_id).await?;
+    let (ns, pod) = (caller.namespace.as_str(), ready.pod.as_str());
     let limit = caller.limits.file_bytes;
-    let args = vec![
-        "cat".to_string(),
-        path.clone(),
-        "--max-bytes".to_string(),
-        (limit + 1).to_string(),
-    ];
-    let max = usize::try_from(limit + 1).unwrap_or(usize::MAX);
-    let output = state
-        .cluster
-        .helper(&caller.namespace, &ready.pod, args, max)
-        .await
-        .map_err(|e| from_sandbox(e, codes::FILE_NOT_FOUND))?
-        .check()
-        .map_err(|e| from_sandbox(e, codes::FILE_NOT_FOUND))?;
-    let bytes = output.stdout;
-    if bytes.len() as u64 > limit {
+    let deadline = transfer_deadline(limit);
+    let sandbox_error = |e| from_sandbox(e, codes::FILE_NOT_FOUND);
+
+    // First pass: the size, and whether the file is text, before the answer starts.
+    let wants_text = query.encoding != Some(Encoding::Base64);
+    let (size, is_text) = within(deadline, async {
+        let mut chunks = state
+            .cluster
+            .read_stream(ns, pod, cat_args(&path, limit + 1))
+            .await?;
+        let mut size = 0u64;
+        let mut text = wants_text.then(Utf8Text::default);
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            size += chunk.len() as u64;
+            if size > limit {
+                break;
+            }
+            if text.as_mut().is_some_and(|t| t.push(&chunk).is_err()) {
+                text = None;
+            }
+        }
+        Ok((size, text.is_some_and(|t| t.finish().is_ok())))
+    })
+    .await
+    .map_err(sandbox_error)?;
+    if size > limit {
         return Err(ApiError::TooLarge {
             code: codes::FILE_TOO_LARGE,
             field: Some("path".into()),
@@ -176,24 +223,67 @@ pub async fn read_file(
             limit,
         });
     }
-    let size = bytes.len() as u64;
-    let (content, encoding) = match query.encoding {
-        Some(Encoding::Base64) => (STANDARD.encode(&bytes), Encoding::Base64),
-        requested => match String::from_utf8(bytes) {
-            Ok(text) => (text, Encoding::Utf8),
-            Err(_) if requested == Some(Encoding::Utf8) => {
-                return Err(ApiError::invalid(
-                    "encoding",
-                    "the file is not valid UTF-8; read it with encoding=base64",
-                ))
-            }
-            Err(e) => (STANDARD.encode(e.into_bytes()), Encoding::Base64),
-        },
+    let encoding = match query.encoding {
+        Some(Encoding::Base64) => Encoding::Base64,
+        Some(Encoding::Utf8) if !is_text => {
+            return Err(ApiError::invalid(
+                "encoding",
+                "the file is not valid UTF-8; read it with encoding=base64",
+            ))
+        }
+        _ if is_text => Encoding::Utf8,
+        _ => Encoding::Base64,
     };
-    Ok(Json(FileContent {
-        path,
-        content,
-        encoding,
-        size,
+
+    // Second pass: encoded into the response as it arrives.
+    let chunks = state
+        .cluster
+        .read_stream(ns, pod, cat_args(&path, limit))
+        .await
+        .map_err(sandbox_error)?;
+    let body = encoded_body(path, encoding, chunks, deadline);
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// The JSON of a [`FileContent`], written as the file's chunks arrive. A read that fails or
+/// passes `deadline` midway ends the body early (the client sees a cut response).
+fn encoded_body(
+    path: String,
+    encoding: Encoding,
+    mut chunks: ByteStream,
+    deadline: Duration,
+) -> Body {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let pump = async {
+            tx.send(Ok(body_head(&path))).await.ok()?;
+            let mut encoder = ContentEncoder::new(encoding);
+            let mut size = 0u64;
+            while let Some(chunk) = chunks.next().await {
+                let chunk = match chunk {
+                    Ok(chunk) => chunk,
+                    Err(error) => {
+                        tracing::warn!(%error, path, "reading the file failed midway");
+                        tx.send(Err(std::io::Error::other("the read failed")))
+                            .await
+                            .ok()?;
+                        return None;
+                    }
+                };
+                size += chunk.len() as u64;
+                tx.send(Ok(encoder.push(&chunk))).await.ok()?;
+            }
+            tx.send(Ok(encoder.finish())).await.ok()?;
+            tx.send(Ok(body_tail(encoding, size))).await.ok()
+        };
+        if tokio::time::timeout(deadline, pump).await.is_err() {
+            tracing::warn!(?deadline, "reading the file passed its deadline");
+            let _ = tx
+                .send(Err(std::io::Error::other("the read passed its deadline")))
+                .await;
+        }
+    });
+    Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
     }))
 }

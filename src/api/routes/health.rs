@@ -21,7 +21,8 @@ pub async fn healthz() -> Json<HealthResponse> {
     })
 }
 
-/// Readiness: the key index is loaded and the apiserver answers.
+/// Readiness: the key index is loaded and current (its watch is not broken, see
+/// [`crate::api::keys::Freshness`]), and the apiserver answers.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "Ready", body = HealthResponse),
@@ -29,6 +30,8 @@ pub async fn healthz() -> Json<HealthResponse> {
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<HealthResponse>) {
     let status = if !state.keys.is_synced() {
         "api keys not loaded yet"
+    } else if state.keys.is_stale() {
+        "api keys are stale: the watch of key Secrets is broken"
     } else if !state.cluster.ping().await {
         "kubernetes apiserver unreachable"
     } else {

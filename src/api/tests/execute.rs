@@ -176,3 +176,21 @@ async fn env_values_stay_out_of_the_execution() {
     assert!(!stored.contains("tok-123"), "{stored}");
     assert!(stored.contains("envFrom"), "{stored}");
 }
+
+#[tokio::test]
+async fn a_missing_working_dir_is_the_callers_mistake() {
+    let h = harness();
+    let reply = h
+        .post_json(
+            &h.free_key,
+            "/execute",
+            execute_body(json!({"workingDir": super::fake_cluster::MISSING_DIR})),
+        )
+        .await;
+    assert_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "WORKING_DIR_NOT_FOUND",
+        Some("workingDir"),
+    );
+}

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::{
     api::{
-        cluster::{Cluster, Created, Upload},
+        cluster::{ByteStream, Cluster, Created, Upload},
         errors::ApiResult,
     },
     crd::{
@@ -80,10 +80,23 @@ impl FakeCluster {
     }
 }
 
+/// A working directory that the fake's sessions do not have.
+pub(super) const MISSING_DIR: &str = "/workspace/missing";
+
 /// Finishes every Execution at once with a fixed result.
 fn finish(execution: &Execution) -> Execution {
     let mut done = execution.clone();
     done.metadata.uid = Some("uid-1".into());
+    if execution.spec.working_dir.as_deref() == Some(MISSING_DIR) {
+        // What the operator writes when the runner refuses a missing working directory.
+        done.status = Some(ExecutionStatus {
+            phase: Some(ExecutionPhase::Failed),
+            reason: Some(crate::crd::conditions::REASON_WORKING_DIR_NOT_FOUND.into()),
+            message: Some("WorkingDirMissing: no such directory".into()),
+            ..Default::default()
+        });
+        return done;
+    }
     done.status = Some(ExecutionStatus {
         phase: Some(ExecutionPhase::Succeeded),
         stdout: Some("Sum: 15\n".into()),
@@ -287,6 +300,12 @@ impl Cluster for FakeCluster {
         _max_stdout: usize,
     ) -> BoxFuture<'a, Result<HelperOutput, SandboxError>> {
         self.record(Call::Helper(args.clone()));
+        // What a helper that never ends becomes.
+        if args.first().map(String::as_str) == Some("ls")
+            && args.get(1).map(String::as_str) == Some("endless")
+        {
+            return async { Err(SandboxError::DeadlineExceeded { after_secs: 20 }) }.boxed();
+        }
         let stdout = match args.first().map(String::as_str) {
             Some("ls") => json!({"files": [{"path": "a.txt", "size": 2, "modified": 0, "type": "file"}]}).to_string(),
             Some("ps") => json!({"processes": [
@@ -304,6 +323,35 @@ impl Cluster for FakeCluster {
             })
         }
         .boxed()
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        _ns: &'a str,
+        _pod: &'a str,
+        args: Vec<String>,
+    ) -> BoxFuture<'a, Result<ByteStream, SandboxError>> {
+        self.record(Call::Helper(args.clone()));
+        let chunks: Vec<Result<bytes::Bytes, SandboxError>> = match args.get(1).map(String::as_str)
+        {
+            // What the runner says about a FIFO.
+            Some("pipe") => vec![Err(SandboxError::Runner {
+                code: kubexec_runner::protocol::ErrorCode::NotAFile,
+                message: "pipe is not a regular file".into(),
+            })],
+            // Not UTF-8, in two chunks.
+            Some("binary.bin") => vec![
+                Ok(bytes::Bytes::from_static(b"A\xc3")),
+                Ok(bytes::Bytes::from_static(b"\xff\x00")),
+            ],
+            // "é" cut between chunks.
+            Some("cafe.txt") => vec![
+                Ok(bytes::Bytes::from_static(b"caf\xc3")),
+                Ok(bytes::Bytes::from_static(b"\xa9")),
+            ],
+            _ => vec![Ok(bytes::Bytes::from_static(b"hi"))],
+        };
+        async move { Ok(futures::stream::iter(chunks).boxed()) }.boxed()
     }
 
     fn upload<'a>(

@@ -153,3 +153,65 @@ async fn files_and_processes_go_through_the_runner_helpers() {
         Some("pid"),
     );
 }
+
+#[tokio::test]
+async fn reads_stream_text_or_base64() {
+    let h = harness();
+    let read = |path: &str| format!("/files/read?sessionId=ses-mine&path={path}");
+    let cafe = h.get(&h.free_key, &read("cafe.txt")).await;
+    assert_eq!(cafe.status, StatusCode::OK, "{}", cafe.text);
+    assert_eq!(
+        cafe.body,
+        json!({"path": "cafe.txt", "content": "café", "encoding": "utf8", "size": 5})
+    );
+    let binary = h.get(&h.free_key, &read("binary.bin")).await;
+    assert_eq!(
+        binary.body,
+        json!({"path": "binary.bin", "content": "QcP/AA==", "encoding": "base64", "size": 4})
+    );
+    let forced = h
+        .get(
+            &h.free_key,
+            &format!("{}&encoding=base64", read("cafe.txt")),
+        )
+        .await;
+    assert_eq!(forced.body["content"], "Y2Fmw6k=", "{}", forced.text);
+    let refused = h
+        .get(
+            &h.free_key,
+            &format!("{}&encoding=utf8", read("binary.bin")),
+        )
+        .await;
+    assert_error(
+        &refused,
+        StatusCode::BAD_REQUEST,
+        "INVALID_REQUEST",
+        Some("encoding"),
+    );
+    let tiny = harness_with(Tiers::from_yaml("free:\n  fileSizeBytes: 3\n").expect("tiers"));
+    let too_big = tiny.get(&tiny.free_key, &read("cafe.txt")).await;
+    assert_error(
+        &too_big,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "FILE_TOO_LARGE",
+        Some("path"),
+    );
+}
+
+#[tokio::test]
+async fn reads_that_would_never_end_are_named_4xx() {
+    let h = harness();
+    let fifo = h
+        .get(&h.free_key, "/files/read?sessionId=ses-mine&path=pipe")
+        .await;
+    assert_error(&fifo, StatusCode::BAD_REQUEST, "NOT_A_FILE", Some("path"));
+    let endless = h
+        .get(&h.free_key, "/files/list?sessionId=ses-mine&path=endless")
+        .await;
+    assert_error(
+        &endless,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "OPERATION_TIMED_OUT",
+        None,
+    );
+}

@@ -90,3 +90,43 @@ async fn every_route_is_documented_and_every_documented_route_exists() {
     }
     assert!(doc.body["components"]["securitySchemes"]["bearer"].is_object());
 }
+
+#[tokio::test]
+async fn a_broken_key_watch_fails_readiness_and_refuses_requests() {
+    let h = harness();
+    let long_ago = std::time::Instant::now()
+        .checked_sub(crate::api::keys::STALE_AFTER * 2)
+        .expect("the clock is past the bound");
+    // Broken just now: still ready, a key still works.
+    h.state.keys.watch_failed(std::time::Instant::now());
+    assert_eq!(h.send(readyz()).await.status, StatusCode::OK);
+    assert_eq!(h.get(&h.free_key, "/sessions").await.status, StatusCode::OK);
+    // Broken for longer than the bound, with no relist since: not ready, and no key passes.
+    h.state.keys.relisted(long_ago);
+    h.state.keys.watch_failed(long_ago);
+    let reply = h.send(readyz()).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text
+    );
+    let refused = h.get(&h.free_key, "/sessions").await;
+    assert_error(
+        &refused,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "KEYS_STALE",
+        None,
+    );
+    assert!(refused.headers.contains_key("retry-after"));
+    // A successful relist makes it current again.
+    h.state.keys.relisted(std::time::Instant::now());
+    assert_eq!(h.send(readyz()).await.status, StatusCode::OK);
+    assert_eq!(h.get(&h.free_key, "/sessions").await.status, StatusCode::OK);
+}
+
+fn readyz() -> Request<Body> {
+    Request::get("/readyz")
+        .body(Body::empty())
+        .expect("request")
+}

@@ -37,7 +37,11 @@ pub mod reasons {
     /// Killed for exceeding the memory limit.
     pub const OOM_KILLED: &str = "OOMKilled";
     /// The Session does not exist.
-    pub const SESSION_NOT_FOUND: &str = "SessionNotFound";
+    pub const SESSION_NOT_FOUND: &str = crate::crd::conditions::REASON_SESSION_NOT_FOUND;
+    /// `workingDir` does not exist in the session: the request's mistake.
+    pub const WORKING_DIR_NOT_FOUND: &str = crate::crd::conditions::REASON_WORKING_DIR_NOT_FOUND;
+    /// A file path resolves outside the workspace: the request's (or its code's) mistake.
+    pub const INVALID_PATH: &str = crate::crd::conditions::REASON_INVALID_PATH;
     /// The Session did not become ready in time, or cannot (expired, failed, deleted).
     pub const SESSION_NOT_READY: &str = "SessionNotReady";
     /// A Secret named by `env` or `envFrom` does not exist (or lacks the key).

@@ -46,9 +46,15 @@ impl Failure {
         )
     }
 
-    /// The runner refused or failed the run.
+    /// The runner refused or failed the run. Refusals that the spec caused get their own
+    /// reason, so that the api can answer them as the caller's mistake (a 4xx).
     pub fn runner_error(code: ErrorCode, message: &str) -> Self {
-        Self::new(reasons::RUNNER_ERROR, format!("{code:?}: {message}"))
+        let reason = match code {
+            ErrorCode::WorkingDirMissing => reasons::WORKING_DIR_NOT_FOUND,
+            ErrorCode::PathEscapesWorkspace => reasons::INVALID_PATH,
+            _ => reasons::RUNNER_ERROR,
+        };
+        Self::new(reason, format!("{code:?}: {message}"))
     }
 
     /// The sandbox answered with a result that is not the runner's for this run (`why`).
@@ -180,7 +186,11 @@ mod tests {
         );
         assert_eq!(
             Failure::runner_error(ErrorCode::WorkingDirMissing, "no such directory"),
-            Failure::new("RunnerError", "WorkingDirMissing: no such directory")
+            Failure::new("WorkingDirNotFound", "WorkingDirMissing: no such directory")
+        );
+        assert_eq!(
+            Failure::runner_error(ErrorCode::Io, "disk full"),
+            Failure::new("RunnerError", "Io: disk full")
         );
         assert_eq!(
             Failure::deadline_exceeded("demo-sandbox", Some(30)),

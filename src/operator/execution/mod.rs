@@ -52,25 +52,28 @@ pub mod decide;
 pub mod failure;
 pub mod observe;
 pub mod outcome;
+pub mod pending;
 pub mod run;
 pub mod tracker;
 
 use std::{future::Future, sync::Arc};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use kube::{
     runtime::{
         controller::{self, Action, Controller},
-        reflector::ObjectRef,
-        watcher,
+        reflector, watcher, WatchStreamExt,
     },
     Api, ResourceExt,
 };
 use tokio::time::Instant;
 use tracing::{debug, info, instrument};
 
-use crate::crd::{Execution, ExecutionPhase, Session};
+use crate::{
+    crd::{Execution, Session},
+    shared::cache::slim_execution,
+};
 
 use super::{faults, metrics::ExecutionResultLabels, reconciler, Context, Error, Result};
 
@@ -81,6 +84,7 @@ use build::{exec_spec, pending_status, recorded_result_key, running_status};
 use decide::{Plan, RunMode, RunPlan, CACHE_LAG_RECHECK, IN_FLIGHT_RECHECK, SESSION_POLL};
 use failure::Failure;
 use outcome::RunOutcome;
+use pending::PendingBySession;
 
 /// Metric and log name of this controller.
 pub const CONTROLLER: &str = "execution";
@@ -217,28 +221,6 @@ async fn fail(
     Ok(Action::await_change())
 }
 
-/// Pending Executions of `session`, so that its readiness (or resumption) starts them at once.
-fn waiting_on(
-    store: &kube::runtime::reflector::Store<Execution>,
-    session: &Session,
-) -> Vec<ObjectRef<Execution>> {
-    let namespace = session.namespace();
-    let name = session.name_any();
-    store
-        .state()
-        .into_iter()
-        .filter(|e| {
-            e.namespace() == namespace
-                && e.spec.session_ref.name == name
-                && matches!(
-                    e.status.as_ref().and_then(|s| s.phase),
-                    None | Some(ExecutionPhase::Pending)
-                )
-        })
-        .map(|e| ObjectRef::from_obj(&*e))
-        .collect()
-}
-
 /// Builds the Execution controller; the future runs it until `shutdown` resolves.
 pub fn controller(
     ctx: Arc<Context>,
@@ -254,11 +236,23 @@ pub fn controller(
         ),
         None => (Api::all(client.clone()), Api::all(client)),
     };
-    let controller = Controller::new(executions, watcher::Config::default());
-    let store = controller.store();
-    controller
+    // The cache keeps no output and no field managers (see `slim_execution`), and feeds the
+    // index of pending Executions by Session.
+    let (store, writer) = reflector::store();
+    let pending = Arc::new(PendingBySession::default());
+    let indexed = pending.clone();
+    let changes = watcher(executions, watcher::Config::default())
+        .modify(slim_execution)
+        .map_ok(move |event| {
+            indexed.observe(&event);
+            event
+        })
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(changes, store)
         .watches(sessions, watcher::Config::default(), move |session| {
-            waiting_on(&store, &session)
+            // A Session's readiness (or resumption) starts its waiting Executions at once.
+            pending.waiting_on(&session)
         })
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)

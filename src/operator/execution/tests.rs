@@ -12,7 +12,8 @@ use tower_test::mock::{self, Handle, SendResponse};
 
 use super::*;
 use crate::crd::{
-    ExecutionSpec, ExecutionStatus, SessionPhase, SessionReference, SessionSpec, SessionStatus,
+    ExecutionPhase, ExecutionSpec, ExecutionStatus, SessionPhase, SessionReference, SessionSpec,
+    SessionStatus,
 };
 use crate::operator::{config::SandboxConfig, Metrics};
 
@@ -275,17 +276,39 @@ async fn an_unreachable_apiserver_is_a_transient_error() {
 
 #[test]
 fn pending_executions_of_a_session_are_found() {
-    let (store, mut writer) = kube::runtime::reflector::store::<Execution>();
+    let index = PendingBySession::default();
     let pending = execution();
     let mut done = finished(None, 1);
     done.metadata.name = Some("done".into());
     let mut other = execution();
     other.metadata.name = Some("other".into());
     other.spec.session_ref.name = "elsewhere".into();
-    for e in [pending, done, other] {
-        writer.apply_watcher_event(&watcher::Event::Apply(e));
+    for e in [pending.clone(), done, other] {
+        index.observe(&watcher::Event::Apply(e));
     }
-    let refs = waiting_on(&store, &ready_session());
+    let refs = index.waiting_on(&ready_session());
     assert_eq!(refs.len(), 1);
     assert_eq!(refs[0].name, EXECUTION);
+    assert_eq!(refs[0].namespace, pending.metadata.namespace);
+
+    // Once it runs, it no longer waits.
+    let mut running = pending.clone();
+    running.status = Some(ExecutionStatus {
+        phase: Some(ExecutionPhase::Running),
+        ..Default::default()
+    });
+    index.observe(&watcher::Event::Apply(running));
+    assert!(index.waiting_on(&ready_session()).is_empty());
+
+    // A relist replaces the index whole.
+    index.observe(&watcher::Event::Init);
+    index.observe(&watcher::Event::InitApply(pending.clone()));
+    assert!(
+        index.waiting_on(&ready_session()).is_empty(),
+        "not before the list is done"
+    );
+    index.observe(&watcher::Event::InitDone);
+    assert_eq!(index.waiting_on(&ready_session()).len(), 1);
+    index.observe(&watcher::Event::Delete(pending));
+    assert!(index.waiting_on(&ready_session()).is_empty());
 }

@@ -26,6 +26,9 @@ pub enum Error {
     #[error("not found: {0}")]
     NotFound(String),
 
+    #[error("{0} is not a regular file")]
+    NotAFile(String),
+
     #[error("limit exceeded: {0}")]
     LimitExceeded(String),
 
@@ -52,6 +55,7 @@ impl Error {
             Error::SpawnFailed { .. } => ErrorCode::SpawnFailed,
             Error::Io { .. } => ErrorCode::Io,
             Error::NotFound(_) => ErrorCode::NotFound,
+            Error::NotAFile(_) => ErrorCode::NotAFile,
             Error::LimitExceeded(_) => ErrorCode::LimitExceeded,
             Error::Usage(_) => ErrorCode::Usage,
             Error::Lost(_) => ErrorCode::Lost,

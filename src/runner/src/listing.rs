@@ -1,7 +1,8 @@
 //! `ls` and `cat`: read-only views of the workspace.
 
-use std::fs::{File, Metadata};
+use std::fs::Metadata;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::clock::unix_ms;
@@ -83,13 +84,19 @@ pub fn cat(
     out: &mut impl Write,
 ) -> Result<u64> {
     let target = workspace.resolve_existing(path)?;
-    let mut file = File::open(&target).context(|| format!("opening {path}"))?;
+    // Non-blocking, so that opening a FIFO does not wait for a writer; a regular file reads
+    // the same either way, and anything else is refused below before a read.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&target)
+        .context(|| format!("opening {path}"))?;
     let is_file = file
         .metadata()
         .map(|m| m.is_file())
         .context(|| format!("reading {path}"))?;
     if !is_file {
-        return Err(Error::InvalidSpec(format!("{path} is not a regular file")));
+        return Err(Error::NotAFile(path.to_string()));
     }
     file.seek(SeekFrom::Start(offset))
         .context(|| format!("seeking in {path}"))?;
@@ -162,7 +169,7 @@ mod tests {
         assert_eq!(out, b"ell");
         assert!(matches!(
             cat(&ws, "src", 0, None, &mut Vec::new()),
-            Err(Error::InvalidSpec(_))
+            Err(Error::NotAFile(_))
         ));
         assert!(matches!(
             cat(&ws, "/etc/passwd", 0, None, &mut Vec::new()),
@@ -171,6 +178,19 @@ mod tests {
         assert!(matches!(
             cat(&ws, "nope", 0, None, &mut Vec::new()),
             Err(Error::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn cat_refuses_a_fifo_without_waiting_for_a_writer() {
+        let (dir, ws) = workspace_with_files();
+        let fifo = dir.path().join("pipe");
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates the node.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        assert!(matches!(
+            cat(&ws, "pipe", 0, None, &mut Vec::new()),
+            Err(Error::NotAFile(_))
         ));
     }
 }

@@ -313,6 +313,9 @@ pub enum ErrorCode {
     NotFound,
     LimitExceeded,
     Usage,
+    /// A helper was asked to read something that is not a regular file (a FIFO, a device, a
+    /// directory), which could block or never end.
+    NotAFile,
     /// A code from a newer runner.
     #[serde(other)]
     Unknown,
