@@ -3,7 +3,7 @@
 //! requests onto the resources and reads (watches) their status back; it runs nothing itself.
 //!
 //! Modules: [`server`] (router and middleware), [`routes`] (handlers), [`auth`] (bearer keys),
-//! [`rate_limit`] (the per-key request rate), [`keys`] (key storage), [`tiers`] (limits),
+//! [`rate_limit`] (the per-key request rate), [`quota`] (per-tenant quotas), [`keys`] (key storage), [`tiers`] (limits),
 //! [`errors`] (the error type), [`extract`] (JSON extractors), [`files`] (validation and
 //! streamed delivery), [`outcome`] (an Execution's result as the api reports it), [`stream`]
 //! (SSE), [`openapi`], [`metrics`], [`cluster`] (the Kubernetes seam), [`state`], [`config`],
@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod outcome;
+pub mod quota;
 pub mod rate_limit;
 pub mod routes;
 pub mod sandbox_errors;
