@@ -121,7 +121,7 @@ async fn a_new_tenant_namespace_has_guardrails() {
     assert_eq!(hard("requests.storage"), q("50Gi"), "requests.storage");
     assert_eq!(
         hard("count/sessions.kubexec.dev"),
-        q("20"),
+        q("5"),
         "count/sessions.kubexec.dev"
     );
     assert_eq!(

@@ -377,13 +377,9 @@ mod tests {
         assert!(quotas.reserve("u", &limits(), MINUTE, now).is_ok());
         a.finished(now);
         assert!(quotas.reserve("t", &limits(), MINUTE, now).is_ok());
-        // Nobody waits longer than `live_for`: the place comes back then.
-        let later = now + MINUTE * 2;
-        assert_eq!(
-            quotas.usage("t", later).0,
-            1,
-            "only the unfinished reservation"
-        );
+        assert_eq!(quotas.usage("t", now).0, 1, "the second, still pending");
+        // Nobody waits longer than `live_for`: a place nobody settled comes back then.
+        assert_eq!(quotas.usage("t", now + MINUTE * 2).0, 0);
     }
 
     #[test]

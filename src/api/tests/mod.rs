@@ -11,5 +11,6 @@ mod execute;
 mod files;
 mod health;
 mod preview;
+mod quota;
 mod sessions;
 mod stream;
