@@ -210,8 +210,10 @@ pub fn rss_bytes(pid: u32) -> Option<(u64, u64)> {
 }
 
 /// The local cluster's etcd database size in bytes, as `etcdctl endpoint status` reports it
-/// (the same Maintenance/Status call, through etcd's JSON gateway on its client port).
-pub async fn etcd_db_size() -> u64 {
+/// (the same Maintenance/Status call, through etcd's JSON gateway on its client port): the
+/// file's size (`dbSize`), and the part of it in use (`dbSizeInUse`; the file grows only once
+/// the pages freed by compaction are used up).
+pub async fn etcd_db_size() -> (u64, u64) {
     let addr: std::net::SocketAddr = "127.0.0.1:2379".parse().expect("etcd address");
     let reply = api::Http::at(addr)
         .request(
@@ -224,11 +226,14 @@ pub async fn etcd_db_size() -> u64 {
         .await;
     assert!(reply.status.is_success(), "etcd status: {}", reply.text());
     let status = reply.json();
-    status["dbSize"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .or_else(|| status["dbSize"].as_u64())
-        .unwrap_or_else(|| panic!("no dbSize in {status}"))
+    let size = |name: &str| {
+        status[name]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .or_else(|| status[name].as_u64())
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+    };
+    (size("dbSize"), size("dbSizeInUse"))
 }
 
 /// Runs kubectl (the one on PATH, which `e2e/cluster/env` puts first).

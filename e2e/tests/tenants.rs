@@ -306,6 +306,10 @@ async fn a_flood_of_fat_requests_is_refused_by_quota_with_bounded_memory() {
         .into_bytes();
     println!("bloat: {REQUESTS} requests of {} KiB", body.len() / 1024);
 
+    let idle = (
+        api.pid().and_then(rss_bytes),
+        ns.operator_pid().and_then(rss_bytes),
+    );
     let etcd_before = etcd_db_size().await;
     let began = Instant::now();
     let flood: Vec<_> = (0..REQUESTS)
@@ -339,20 +343,29 @@ async fn a_flood_of_fat_requests_is_refused_by_quota_with_bounded_memory() {
     let etcd_after = etcd_db_size().await;
     let api_rss = api.pid().and_then(rss_bytes);
     let operator_rss = ns.operator_pid().and_then(rss_bytes);
-    let growth = etcd_after.saturating_sub(etcd_before);
+    let growth = etcd_after.0.saturating_sub(etcd_before.0);
+    let growth_in_use = etcd_after.1.saturating_sub(etcd_before.1);
     let mib = |b: u64| b as f64 / MIB as f64;
     let show = |rss: Option<(u64, u64)>| {
         rss.map(|(now, peak)| format!("{:.1} MiB (peak {:.1} MiB)", mib(now), mib(peak)))
             .unwrap_or_else(|| "not running".into())
     };
     println!(
-        "bloat: {ok} ran, {quota} refused with QUOTA_EXCEEDED, in {:.1} s; api RSS {}, operator RSS {}; etcd {:.1} -> {:.1} MiB (+{:.1} MiB)",
+        "bloat: before the flood api RSS {}, operator RSS {}",
+        show(idle.0),
+        show(idle.1)
+    );
+    println!(
+        "bloat: {ok} ran, {quota} refused with QUOTA_EXCEEDED, in {:.1} s; api RSS {}, operator RSS {}; etcd dbSize {:.1} -> {:.1} MiB (+{:.1}), in use {:.1} -> {:.1} MiB (+{:.1})",
         flood_took.as_secs_f64(),
         show(api_rss),
         show(operator_rss),
-        mib(etcd_before),
-        mib(etcd_after),
+        mib(etcd_before.0),
+        mib(etcd_after.0),
         mib(growth),
+        mib(etcd_before.1),
+        mib(etcd_after.1),
+        mib(growth_in_use),
     );
     assert!(others.is_empty(), "unexpected answers: {others:?}");
     assert!(quota > 0, "no request was refused by quota");
@@ -371,6 +384,11 @@ async fn a_flood_of_fat_requests_is_refused_by_quota_with_bounded_memory() {
         );
     }
     assert!(growth < ETCD_BOUND, "etcd grew by {:.1} MiB", mib(growth));
+    assert!(
+        growth_in_use < ETCD_BOUND,
+        "etcd's data grew by {:.1} MiB",
+        mib(growth_in_use)
+    );
     // Neither restarted: the same processes still run, and the api still answers.
     assert!(ns.operator_pid().is_some() || std::env::var("KUBEXEC_E2E_OPERATOR").is_ok());
     let still = http.get(&format!("/sessions/{session}"), Some(&key)).await;

@@ -22,6 +22,7 @@ use super::{
     errors::{codes, ApiError},
     tiers::TierLimits,
 };
+use crate::crd::ExecutionSpec;
 
 /// Most seconds a `Retry-After` of a quota refusal asks a client to wait.
 const MAX_RETRY_AFTER: u64 = 3600;
@@ -326,17 +327,28 @@ impl Drop for StreamSlot {
     }
 }
 
-/// The bytes an Execution and the env Secret it refers to take in etcd: the Execution's JSON,
-/// and each variable's name and base64-encoded value.
+/// What an object takes in etcd beyond its payload (metadata, labels, status), roughly.
+const OBJECT_OVERHEAD: usize = 4096;
+
+/// The bytes an Execution and the env Secret it refers to take in etcd, without serializing
+/// them: the spec's code, command and inline files, and each variable's name and
+/// base64-encoded value, plus each object's overhead.
 pub fn stored_bytes<'a>(
-    execution_json_len: usize,
+    spec: &ExecutionSpec,
     env: impl IntoIterator<Item = (&'a String, &'a String)>,
 ) -> u64 {
-    let env: usize = env
-        .into_iter()
-        .map(|(name, value)| name.len() + value.len().div_ceil(3) * 4)
+    let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+    let files: usize = spec
+        .files
+        .iter()
+        .map(|f| f.path.len() + f.content.len() + 64)
         .sum();
-    u64::try_from(execution_json_len.saturating_add(env)).unwrap_or(u64::MAX)
+    let execution = OBJECT_OVERHEAD + text(&spec.code) + text(&spec.command) + files;
+    let mut secret = 0;
+    for (name, value) in env {
+        secret = secret.max(OBJECT_OVERHEAD) + name.len() + value.len().div_ceil(3) * 4;
+    }
+    u64::try_from(execution.saturating_add(secret)).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -454,8 +466,14 @@ mod tests {
     }
 
     #[test]
-    fn env_is_charged_as_the_secret_stores_it() {
+    fn bytes_are_charged_as_etcd_stores_them() {
+        let spec = ExecutionSpec {
+            code: Some("x".repeat(100)),
+            ..Default::default()
+        };
+        let no_env = std::collections::BTreeMap::new();
+        assert_eq!(stored_bytes(&spec, &no_env), 4096 + 100);
         let env = std::collections::BTreeMap::from([("A".to_string(), "xyz".to_string())]);
-        assert_eq!(stored_bytes(100, &env), 100 + 1 + 4);
+        assert_eq!(stored_bytes(&spec, &env), 4096 + 100 + 4096 + 1 + 4);
     }
 }

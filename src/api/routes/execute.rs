@@ -284,9 +284,8 @@ pub async fn start_execution(
     // The same checks the apiserver's schema makes; a failure here is a bug, not bad input.
     validate_execution(&execution.spec).map_err(ApiError::internal_from("execution spec"))?;
     // Charged before anything is created: a refusal leaves nothing behind.
-    let json_len = serde_json::to_vec(&execution).map_or(0, |json| json.len());
     reservation.charge(
-        stored_bytes(json_len, plan.env),
+        stored_bytes(&execution.spec, plan.env),
         &caller.limits,
         Instant::now(),
     )?;
