@@ -27,12 +27,31 @@ use crate::crd::ExecutionSpec;
 /// Most seconds a `Retry-After` of a quota refusal asks a client to wait.
 const MAX_RETRY_AFTER: u64 = 3600;
 
+/// Refused bodies read at once. The HTTP server reads a body only as fast as it is consumed,
+/// and grows a connection's read buffer (to ~400 KiB) while it is read fast: a flood of
+/// refused uploads read all at once would cost that much per connection.
+const CONCURRENT_DISCARDS: usize = 8;
+
+/// The longest a refused body is read before its connection is given up.
+const DISCARD_TIME: Duration = Duration::from_secs(10);
+
 /// The ledgers of every tenant (by namespace) and the open streams of every key.
-#[derive(Default)]
 pub struct TenantQuotas {
     ledgers: Mutex<HashMap<String, Ledger>>,
     streams: Mutex<HashMap<String, usize>>,
     next_id: std::sync::atomic::AtomicU64,
+    discards: tokio::sync::Semaphore,
+}
+
+impl Default for TenantQuotas {
+    fn default() -> Self {
+        Self {
+            ledgers: Mutex::default(),
+            streams: Mutex::default(),
+            next_id: std::sync::atomic::AtomicU64::default(),
+            discards: tokio::sync::Semaphore::new(CONCURRENT_DISCARDS),
+        }
+    }
 }
 
 /// One tenant's Executions, as this replica admitted them.
@@ -166,6 +185,27 @@ impl TenantQuotas {
             quotas: self.clone(),
             key: key.to_string(),
         })
+    }
+
+    /// Reads and drops a refused request's body (at most `limit` bytes, for at most
+    /// [`DISCARD_TIME`]), a few at a time, so that the client still sending it reads the
+    /// answer instead of a reset connection, and a flood of refusals costs little memory.
+    pub async fn discard(&self, body: axum::body::Body, limit: u64) {
+        use futures::StreamExt;
+        let Ok(_permit) = self.discards.acquire().await else {
+            return;
+        };
+        let drain = async {
+            let mut read: u64 = 0;
+            let mut chunks = body.into_data_stream();
+            while let Some(Ok(chunk)) = chunks.next().await {
+                read = read.saturating_add(chunk.len() as u64);
+                if read > limit {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
     }
 
     /// The unfinished Executions and stored bytes this replica counts for a tenant.

@@ -5,12 +5,11 @@
 use std::{collections::BTreeMap, time::Instant};
 
 use axum::{
-    body::{Body, Bytes},
+    body::Bytes,
     extract::{FromRequest, Request, State},
     response::{IntoResponse, Response},
     Json,
 };
-use futures::StreamExt;
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::{api::ObjectMeta, Resource};
 
@@ -433,22 +432,12 @@ impl FromRequest<AppState> for ExecuteBody {
                 Ok(ExecuteBody { reservation, body })
             }
             Err(refused) => {
-                discard(req.into_body(), caller.limits.max_request_bytes).await;
+                state
+                    .quotas
+                    .discard(req.into_body(), caller.limits.max_request_bytes)
+                    .await;
                 Err(refused)
             }
-        }
-    }
-}
-
-/// Reads and drops a refused request's body (at most `limit` bytes), chunk by chunk, so the
-/// client that is still sending it reads the answer instead of a reset connection.
-async fn discard(body: Body, limit: u64) {
-    let mut read: u64 = 0;
-    let mut chunks = body.into_data_stream();
-    while let Some(Ok(chunk)) = chunks.next().await {
-        read = read.saturating_add(chunk.len() as u64);
-        if read > limit {
-            break;
         }
     }
 }

@@ -47,7 +47,7 @@ async fn unfinished_executions_beyond_the_tier_get_429_and_create_nothing() {
 
 #[tokio::test]
 async fn bytes_beyond_the_tier_get_429_and_create_nothing() {
-    let h = harness_with(Tiers::from_yaml("free:\n  storedBytes: 4096\n").expect("tiers"));
+    let h = harness_with(Tiers::from_yaml("free:\n  storedBytes: 16384\n").expect("tiers"));
     let small = h
         .post_json(&h.free_key, "/execute", execute_body(json!({})))
         .await;
@@ -57,7 +57,7 @@ async fn bytes_beyond_the_tier_get_429_and_create_nothing() {
         .post_json(
             &h.free_key,
             "/execute",
-            execute_body(json!({"env": {"TOKEN": "x".repeat(8000)}})),
+            execute_body(json!({"env": {"TOKEN": "x".repeat(12000)}})),
         )
         .await;
     refused_with_retry(&fat);
