@@ -314,7 +314,6 @@ async fn a_flood_of_fat_requests_is_refused_by_quota_with_bounded_memory() {
     let began = Instant::now();
     let flood: Vec<_> = (0..REQUESTS)
         .map(|_| {
-            let http = http;
             let key = key.clone();
             let body = body.clone();
             tokio::spawn(async move {
