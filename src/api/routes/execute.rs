@@ -386,7 +386,7 @@ async fn own_env_secret(
         (status = 401, description = "No or bad key", body = crate::api::errors::ErrorBody),
         (status = 404, description = "No such session", body = crate::api::errors::ErrorBody),
         (status = 413, description = "A file or the body is too large", body = crate::api::errors::ErrorBody),
-        (status = 429, description = "Rate limited", body = crate::api::errors::ErrorBody),
+        (status = 429, description = "Rate limited, or a tenant quota exceeded (QUOTA_EXCEEDED)", body = crate::api::errors::ErrorBody),
         (status = 503, description = "The session did not become ready in time", body = crate::api::errors::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn execute(
