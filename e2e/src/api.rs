@@ -112,6 +112,14 @@ impl ApiServer {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The api's process id, while it runs (`None` once it exited).
+    pub fn pid(&mut self) -> Option<u32> {
+        match self.child.try_wait() {
+            Ok(None) => Some(self.child.id()),
+            _ => None,
+        }
+    }
+
     /// A client of this api.
     pub fn client(&self) -> Http {
         Http { addr: self.addr }

@@ -175,6 +175,16 @@ impl TestNs {
         }
     }
 
+    /// The process id of this namespace's operator, while it runs (`None` with an external
+    /// operator, or once it exited).
+    pub fn operator_pid(&mut self) -> Option<u32> {
+        let child = self.operator.as_mut()?;
+        match child.try_wait() {
+            Ok(None) => Some(child.id()),
+            _ => None,
+        }
+    }
+
     /// Kills the operator abruptly (SIGKILL), as a crash or a node loss would.
     pub fn kill_operator(&mut self) {
         if let Some(mut child) = self.operator.take() {
@@ -208,6 +218,47 @@ impl Drop for TestNs {
             let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
         }
     }
+}
+
+/// A process's resident memory from `/proc/<pid>/status`: (current `VmRSS`, peak `VmHWM`), in
+/// bytes.
+pub fn rss_bytes(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// The local cluster's etcd database size in bytes, as `etcdctl endpoint status` reports it
+/// (the same Maintenance/Status call, through etcd's JSON gateway on its client port): the
+/// file's size (`dbSize`), and the part of it in use (`dbSizeInUse`; the file grows only once
+/// the pages freed by compaction are used up).
+pub async fn etcd_db_size() -> (u64, u64) {
+    let addr: std::net::SocketAddr = "127.0.0.1:2379".parse().expect("etcd address");
+    let reply = api::Http::at(addr)
+        .request(
+            hyper::Method::POST,
+            "/v3/maintenance/status",
+            None,
+            &[],
+            b"{}".to_vec(),
+        )
+        .await;
+    assert!(reply.status.is_success(), "etcd status: {}", reply.text());
+    let status = reply.json();
+    let size = |name: &str| {
+        status[name]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .or_else(|| status[name].as_u64())
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+    };
+    (size("dbSize"), size("dbSizeInUse"))
 }
 
 /// Runs kubectl (the one on PATH, which `e2e/cluster/env` puts first).

@@ -18,7 +18,10 @@ use serde_json::json;
 use crate::{
     crd::{Execution, Session},
     sandbox::{HelperOutput, Process, Sandbox, SandboxError},
-    shared::{activity::ActivityWriter, kube_status::is_status},
+    shared::{
+        activity::ActivityWriter,
+        kube_status::{is_quota_exceeded, is_status},
+    },
 };
 
 use super::{
@@ -166,6 +169,16 @@ impl KubeCluster {
     }
 }
 
+/// The tenant namespace's ResourceQuota refused a create: 429 `QUOTA_EXCEEDED`. Objects of
+/// the kind come back as others finish or expire, so a retry later may pass.
+pub fn quota_exceeded(kind: &str) -> ApiError {
+    ApiError::TooMany {
+        code: super::errors::codes::QUOTA_EXCEEDED,
+        message: format!("this tenant has as many {kind} as its quota allows"),
+        retry_after: 10,
+    }
+}
+
 async fn watch_until<K>(
     api: Api<K>,
     name: &str,
@@ -227,6 +240,7 @@ impl Cluster for KubeCluster {
             {
                 Ok(created) => Ok(Created::New(created)),
                 Err(e) if is_status(&e, 409) => Ok(Created::Exists),
+                Err(e) if is_quota_exceeded(&e) => Err(quota_exceeded("Sessions")),
                 Err(e) => Err(ApiError::internal("create session", e)),
             }
         }
@@ -278,7 +292,13 @@ impl Cluster for KubeCluster {
                 .create(&PostParams::default(), secret)
                 .await
                 .map(drop)
-                .map_err(ApiError::internal_from("create env secret"))
+                .map_err(|e| {
+                    if is_quota_exceeded(&e) {
+                        quota_exceeded("Secrets")
+                    } else {
+                        ApiError::internal("create env secret", e)
+                    }
+                })
         }
         .boxed()
     }
@@ -328,6 +348,7 @@ impl Cluster for KubeCluster {
             {
                 Ok(created) => Ok(Created::New(created)),
                 Err(e) if is_status(&e, 409) => Ok(Created::Exists),
+                Err(e) if is_quota_exceeded(&e) => Err(quota_exceeded("Executions")),
                 Err(e) => Err(ApiError::internal("create execution", e)),
             }
         }

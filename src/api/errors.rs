@@ -46,6 +46,9 @@ pub mod codes {
     pub const IDEMPOTENCY_CONFLICT: &str = "IDEMPOTENCY_CONFLICT";
     /// Too many requests for this key.
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
+    /// A per-tenant or per-key quota (unfinished executions, stored bytes, open streams, or an
+    /// object count of the tenant namespace's ResourceQuota) is used up.
+    pub const QUOTA_EXCEEDED: &str = "QUOTA_EXCEEDED";
     /// The tenant has as many sessions as its tier allows.
     pub const SESSION_LIMIT: &str = "SESSION_LIMIT_REACHED";
     /// The session did not become ready in time.

@@ -3,7 +3,7 @@
 //! requests onto the resources and reads (watches) their status back; it runs nothing itself.
 //!
 //! Modules: [`server`] (router and middleware), [`routes`] (handlers), [`auth`] (bearer keys),
-//! [`rate_limit`] (the per-key request rate), [`keys`] (key storage), [`tiers`] (limits),
+//! [`rate_limit`] (the per-key request rate), [`quota`] (per-tenant quotas), [`keys`] (key storage), [`tiers`] (limits),
 //! [`body_limit`] (per-route body caps), [`errors`] (the error type), [`extract`] (JSON extractors), [`files`] (validation and
 //! streamed delivery), [`file_read`] (`/files/read` in constant memory), [`outcome`] (an Execution's result as the api reports it), [`stream`]
 //! (SSE), [`openapi`], [`metrics`], [`cluster`] (the Kubernetes seam), [`state`], [`config`],
@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod outcome;
+pub mod quota;
 pub mod rate_limit;
 pub mod routes;
 pub mod sandbox_errors;

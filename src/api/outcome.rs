@@ -21,6 +21,8 @@ pub struct Started {
     pub pod: String,
     /// How long to wait for its result.
     pub result_timeout: Duration,
+    /// Its entry in the tenant's quota ledger: settled when it is seen finished.
+    pub charge: super::quota::Charge,
 }
 
 /// True once the Execution has its final status.

@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use super::{
     cluster::Cluster, config::TenancyArgs, keys::KeyCache, metrics::HttpMetrics,
-    rate_limit::RateLimiter, tiers::Tiers,
+    quota::TenantQuotas, rate_limit::RateLimiter, tiers::Tiers,
 };
 
 /// Settings of the api that handlers read.
@@ -49,6 +49,8 @@ pub struct AppState {
     pub tiers: Arc<Tiers>,
     /// Request rate per key.
     pub limiter: Arc<RateLimiter>,
+    /// Per-tenant quotas on live Executions, stored bytes and streams.
+    pub quotas: Arc<TenantQuotas>,
     /// HTTP metrics.
     pub metrics: Arc<HttpMetrics>,
     /// Settings.
@@ -69,6 +71,7 @@ impl AppState {
             keys,
             tiers: Arc::new(tiers),
             limiter: Arc::new(RateLimiter::default()),
+            quotas: Arc::new(TenantQuotas::default()),
             metrics,
             settings: Arc::new(settings),
         }

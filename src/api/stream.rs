@@ -22,6 +22,7 @@ use super::{
     errors::{ApiError, ApiResult},
     model::ExecuteResponse,
     outcome::{is_finished, is_started, outcome, outcome_label, Started},
+    quota::StreamSlot,
     state::AppState,
 };
 
@@ -33,9 +34,12 @@ pub fn execution_events(
     state: AppState,
     namespace: String,
     started: Started,
+    slot: Option<StreamSlot>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (tx, rx) = mpsc::channel::<Event>(64);
     tokio::spawn(async move {
+        // The key's stream counts until the pump ends or the client goes.
+        let _slot = slot;
         let name = started.name.clone();
         tokio::select! {
             () = tx.closed() => {
@@ -120,6 +124,7 @@ async fn follow_then_finish(
     if !is_finished(&finished) {
         return Err(ApiError::ExecutionTimeout(started.result_timeout.as_secs()));
     }
+    started.charge.finished(std::time::Instant::now());
     outcome(&finished, &started.streamed_files)
 }
 

@@ -84,6 +84,13 @@ pub struct TierLimits {
     pub burst: u32,
     /// Largest request body, in bytes.
     pub max_request_bytes: u64,
+    /// Most Executions of a tenant that have not finished (each api replica counts its own).
+    pub live_executions: usize,
+    /// Most bytes of Executions and env Secrets a tenant may keep stored, from their creation
+    /// until they can have expired (each api replica counts its own).
+    pub stored_bytes: u64,
+    /// Most Server-Sent Event streams one key may have open at once (per api replica).
+    pub concurrent_streams: usize,
 }
 
 impl Default for TierLimits {
@@ -106,6 +113,9 @@ impl TierLimits {
             requests_per_minute: 120.0,
             burst: 30,
             max_request_bytes: 64 << 20,
+            live_executions: 10,
+            stored_bytes: 8 << 20,
+            concurrent_streams: 5,
         }
     }
 
@@ -122,23 +132,34 @@ impl TierLimits {
             max_sessions: 500,
             requests_per_minute: 12000.0,
             burst: 1000,
+            live_executions: 1000,
+            stored_bytes: 256 << 20,
+            concurrent_streams: 500,
             ..Self::paid()
         }
     }
 
-    /// Most Sessions, Pods and workspace claims a tenant namespace may hold: twice the
-    /// concurrent sessions (a deleted session's Pod counts until it is gone, and room for a
-    /// warm pool) plus 10.
+    /// Most Pods and workspace claims a tenant namespace may hold: twice the concurrent
+    /// sessions (a deleted session's Pod counts until it is gone, and room for a warm pool)
+    /// plus 10.
     pub fn namespace_objects(&self) -> usize {
         self.max_sessions.saturating_mul(2).saturating_add(10)
     }
 
-    /// The `hard` limits of a tenant namespace's ResourceQuota. Executions (kept an hour after
-    /// they finish) and Secrets (env of executions and sessions) get 100 per concurrent
-    /// session, at least 1000; workspace storage 10Gi per concurrent session.
+    /// Most Executions a tenant namespace may hold, finished ones included (they stay until
+    /// `ttlSecondsAfterFinished`): 100 per concurrent session, at least 1000.
+    pub fn stored_executions(&self) -> usize {
+        self.max_sessions.saturating_mul(100).max(1000)
+    }
+
+    /// The `hard` limits of a tenant namespace's ResourceQuota. The apiserver enforces them
+    /// atomically, so concurrent creates cannot overshoot: Sessions exactly the tier's
+    /// concurrent sessions (the session limit), Executions [`Self::stored_executions`],
+    /// Secrets (env of executions and sessions) as many plus the namespace's other objects,
+    /// workspace storage 10Gi per concurrent session.
     pub fn tenant_quota(&self) -> BTreeMap<String, String> {
         let objects = self.namespace_objects();
-        let executions = self.max_sessions.saturating_mul(100).max(1000);
+        let executions = self.stored_executions();
         BTreeMap::from([
             ("pods".to_string(), objects.to_string()),
             ("persistentvolumeclaims".to_string(), objects.to_string()),
@@ -148,7 +169,7 @@ impl TierLimits {
             ),
             (
                 "count/sessions.kubexec.dev".to_string(),
-                objects.to_string(),
+                self.max_sessions.to_string(),
             ),
             (
                 "count/executions.kubexec.dev".to_string(),
@@ -184,6 +205,9 @@ impl TierLimits {
             requests_per_minute: 1200.0,
             burst: 100,
             max_request_bytes: 256 << 20,
+            live_executions: 100,
+            stored_bytes: 64 << 20,
+            concurrent_streams: 50,
         }
     }
 }
@@ -350,6 +374,15 @@ fn check(tier: Tier, limits: &TierLimits) -> Result<(), TiersError> {
     if limits.memory_mb == 0 || limits.file_bytes == 0 || limits.burst == 0 {
         return not_positive("memoryMiB, fileSizeBytes and burst");
     }
+    if limits.max_sessions == 0
+        || limits.live_executions == 0
+        || limits.stored_bytes == 0
+        || limits.concurrent_streams == 0
+    {
+        return not_positive(
+            "concurrentSessions, liveExecutions, storedBytes and concurrentStreams",
+        );
+    }
     Ok(())
 }
 
@@ -436,7 +469,7 @@ mod tests {
             ("pods", "20"),
             ("persistentvolumeclaims", "20"),
             ("requests.storage", "50Gi"),
-            ("count/sessions.kubexec.dev", "20"),
+            ("count/sessions.kubexec.dev", "5"),
             ("count/executions.kubexec.dev", "1000"),
             ("count/secrets", "1020"),
         ]
@@ -447,6 +480,7 @@ mod tests {
         let paid = TierLimits::paid().tenant_quota();
         assert_eq!(paid["pods"], "110");
         assert_eq!(paid["count/executions.kubexec.dev"], "5000");
+        assert_eq!(paid["count/sessions.kubexec.dev"], "50");
         assert_eq!(paid["requests.storage"], "500Gi");
         assert_eq!(
             TierLimits::free().container_max(),

@@ -2,10 +2,11 @@
 //! everything, delivers large files, stores env values in a Secret, creates the Execution, and
 //! then watches it to the end (or streams it, see [`crate::api::stream`]).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Instant};
 
 use axum::{
-    extract::State,
+    body::Bytes,
+    extract::{FromRequest, Request, State},
     response::{IntoResponse, Response},
     Json,
 };
@@ -23,6 +24,7 @@ use crate::{
         keys::random_name_suffix,
         model::{ExecuteRequest, ExecuteResponse},
         outcome::{is_finished, outcome, outcome_label, Started},
+        quota::{stored_bytes, Reservation},
         state::AppState,
         stream,
         tiers::TierLimits,
@@ -266,6 +268,7 @@ pub async fn start_execution(
     state: &AppState,
     caller: &Caller,
     plan: &ExecutePlan<'_>,
+    mut reservation: Reservation,
 ) -> ApiResult<Started> {
     let begun = std::time::Instant::now();
     let ready = ready_session(state, caller, &plan.session).await?;
@@ -279,6 +282,12 @@ pub async fn start_execution(
         build_execution(&name, caller, plan, state.settings.execution_ttl);
     // The same checks the apiserver's schema makes; a failure here is a bug, not bad input.
     validate_execution(&execution.spec).map_err(ApiError::internal_from("execution spec"))?;
+    // Charged before anything is created: a refusal leaves nothing behind.
+    reservation.charge(
+        stored_bytes(&execution.spec, plan.env),
+        &caller.limits,
+        Instant::now(),
+    )?;
 
     let streamed_files = match plan.delivery {
         Delivery::Streamed => {
@@ -300,6 +309,10 @@ pub async fn start_execution(
             .default_timeout_seconds
             .unwrap_or(crate::crd::DEFAULT_TIMEOUT_SECONDS)
     });
+    let result_timeout = result_wait(u64::try_from(timeout).unwrap_or(30));
+    let ttl =
+        std::time::Duration::from_secs(u64::try_from(state.settings.execution_ttl).unwrap_or(0));
+    let charge = reservation.created(result_timeout, ttl, Instant::now());
     tracing::info!(
         execution = %name,
         session = %plan.session,
@@ -311,7 +324,8 @@ pub async fn start_execution(
         name,
         streamed_files,
         pod: ready.pod,
-        result_timeout: result_wait(u64::try_from(timeout).unwrap_or(30)),
+        result_timeout,
+        charge,
     })
 }
 
@@ -372,29 +386,76 @@ async fn own_env_secret(
         (status = 401, description = "No or bad key", body = crate::api::errors::ErrorBody),
         (status = 404, description = "No such session", body = crate::api::errors::ErrorBody),
         (status = 413, description = "A file or the body is too large", body = crate::api::errors::ErrorBody),
-        (status = 429, description = "Rate limited", body = crate::api::errors::ErrorBody),
+        (status = 429, description = "Rate limited, or a tenant quota exceeded (QUOTA_EXCEEDED)", body = crate::api::errors::ErrorBody),
         (status = 503, description = "The session did not become ready in time", body = crate::api::errors::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn execute(
     State(state): State<AppState>,
     caller: Caller,
-    JsonBody(body): JsonBody,
+    ExecuteBody { reservation, body }: ExecuteBody,
 ) -> Response {
-    match execute_inner(&state, &caller, body).await {
+    match execute_inner(&state, &caller, reservation, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
+    }
+}
+
+/// The body of `POST /execute`, read only once the tenant has a place for one more unfinished
+/// Execution: a flood of large requests is refused (429 `QUOTA_EXCEEDED`) without buffering
+/// its bodies.
+pub struct ExecuteBody {
+    /// The tenant's place for the Execution.
+    pub reservation: Reservation,
+    /// The raw JSON body.
+    pub body: Bytes,
+}
+
+impl FromRequest<AppState> for ExecuteBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = req
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or(ApiError::Unauthorized("missing API key"))?;
+        // Nobody waits for an Execution longer than the session's start and its longest run.
+        let live_for = state.settings.session_ready_timeout
+            + result_wait(u64::from(caller.limits.timeout_seconds));
+        let reserved =
+            state
+                .quotas
+                .reserve(&caller.namespace, &caller.limits, live_for, Instant::now());
+        match reserved {
+            Ok(reservation) => {
+                let JsonBody(body) = JsonBody::from_request(req, state).await?;
+                Ok(ExecuteBody { reservation, body })
+            }
+            Err(refused) => {
+                state
+                    .quotas
+                    .discard(req.into_body(), caller.limits.max_request_bytes)
+                    .await;
+                Err(refused)
+            }
+        }
     }
 }
 
 async fn execute_inner(
     state: &AppState,
     caller: &Caller,
-    body: axum::body::Bytes,
+    reservation: Reservation,
+    body: Bytes,
 ) -> ApiResult<Response> {
     let begun = std::time::Instant::now();
     let request: ExecuteRequest<'_> = parse_json_bounded(&body, item_limits(&caller.limits))?;
     let plan = plan_execute(&request, &caller.limits)?;
-    let started = start_execution(state, caller, &plan).await?;
+    let stream_slot = match plan.stream {
+        true => Some(state.quotas.open_stream(&caller.key_id, &caller.limits)?),
+        false => None,
+    };
+    let started = start_execution(state, caller, &plan, reservation).await?;
     let created_after = begun.elapsed();
     let wants_stream = plan.stream;
     // The request body (possibly large files) is no longer needed while the run is awaited.
@@ -402,10 +463,13 @@ async fn execute_inner(
     drop(request);
     drop(body);
     if wants_stream {
-        return Ok(
-            stream::execution_events(state.clone(), caller.namespace.clone(), started)
-                .into_response(),
-        );
+        return Ok(stream::execution_events(
+            state.clone(),
+            caller.namespace.clone(),
+            started,
+            stream_slot,
+        )
+        .into_response());
     }
     let finished = state
         .cluster
@@ -416,6 +480,9 @@ async fn execute_inner(
             is_finished,
         )
         .await?;
+    if finished.as_ref().is_none_or(is_finished) {
+        started.charge.finished(Instant::now());
+    }
     let result = match finished {
         Some(execution) if is_finished(&execution) => outcome(&execution, &started.streamed_files),
         Some(_) => Err(ApiError::ExecutionTimeout(started.result_timeout.as_secs())),

@@ -275,9 +275,8 @@ pub async fn create_session(
             return replay(&state, &headers, &existing, &spec_hash);
         }
     }
-    check_session_limit(&state, &caller).await?;
     let session = new_session(&name, &caller, spec, &spec_hash);
-    match state.cluster.create_session(ns, &session).await? {
+    match create_within_limit(&state, &caller, &session).await? {
         Created::New(created) => {
             tracing::info!(session = %name, tenant = %caller.tenant, "session created");
             Ok((
@@ -328,6 +327,45 @@ fn session_name(caller: &Caller, idempotency: Option<&str>) -> ApiResult<String>
     })
 }
 
+/// How often a create is tried again when the tenant's ResourceQuota refuses it although the
+/// caller's count of active sessions has room (a deleted Session is counted until the quota
+/// controller sees it gone), and how long apart.
+const QUOTA_LAG_RETRIES: u32 = 3;
+const QUOTA_LAG_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Creates the Session if the tenant has room for it. The list of active sessions gives the
+/// usual answer; the tenant namespace's ResourceQuota (`count/sessions.kubexec.dev`, exactly
+/// the tier's limit) is what makes concurrent creates race-free: the apiserver counts them
+/// atomically, and its refusal is the same `SESSION_LIMIT_REACHED`.
+async fn create_within_limit(
+    state: &AppState,
+    caller: &Caller,
+    session: &Session,
+) -> ApiResult<Created<Session>> {
+    let mut attempt = 0;
+    loop {
+        check_session_limit(state, caller).await?;
+        match state
+            .cluster
+            .create_session(&caller.namespace, session)
+            .await
+        {
+            Err(ApiError::TooMany {
+                code: codes::QUOTA_EXCEEDED,
+                ..
+            }) if attempt < QUOTA_LAG_RETRIES => {
+                attempt += 1;
+                tokio::time::sleep(QUOTA_LAG_PAUSE).await;
+            }
+            Err(ApiError::TooMany {
+                code: codes::QUOTA_EXCEEDED,
+                ..
+            }) => return Err(session_limit(caller, 5)),
+            other => return other,
+        }
+    }
+}
+
 /// Refuses a create once the caller has as many active sessions as the tier allows.
 async fn check_session_limit(state: &AppState, caller: &Caller) -> ApiResult<()> {
     let active = state
@@ -338,16 +376,20 @@ async fn check_session_limit(state: &AppState, caller: &Caller) -> ApiResult<()>
         .filter(|s| counts_against_limit(s))
         .count();
     if active >= caller.limits.max_sessions {
-        return Err(ApiError::TooMany {
-            code: codes::SESSION_LIMIT,
-            message: format!(
-                "the {} tier allows {} sessions at once; delete one first",
-                caller.tier, caller.limits.max_sessions
-            ),
-            retry_after: 60,
-        });
+        return Err(session_limit(caller, 60));
     }
     Ok(())
+}
+
+fn session_limit(caller: &Caller, retry_after: u64) -> ApiError {
+    ApiError::TooMany {
+        code: codes::SESSION_LIMIT,
+        message: format!(
+            "the {} tier allows {} sessions at once; delete one first",
+            caller.tier, caller.limits.max_sessions
+        ),
+        retry_after,
+    }
 }
 
 /// The Session to create, labelled with its tenant and annotated with the hash of its spec.

@@ -18,7 +18,7 @@ use crate::api::{
     tiers::{Tier, Tiers},
 };
 
-const NS: &str = "kubexec-acme";
+pub(super) const NS: &str = "kubexec-acme";
 const OTHER_NS: &str = "kubexec-rival";
 
 pub(super) struct Harness {

@@ -10,6 +10,8 @@ mod errors;
 mod execute;
 mod files;
 mod health;
+mod parsers;
 mod preview;
+mod quota;
 mod sessions;
 mod stream;
