@@ -175,16 +175,22 @@ async fn streaming_sends_output_as_it_is_produced() {
 }
 
 /// A background process that inherited stdout holds neither the response nor the SSE stream
-/// open: both end while it still runs (its marker file is absent), and what it writes later
-/// stays capped in the run's output file.
+/// open, and what it writes later stays capped in the run's output file. The writer runs
+/// `yes` until the test releases it, after both executions returned: an execution it held
+/// open could never return (it would end at its deadline instead, timed out).
 #[tokio::test]
 async fn a_background_writer_holds_neither_the_response_nor_the_stream() {
     let f = fixture("api-bgwriter").await;
-    let writer = |marker: &str| format!("(timeout 4 yes; touch {marker}) & echo done");
-    let plain = f
-        .execute(json!({"command": writer("bg-plain-ended")}))
-        .await;
-    assert_eq!(plain["exitCode"], 0, "{plain}");
+    let writer = |name: &str| {
+        format!(
+            "(timeout 60 sh -c 'yes & while [ ! -e release-{name} ]; do sleep 0.1; done; kill $!'; touch ended-{name}) & echo done"
+        )
+    };
+    let plain = f.execute(json!({"command": writer("plain")})).await;
+    assert_eq!(
+        (&plain["exitCode"], &plain["timedOut"]),
+        (&json!(0), &json!(false))
+    );
     let stdout = plain["stdout"].as_str().unwrap_or_default();
     assert!(
         stdout.lines().any(|l| l == "done"),
@@ -192,45 +198,51 @@ async fn a_background_writer_holds_neither_the_response_nor_the_stream() {
         &stdout[..stdout.len().min(200)]
     );
 
-    let body = json!({"sessionId": f.session, "command": writer("bg-sse-ended"), "stream": true});
+    let body = json!({"sessionId": f.session, "command": writer("sse"), "stream": true});
     let (status, events) = f.http.post_sse("/execute", &f.key, &body).await;
     assert_eq!(status, 200);
-    assert_eq!(events.last().map(|e| e.event.as_str()), Some("result"));
-
-    let ended = f
-        .execute(json!({"command": "ls bg-plain-ended bg-sse-ended 2>/dev/null | wc -l"}))
-        .await;
+    let last = events.last().expect("events");
+    assert_eq!(last.event, "result", "{events:?}");
+    let streamed: Value = serde_json::from_str(&last.data).expect("result json");
     assert_eq!(
-        ended["stdout"], "0\n",
-        "both ended while their background writers still ran"
+        (&streamed["exitCode"], &streamed["timedOut"]),
+        (&json!(0), &json!(false))
     );
 
-    // Once the writers are gone: no run's output file grew by more than the cap after its end.
-    let largest = "for f in .kubexec/runs/*/stdout; do wc -c < $f; done | sort -n | tail -1";
-    let mut size = 0u64;
-    kubexec_e2e::wait_until(
-        Duration::from_secs(30),
-        "the background writers to end",
-        || {
-            let f = &f;
-            async move {
-                let gone = f
-                    .execute(
-                        json!({"command": "ls bg-plain-ended bg-sse-ended 2>/dev/null | wc -l"}),
-                    )
-                    .await;
-                gone["stdout"] == "2\n"
-            }
-        },
-    )
+    let running = f
+        .execute(
+            json!({"command": "ls ended-plain ended-sse 2>/dev/null | wc -l; pgrep -c -x yes"}),
+        )
+        .await;
+    assert_eq!(running["stdout"], "0\n2\n", "both writers still run");
+
+    // Released, the writers end; no run's output file grew past the cap after its end.
+    f.execute(json!({"command": "touch release-plain release-sse"}))
+        .await;
+    kubexec_e2e::wait_until(Duration::from_secs(30), "the writers to end", || async {
+        let ended = f
+            .execute(json!({"command": "ls ended-plain ended-sse 2>/dev/null | wc -l"}))
+            .await;
+        ended["stdout"] == "2\n"
+    })
     .await;
-    let reply = f.execute(json!({"command": largest})).await;
-    if let Some(text) = reply["stdout"].as_str() {
-        size = text.trim().parse().unwrap_or(u64::MAX);
-    }
-    println!("largest run output file after the background writers ended: {size} bytes");
-    // The run's own output (at most one pipe buffer of `yes`) plus 1 MiB of late output.
+    let largest = f
+        .execute(json!({
+            "command": "for f in .kubexec/runs/*/stdout; do wc -c < $f; done | sort -n | tail -1"
+        }))
+        .await;
+    let size: u64 = largest["stdout"]
+        .as_str()
+        .and_then(|s| s.trim().parse().ok())
+        .expect("a size");
+    println!("largest run output file once the writers ended: {size} bytes");
+    // The run's own output (at most one pipe buffer of `yes`) plus 1 MiB of late output; an
+    // uncapped `yes` writes that much in milliseconds.
     assert!(size < 4 << 20, "late output is capped: {size} bytes");
+    assert!(
+        size > 1 << 20,
+        "late output is kept up to the cap: {size} bytes"
+    );
 }
 
 fn pseudo_random(len: usize) -> Vec<u8> {
