@@ -7,7 +7,8 @@
 //! [`errors`] (the error type), [`extract`] (JSON extractors), [`files`] (validation and
 //! streamed delivery), [`outcome`] (an Execution's result as the api reports it), [`stream`]
 //! (SSE), [`openapi`], [`metrics`], [`cluster`] (the Kubernetes seam), [`state`], [`config`],
-//! [`startup`] (`kubexec api` itself), [`keys_cli`] (`kubexec keys`).
+//! [`startup`] (`kubexec api` itself), [`keys_cli`] (`kubexec keys`), [`mcp`] (the MCP server
+//! at `/mcp`).
 
 pub mod auth;
 pub mod cluster;
@@ -18,6 +19,7 @@ pub mod files;
 pub mod informer;
 pub mod keys;
 pub mod keys_cli;
+pub mod mcp;
 pub mod metrics;
 pub mod model;
 pub mod openapi;

@@ -24,6 +24,7 @@ use tower_http::{
 use super::{
     auth::authenticate,
     errors::{codes, ApiError},
+    mcp,
     metrics::track,
     openapi::openapi_json,
     routes::{execute, files, health, preview, processes, sessions},
@@ -94,6 +95,7 @@ pub fn routes() -> Vec<Route> {
             post(processes::kill_process),
             true,
         ),
+        route(Method::POST, "/mcp", post(mcp::endpoint), true),
         route(
             Method::GET,
             "/preview/{id}/",

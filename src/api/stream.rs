@@ -10,7 +10,7 @@
 //! A client that disconnects stops the follow exec and the watch; the Execution itself runs to
 //! its end, and its result stays readable in its status and run directory.
 
-use std::{convert::Infallible, time::Duration};
+use std::{convert::Infallible, future::Future, time::Duration};
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
@@ -50,10 +50,39 @@ pub fn execution_events(
     Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }
 
-fn output_event(kind: &str, data: &str) -> Event {
-    Event::default()
-        .event(kind)
-        .data(json!({ "data": data }).to_string())
+/// Which of a run's output streams a chunk comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl OutputStream {
+    /// `stdout` or `stderr`, as the SSE event names them.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputStream::Stdout => "stdout",
+            OutputStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Where a followed run's live output goes: SSE events here, MCP progress notifications in
+/// [`crate::api::mcp`].
+pub trait OutputSink: Sync {
+    /// Forwards one chunk; false once nobody listens any more.
+    fn output(&self, stream: OutputStream, data: &str) -> impl Future<Output = bool> + Send;
+}
+
+impl OutputSink for mpsc::Sender<Event> {
+    async fn output(&self, stream: OutputStream, data: &str) -> bool {
+        let event = Event::default()
+            .event(stream.as_str())
+            .data(json!({ "data": data }).to_string());
+        self.send(event).await.is_ok()
+    }
 }
 
 fn error_event(error: &ApiError) -> Event {
@@ -79,11 +108,13 @@ async fn pump(state: &AppState, namespace: &str, started: &Started, tx: &mpsc::S
     let _ = tx.send(event).await;
 }
 
-async fn follow_then_finish(
+/// Forwards a started Execution's live output to `sink` while it runs, then answers its result
+/// from the final status, exactly as the non-streaming response.
+pub async fn follow_then_finish(
     state: &AppState,
     namespace: &str,
     started: &Started,
-    tx: &mpsc::Sender<Event>,
+    sink: &impl OutputSink,
 ) -> ApiResult<ExecuteResponse> {
     let cluster = &state.cluster;
     let running = cluster
@@ -104,12 +135,12 @@ async fn follow_then_finish(
             while let Some(event) = events.next().await {
                 match event {
                     Ok(RunnerEvent::Stdout { data }) => {
-                        if tx.send(output_event("stdout", &data)).await.is_err() {
+                        if !sink.output(OutputStream::Stdout, &data).await {
                             break;
                         }
                     }
                     Ok(RunnerEvent::Stderr { data }) => {
-                        if tx.send(output_event("stderr", &data)).await.is_err() {
+                        if !sink.output(OutputStream::Stderr, &data).await {
                             break;
                         }
                     }

@@ -402,14 +402,26 @@ async fn execute_inner(state: &AppState, caller: &Caller, body: &[u8]) -> ApiRes
                 .into_response(),
         );
     }
+    let result = await_outcome(state, &caller.namespace, &started).await;
+    tracing::debug!(
+        execution = %started.name,
+        created_ms = created_after.as_millis() as u64,
+        total_ms = begun.elapsed().as_millis() as u64,
+        "execution answered"
+    );
+    Ok(Json(result?).into_response())
+}
+
+/// Waits (by watching) for a started Execution's result and counts its outcome: the answer
+/// of a non-streaming execute.
+pub async fn await_outcome(
+    state: &AppState,
+    namespace: &str,
+    started: &Started,
+) -> ApiResult<ExecuteResponse> {
     let finished = state
         .cluster
-        .wait_execution(
-            &caller.namespace,
-            &started.name,
-            started.result_timeout,
-            is_finished,
-        )
+        .wait_execution(namespace, &started.name, started.result_timeout, is_finished)
         .await?;
     let result = match finished {
         Some(execution) if is_finished(&execution) => outcome(&execution, &started.streamed_files),
@@ -420,13 +432,7 @@ async fn execute_inner(state: &AppState, caller: &Caller, body: &[u8]) -> ApiRes
         )),
     };
     state.metrics.execution(outcome_label(&result));
-    tracing::debug!(
-        execution = %started.name,
-        created_ms = created_after.as_millis() as u64,
-        total_ms = begun.elapsed().as_millis() as u64,
-        "execution answered"
-    );
-    Ok(Json(result?).into_response())
+    result
 }
 
 #[cfg(test)]

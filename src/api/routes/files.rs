@@ -53,6 +53,15 @@ pub async fn write_files(
 
 async fn write_inner(state: &AppState, caller: &Caller, body: &[u8]) -> ApiResult<Vec<String>> {
     let request: WriteFilesRequest<'_> = parse_json(body)?;
+    write_to_session(state, caller, &request).await
+}
+
+/// Writes a request's files into the session's workspace, all or none; answers their paths.
+pub async fn write_to_session(
+    state: &AppState,
+    caller: &Caller,
+    request: &WriteFilesRequest<'_>,
+) -> ApiResult<Vec<String>> {
     if request.files.is_empty() {
         return Err(ApiError::invalid("files", "at least one file is required"));
     }
