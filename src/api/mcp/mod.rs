@@ -78,7 +78,11 @@ impl KubexecMcp {
         }
     }
 
-    async fn call(&self, request: CallToolRequestParams, context: &RequestContext<RoleServer>) -> ApiResult<serde_json::Value> {
+    async fn call(
+        &self,
+        request: CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> ApiResult<serde_json::Value> {
         let (caller, headers) = caller_of(context)?;
         let state = &self.state;
         let args = request.arguments.unwrap_or_default();
@@ -95,14 +99,19 @@ impl KubexecMcp {
                         disk: r.disk,
                     }),
                 };
-                let (_, Json(session)) =
-                    sessions::create_session(State(state.clone()), caller, headers, ApiJson(request))
-                        .await?;
+                let (_, Json(session)) = sessions::create_session(
+                    State(state.clone()),
+                    caller,
+                    headers,
+                    ApiJson(request),
+                )
+                .await?;
                 to_value(&session)
             }
             names::LIST_SESSIONS => {
                 let NoArgs {} = parse_args(args)?;
-                let Json(list) = sessions::list_sessions(State(state.clone()), caller, headers).await?;
+                let Json(list) =
+                    sessions::list_sessions(State(state.clone()), caller, headers).await?;
                 to_value(&list)
             }
             names::DELETE_SESSION => {
@@ -199,7 +208,9 @@ fn caller_of(context: &RequestContext<RoleServer>) -> ApiResult<(Caller, HeaderM
 
 /// A tool's arguments, parsed as a REST body is: a bad one is `INVALID_REQUEST` naming the
 /// field.
-fn parse_args<T: DeserializeOwned>(args: serde_json::Map<String, serde_json::Value>) -> ApiResult<T> {
+fn parse_args<T: DeserializeOwned>(
+    args: serde_json::Map<String, serde_json::Value>,
+) -> ApiResult<T> {
     let bytes = serde_json::to_vec(&serde_json::Value::Object(args))
         .map_err(ApiError::internal_from("tool arguments"))?;
     parse_json(&bytes)
@@ -374,5 +385,9 @@ pub fn service(state: AppState) -> StreamableHttpService<KubexecMcp, NeverSessio
         (status = 429, description = "Rate limited", body = crate::api::errors::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn endpoint(State(state): State<AppState>, request: Request) -> Response {
-    service(state).handle(request).await.map(Body::new).into_response()
+    service(state)
+        .handle(request)
+        .await
+        .map(Body::new)
+        .into_response()
 }

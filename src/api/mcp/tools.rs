@@ -299,6 +299,9 @@ mod tests {
             let description = properties[field]["description"].as_str().unwrap_or("");
             assert!(!description.is_empty(), "execute.{field} is described");
         }
-        assert_eq!(execute.input_schema["required"], serde_json::json!(["sessionId"]));
+        assert_eq!(
+            execute.input_schema["required"],
+            serde_json::json!(["sessionId"])
+        );
     }
 }

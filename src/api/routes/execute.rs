@@ -421,7 +421,12 @@ pub async fn await_outcome(
 ) -> ApiResult<ExecuteResponse> {
     let finished = state
         .cluster
-        .wait_execution(namespace, &started.name, started.result_timeout, is_finished)
+        .wait_execution(
+            namespace,
+            &started.name,
+            started.result_timeout,
+            is_finished,
+        )
         .await?;
     let result = match finished {
         Some(execution) if is_finished(&execution) => outcome(&execution, &started.streamed_files),
