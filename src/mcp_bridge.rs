@@ -33,8 +33,6 @@ pub const MCP_PATH: &str = "/mcp";
 const HTTP_ERROR: i64 = -32000;
 /// JSON-RPC's parse error code.
 const PARSE_ERROR: i64 = -32700;
-/// Longest line read from stdin (a tool call carrying files can be large).
-const MAX_LINE_BYTES: usize = 64 << 20;
 
 /// What can stop the bridge.
 #[derive(Debug, thiserror::Error)]
@@ -141,17 +139,6 @@ where
         line.clear();
         if lines.read_line(&mut line).await? == 0 {
             break;
-        }
-        if line.len() > MAX_LINE_BYTES {
-            bridge
-                .write(&rpc_error(
-                    Value::Null,
-                    PARSE_ERROR,
-                    "message too large",
-                    None,
-                ))
-                .await?;
-            continue;
         }
         let text = line.trim();
         if text.is_empty() {

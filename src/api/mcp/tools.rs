@@ -3,7 +3,10 @@
 //! cannot disagree. Field names are the REST API's, so an error naming a field (`timeout`,
 //! `files[0].path`) reads the same over both.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, LazyLock},
+};
 
 use rmcp::{
     handler::server::common::schema_for_type,
@@ -193,8 +196,13 @@ fn tool<T: JsonSchema + 'static>(
     )
 }
 
-/// Every tool, as `tools/list` describes it.
+/// Every tool, as `tools/list` describes it (built once: the server is made per request).
 pub fn all() -> Arc<Vec<Tool>> {
+    static TOOLS: LazyLock<Arc<Vec<Tool>>> = LazyLock::new(build);
+    TOOLS.clone()
+}
+
+fn build() -> Arc<Vec<Tool>> {
     Arc::new(vec![
         tool::<CreateSessionArgs>(
             names::CREATE_SESSION,
