@@ -32,7 +32,7 @@ fn install_client(dir: &Path) {
         .current_dir(dir)
         .stdin(Stdio::null())
         .status()
-        .expect("npm is installed (the local cluster's packages include nodejs and npm)");
+        .expect("npm is installed (a prerequisite, see the README)");
     assert!(status.success(), "npm ci failed: {status}");
     eprintln!(
         "mcp: npm ci done in {:.1}s",
