@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::{api, crdgen, operator};
+use crate::{api, crdgen, mcp_bridge, operator};
 
 /// Kubernetes-native code-execution sandboxes.
 #[derive(Parser, Debug)]
@@ -28,6 +28,17 @@ pub enum Command {
     Api(api::ApiArgs),
     /// Manage API keys: create (prints the key once), list, revoke.
     Keys(api::KeysArgs),
+    /// Serve the api's MCP tools over stdio, for local agent clients (key from KUBEXEC_API_KEY).
+    Mcp(McpArgs),
+}
+
+/// `kubexec mcp` flags. The key is read from `KUBEXEC_API_KEY` only: an argument would show in
+/// `ps` and in shell history.
+#[derive(Args, Debug)]
+pub struct McpArgs {
+    /// The api's URL, e.g. http://localhost:8080 (its MCP endpoint is <url>/mcp).
+    #[arg(long, env = "KUBEXEC_API_URL")]
+    pub url: String,
 }
 
 /// `kubexec crdgen` flags.
@@ -59,6 +70,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             report("api", api::run(args).await)
         }
         Command::Keys(args) => report("keys", api::keys_cli::run(args).await),
+        Command::Mcp(args) => {
+            // stdout is the protocol; logs go to stderr.
+            init_logging();
+            report("mcp", mcp_bridge::run(&args.url).await)
+        }
         Command::Operator(args) => {
             init_logging();
             match operator::run(args).await {

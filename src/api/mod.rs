@@ -7,7 +7,8 @@
 //! [`body_limit`] (per-route body caps), [`errors`] (the error type), [`extract`] (JSON extractors), [`files`] (validation and
 //! streamed delivery), [`file_read`] (`/files/read` in constant memory), [`outcome`] (an Execution's result as the api reports it), [`stream`]
 //! (SSE), [`openapi`], [`metrics`], [`cluster`] (the Kubernetes seam), [`state`], [`config`],
-//! [`startup`] (`kubexec api` itself), [`keys_cli`] (`kubexec keys`).
+//! [`startup`] (`kubexec api` itself), [`keys_cli`] (`kubexec keys`), [`mcp`] (the MCP server
+//! at `/mcp`).
 
 pub mod auth;
 pub mod body_limit;
@@ -20,6 +21,7 @@ pub mod files;
 pub mod informer;
 pub mod keys;
 pub mod keys_cli;
+pub mod mcp;
 pub mod metrics;
 pub mod model;
 pub mod openapi;

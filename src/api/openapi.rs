@@ -6,7 +6,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use super::{errors, model, routes};
+use super::{errors, mcp, model, routes};
 
 /// The OpenAPI document of the REST API.
 #[derive(OpenApi)]
@@ -26,6 +26,7 @@ use super::{errors, model, routes};
         routes::files::read_file,
         routes::processes::list_processes,
         routes::processes::kill_process,
+        mcp::endpoint,
         routes::preview::preview_root,
         routes::preview::preview_path,
         routes::health::healthz,

@@ -25,6 +25,7 @@ use super::{
     auth::authenticate,
     body_limit::{json_layer_errors, LayerLimits},
     errors::{codes, ApiError},
+    mcp,
     metrics::track,
     openapi::openapi_json,
     routes::{execute, files, health, preview, processes, sessions},
@@ -95,6 +96,7 @@ pub fn routes() -> Vec<Route> {
             post(processes::kill_process),
             true,
         ),
+        route(Method::POST, "/mcp", post(mcp::endpoint), true),
         route(
             Method::GET,
             "/preview/{id}/",

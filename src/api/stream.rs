@@ -10,7 +10,7 @@
 //! A client that disconnects stops the follow exec and the watch; the Execution itself runs to
 //! its end, and its result stays readable in its status and run directory.
 
-use std::{convert::Infallible, time::Duration};
+use std::{convert::Infallible, future::Future, time::Duration};
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
@@ -54,10 +54,39 @@ pub fn execution_events(
     Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }
 
-fn output_event(kind: &str, data: &str) -> Event {
-    Event::default()
-        .event(kind)
-        .data(json!({ "data": data }).to_string())
+/// Which of a run's output streams a chunk comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl OutputStream {
+    /// `stdout` or `stderr`, as the SSE event names them.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputStream::Stdout => "stdout",
+            OutputStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Where a followed run's live output goes: SSE events here, MCP progress notifications in
+/// [`crate::api::mcp`].
+pub trait OutputSink: Sync {
+    /// Forwards one chunk; false once nobody listens any more.
+    fn output(&self, stream: OutputStream, data: &str) -> impl Future<Output = bool> + Send;
+}
+
+impl OutputSink for mpsc::Sender<Event> {
+    async fn output(&self, stream: OutputStream, data: &str) -> bool {
+        let event = Event::default()
+            .event(stream.as_str())
+            .data(json!({ "data": data }).to_string());
+        self.send(event).await.is_ok()
+    }
 }
 
 fn error_event(error: &ApiError) -> Event {
@@ -83,11 +112,13 @@ async fn pump(state: &AppState, namespace: &str, started: &Started, tx: &mpsc::S
     let _ = tx.send(event).await;
 }
 
-async fn follow_then_finish(
+/// Forwards a started Execution's live output to `sink` while it runs, then answers its result
+/// from the final status, exactly as the non-streaming response.
+pub async fn follow_then_finish(
     state: &AppState,
     namespace: &str,
     started: &Started,
-    tx: &mpsc::Sender<Event>,
+    sink: &impl OutputSink,
 ) -> ApiResult<ExecuteResponse> {
     let cluster = &state.cluster;
     let running = cluster
@@ -106,7 +137,7 @@ async fn follow_then_finish(
     // The follow ends with the run; the deadline only bounds a follow that does not.
     let followed = tokio::time::timeout(
         started.result_timeout,
-        forward_output(state, namespace, &pod, &run_id, &started.name, tx),
+        forward_output(state, namespace, &pod, &run_id, &started.name, sink),
     )
     .await;
     if followed.is_err() {
@@ -136,7 +167,7 @@ async fn forward_output(
     pod: &str,
     run_id: &str,
     execution: &str,
-    tx: &mpsc::Sender<Event>,
+    sink: &impl OutputSink,
 ) {
     let mut events = match state.cluster.follow(namespace, pod, run_id).await {
         Ok(events) => events,
@@ -146,9 +177,9 @@ async fn forward_output(
         }
     };
     while let Some(event) = events.next().await {
-        let (kind, data) = match event {
-            Ok(RunnerEvent::Stdout { data }) => ("stdout", data),
-            Ok(RunnerEvent::Stderr { data }) => ("stderr", data),
+        let (stream, data) = match event {
+            Ok(RunnerEvent::Stdout { data }) => (OutputStream::Stdout, data),
+            Ok(RunnerEvent::Stderr { data }) => (OutputStream::Stderr, data),
             Ok(RunnerEvent::Result(_) | RunnerEvent::Error(_)) => return,
             Err(e) => {
                 // The final result still comes from the status; only live output is lost.
@@ -156,7 +187,7 @@ async fn forward_output(
                 return;
             }
         };
-        if tx.send(output_event(kind, &data)).await.is_err() {
+        if !sink.output(stream, &data).await {
             return;
         }
     }

@@ -400,6 +400,17 @@ pub async fn execute(
     }
 }
 
+/// The tenant's place for one more unfinished Execution (429 `QUOTA_EXCEEDED` when there is
+/// none), taken before anything of the request is read or created.
+pub fn reserve_execution(state: &AppState, caller: &Caller) -> ApiResult<Reservation> {
+    // Nobody waits for an Execution longer than the session's start and its longest run.
+    let live_for = state.settings.session_ready_timeout
+        + result_wait(u64::from(caller.limits.timeout_seconds));
+    state
+        .quotas
+        .reserve(&caller.namespace, &caller.limits, live_for, Instant::now())
+}
+
 /// The body of `POST /execute`, read only once the tenant has a place for one more unfinished
 /// Execution: a flood of large requests is refused (429 `QUOTA_EXCEEDED`) without buffering
 /// its bodies.
@@ -419,14 +430,7 @@ impl FromRequest<AppState> for ExecuteBody {
             .get::<Caller>()
             .cloned()
             .ok_or(ApiError::Unauthorized("missing API key"))?;
-        // Nobody waits for an Execution longer than the session's start and its longest run.
-        let live_for = state.settings.session_ready_timeout
-            + result_wait(u64::from(caller.limits.timeout_seconds));
-        let reserved =
-            state
-                .quotas
-                .reserve(&caller.namespace, &caller.limits, live_for, Instant::now());
-        match reserved {
+        match reserve_execution(state, &caller) {
             Ok(reservation) => {
                 let JsonBody(body) = JsonBody::from_request(req, state).await?;
                 Ok(ExecuteBody { reservation, body })
@@ -471,10 +475,27 @@ async fn execute_inner(
         )
         .into_response());
     }
+    let result = await_outcome(state, &caller.namespace, &started).await;
+    tracing::debug!(
+        execution = %started.name,
+        created_ms = created_after.as_millis() as u64,
+        total_ms = begun.elapsed().as_millis() as u64,
+        "execution answered"
+    );
+    Ok(Json(result?).into_response())
+}
+
+/// Waits (by watching) for a started Execution's result and counts its outcome: the answer
+/// of a non-streaming execute.
+pub async fn await_outcome(
+    state: &AppState,
+    namespace: &str,
+    started: &Started,
+) -> ApiResult<ExecuteResponse> {
     let finished = state
         .cluster
         .wait_execution(
-            &caller.namespace,
+            namespace,
             &started.name,
             started.result_timeout,
             is_finished,
@@ -492,13 +513,7 @@ async fn execute_inner(
         )),
     };
     state.metrics.execution(outcome_label(&result));
-    tracing::debug!(
-        execution = %started.name,
-        created_ms = created_after.as_millis() as u64,
-        total_ms = begun.elapsed().as_millis() as u64,
-        "execution answered"
-    );
-    Ok(Json(result?).into_response())
+    result
 }
 
 #[cfg(test)]

@@ -66,6 +66,15 @@ pub async fn write_files(
 
 async fn write_inner(state: &AppState, caller: &Caller, body: &[u8]) -> ApiResult<Vec<String>> {
     let request: WriteFilesRequest<'_> = parse_json_bounded(body, item_limits(&caller.limits))?;
+    write_to_session(state, caller, &request).await
+}
+
+/// Writes a request's files into the session's workspace, all or none; answers their paths.
+pub async fn write_to_session(
+    state: &AppState,
+    caller: &Caller,
+    request: &WriteFilesRequest<'_>,
+) -> ApiResult<Vec<String>> {
     if request.files.is_empty() {
         return Err(ApiError::invalid("files", "at least one file is required"));
     }
@@ -178,7 +187,8 @@ fn cat_args(path: &str, max_bytes: u64) -> Vec<String> {
     ]
 }
 
-async fn read_inner(
+/// `/files/read` without the extractors: the response streams the file as its JSON body.
+pub async fn read_inner(
     state: &AppState,
     caller: &Caller,
     query: ReadFileQuery,

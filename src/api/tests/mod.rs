@@ -10,6 +10,7 @@ mod errors;
 mod execute;
 mod files;
 mod health;
+mod mcp;
 mod parsers;
 mod preview;
 mod quota;
