@@ -183,8 +183,12 @@ fn background_processes_do_not_hold_the_execution_open() {
 fn a_background_writer_neither_holds_the_execution_open_nor_fills_the_workspace() {
     let ws = TempDir::new("bg-writer");
     let mut spec = ws.spec("bg-writer-1");
-    // The subshell inherits stdout, writes as fast as it can, and leaves a marker when it ends.
-    spec.command = Some("(timeout 3 yes; touch bg-ended) & echo done".into());
+    // The subshell inherits stdout and writes as fast as it can until released; it leaves a
+    // marker when it ends. An execution it held open would never return before the release.
+    spec.command = Some(
+        "(timeout 60 sh -c 'yes & while [ ! -e release ]; do sleep 0.05; done; kill $!'; touch bg-ended) & echo done"
+            .into(),
+    );
     let run = exec(&spec);
     let marker = ws.path().join("bg-ended");
     assert!(
@@ -199,6 +203,7 @@ fn a_background_writer_neither_holds_the_execution_open_nor_fills_the_workspace(
         &result.stdout[..result.stdout.len().min(200)]
     );
 
+    std::fs::write(ws.path().join("release"), b"").expect("release the writer");
     assert!(
         eventually(Duration::from_secs(30), || marker.exists()),
         "the background writer ends"
