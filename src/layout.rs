@@ -12,6 +12,13 @@ pub const WORKSPACE_DIR: &str = DEFAULT_WORKSPACE;
 
 /// Name of the sandbox container, where executions run.
 pub const SANDBOX_CONTAINER: &str = "sandbox";
+
+/// The operator's ServiceAccount as the chart names it (release `kubexec`).
+pub const OPERATOR_SERVICE_ACCOUNT: &str = "kubexec-operator";
+/// The ClusterRole of the operator's work in a namespace enabled for sandboxes (the chart's
+/// `<release>-operator-sandboxes`), bound there by a RoleBinding.
+pub const OPERATOR_SANDBOX_ROLE: &str = "kubexec-operator-sandboxes";
+
 /// Name of the init container that installs the runner.
 pub const INSTALL_CONTAINER: &str = "install-runner";
 /// Where the runner binary is installed inside the Pod (a read-only emptyDir in the sandbox).

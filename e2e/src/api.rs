@@ -271,6 +271,23 @@ impl Http {
         Http { addr }
     }
 
+    /// A fresh HTTP/1 connection to the api, sending bodies of type `B`.
+    async fn connect<B>(&self) -> hyper::client::conn::http1::SendRequest<B>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect to the api");
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("http handshake");
+        tokio::spawn(connection);
+        sender
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -279,13 +296,7 @@ impl Http {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> hyper::Response<hyper::body::Incoming> {
-        let stream = tokio::net::TcpStream::connect(self.addr)
-            .await
-            .expect("connect to the api");
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("http handshake");
-        tokio::spawn(connection);
+        let mut sender = self.connect().await;
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -338,13 +349,7 @@ impl Http {
         chunks: usize,
         chunk_bytes: usize,
     ) -> Reply {
-        let stream = tokio::net::TcpStream::connect(self.addr)
-            .await
-            .expect("connect to the api");
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("http handshake");
-        tokio::spawn(connection);
+        let mut sender = self.connect().await;
         let chunk = Bytes::from(vec![b' '; chunk_bytes]);
         let frames = futures::stream::iter((0..chunks).map(move |_| {
             Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))

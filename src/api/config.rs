@@ -210,7 +210,7 @@ pub enum KeysCommand {
         #[arg(
             long,
             env = "KUBEXEC_OPERATOR_SERVICE_ACCOUNT",
-            default_value = "kubexec-operator"
+            default_value = crate::layout::OPERATOR_SERVICE_ACCOUNT
         )]
         operator_service_account: String,
         /// The ClusterRole of the operator's work in a sandbox namespace (the chart's
@@ -218,7 +218,7 @@ pub enum KeysCommand {
         #[arg(
             long,
             env = "KUBEXEC_OPERATOR_ROLE",
-            default_value = "kubexec-operator-sandboxes"
+            default_value = crate::layout::OPERATOR_SANDBOX_ROLE
         )]
         operator_role: String,
     },

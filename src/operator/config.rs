@@ -111,7 +111,7 @@ pub struct OperatorArgs {
     #[arg(
         long,
         env = "KUBEXEC_SANDBOX_ROLE",
-        default_value = "kubexec-operator-sandboxes"
+        default_value = crate::layout::OPERATOR_SANDBOX_ROLE
     )]
     pub sandbox_role: String,
 
@@ -197,8 +197,8 @@ impl Enablement {
 impl Default for Enablement {
     fn default() -> Self {
         Self {
-            role: "kubexec-operator-sandboxes".into(),
-            service_account: "kubexec-system:kubexec-operator".into(),
+            role: crate::layout::OPERATOR_SANDBOX_ROLE.into(),
+            service_account: format!("kubexec-system:{}", crate::layout::OPERATOR_SERVICE_ACCOUNT),
         }
     }
 }
