@@ -39,6 +39,12 @@ impl ApiServer {
     /// Starts an api for the test namespace `ns`, its keys in `<ns>-keys`; extra flags are
     /// appended.
     pub fn start(ns: &str, extra: &[&str]) -> ApiServer {
+        Self::start_with_env(ns, extra, &[])
+    }
+
+    /// As [`ApiServer::start`], with extra environment variables for the api process (e.g. a
+    /// `KUBECONFIG` that reaches the apiserver through a [`crate::proxy::CuttableProxy`]).
+    pub fn start_with_env(ns: &str, extra: &[&str], env: &[(&str, &str)]) -> ApiServer {
         let keys_namespace = &format!("{ns}-keys");
         let made = crate::kubectl(&["create", "namespace", keys_namespace]);
         assert!(
@@ -74,6 +80,7 @@ impl ApiServer {
                 "90",
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info,kubexec=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

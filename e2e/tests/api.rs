@@ -731,3 +731,121 @@ async fn a_tls_round_trip_through_the_api() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A key revoked while the api's key watch is broken is never accepted: the api reaches the
+/// apiserver through a relay that the test cuts, so its watch breaks for real. Once it has been
+/// broken for `--keys-stale-after`, `/readyz` fails and every request gets 503 `KEYS_STALE`
+/// (even with a key that was valid); a key revoked during the cut is refused once the watch is
+/// back, and readiness returns.
+#[tokio::test]
+async fn a_broken_key_watch_fails_readiness_and_misses_no_revocation() {
+    use kubexec_e2e::proxy::CuttableProxy;
+
+    let ns = TestNs::new("api-stale").await;
+    let relay = CuttableProxy::to_apiserver().await;
+    let kubeconfig = relay.kubeconfig(&ns.name);
+    let api = ApiServer::start_with_env(
+        &ns.name,
+        &["--keys-stale-after", "3"],
+        &[("KUBECONFIG", kubeconfig.to_str().expect("utf-8 path"))],
+    );
+    let http = api.client();
+    let kept = api.create_key(&ns.name, "free").await;
+    let revoked = api.create_key(&ns.name, "free").await;
+    let revoked_id = api
+        .keys(&["list", "--tenant", &ns.name])
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|columns| columns.get(3) == revoked.get(..9).as_ref())
+        .and_then(|columns| columns.first().map(|id| id.to_string()))
+        .unwrap_or_else(|| panic!("the second key is listed by its prefix"));
+    assert_eq!(http.get("/readyz", None).await.status, 200);
+
+    relay.cut();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = http.get("/readyz", None).await;
+        if ready.status == 503 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readiness never failed with the key watch broken: {} {}",
+            ready.status,
+            ready.text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refused = http.get("/sessions", Some(&kept)).await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.json()["error"]["code"], "KEYS_STALE");
+    // Revoked while the api cannot see it (the keys command talks to the apiserver directly).
+    api.keys(&["revoke", &revoked_id]);
+
+    relay.restore();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if http.get("/readyz", None).await.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readiness never came back after the watch recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let gone = http.get("/sessions", Some(&revoked)).await;
+    assert_eq!(gone.status, 401, "the key revoked during the cut: {}", gone.text());
+    let ok = http.get("/sessions", Some(&kept)).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+}
+
+/// Code and files above a small size do not ride in the Execution object: the api streams them
+/// into the workspace first (code as `stagedCode`, files through `write-files`), so Executions
+/// stay small in etcd and in every cache. The run sees them exactly as if they were inline, and
+/// the staged code is gone once the run has its copy.
+#[tokio::test]
+async fn large_code_and_files_travel_the_streamed_path() {
+    let f = fixture("api-staged").await;
+    let padding = format!("// {}\n", "x".repeat(40_000));
+    let code = format!(
+        "{padding}const text = await Bun.file('big.txt').text();\nconsole.log('len', text.length, 'from', import.meta.dir);"
+    );
+    let reply = f
+        .execute(json!({
+            "code": code,
+            "files": [{"path": "big.txt", "content": "y".repeat(20_000)}],
+        }))
+        .await;
+    assert_eq!(reply["exitCode"], 0, "{reply}");
+    assert_eq!(
+        reply["stdout"].as_str().map(str::trim),
+        Some("len 20000 from /workspace"),
+        "{reply}"
+    );
+
+    let executions: Vec<Execution> =
+        f.ns.api::<Execution>()
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items;
+    let staged = executions
+        .iter()
+        .find(|e| e.spec.staged_code.is_some())
+        .expect("an Execution with stagedCode");
+    assert!(staged.spec.code.is_none(), "the code is not in the object");
+    assert!(staged.spec.files.is_empty(), "large files are streamed");
+    let size = serde_json::to_vec(&staged.spec).expect("json").len();
+    assert!(size < 4096, "the Execution's spec stays small: {size} bytes");
+
+    let left = f
+        .execute(json!({"command": "ls -A /workspace/.kubexec/staged | wc -l"}))
+        .await;
+    assert_eq!(left["stdout"].as_str().map(str::trim), Some("0"), "{left}");
+
+    // Small code still rides inline.
+    let small = f.execute(json!({"code": "console.log(6 * 7)"})).await;
+    assert_eq!(small["stdout"].as_str().map(str::trim), Some("42"), "{small}");
+}

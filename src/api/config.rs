@@ -146,6 +146,12 @@ pub struct ApiArgs {
     #[arg(long, env = "KUBEXEC_API_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// Seconds the API-key watch may stay broken before `/readyz` fails and every request is
+    /// refused with 503 `KEYS_STALE` (a replica must not keep accepting a key revoked
+    /// meanwhile).
+    #[arg(long, env = "KUBEXEC_KEYS_STALE_AFTER", default_value_t = super::keys::STALE_AFTER.as_secs())]
+    pub keys_stale_after: u64,
+
     /// Where keys live and how tenants map to namespaces.
     #[command(flatten)]
     pub tenancy: TenancyArgs,

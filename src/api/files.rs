@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use base64::{engine::general_purpose::STANDARD, Engine};
-use kubexec_runner::protocol::{FilesWritten, WriteFilesFrame};
+use kubexec_runner::protocol::{FilesWritten, Staged, WriteFilesFrame};
 
 use super::{
     cluster::Cluster,
@@ -20,9 +20,16 @@ use crate::{
     sandbox::{transfer_deadline, within, SandboxError},
 };
 
-/// Files ride inline in the Execution only up to this total (as encoded in the request), so
-/// the object stays far below etcd's limit.
-pub const MAX_INLINE_TOTAL_BYTES: usize = 256 * 1024;
+/// Files ride inline in the Execution only up to this total (as encoded in the request), and
+/// each only up to [`MAX_INLINE_FILE_BYTES_API`]: anything larger is streamed into the
+/// workspace, so that Executions stay small in etcd and in every cache that holds them.
+pub const MAX_INLINE_TOTAL_BYTES: usize = 64 * 1024;
+/// Largest file that rides inline in an Execution the api creates (the CRD itself allows
+/// [`MAX_INLINE_FILE_BYTES`] for kubectl users).
+pub const MAX_INLINE_FILE_BYTES_API: usize = 16 * 1024;
+/// Largest code that rides inline in an Execution the api creates; larger code is staged in the
+/// workspace first ([`stage_code`]) and named by the Execution's `stagedCode`.
+pub const MAX_INLINE_CODE_BYTES: usize = 16 * 1024;
 /// Decoded bytes per chunk on the streamed path.
 const CHUNK_BYTES: usize = 64 * 1024;
 
@@ -201,7 +208,7 @@ pub fn choose_delivery(files: &[PlannedFile<'_>]) -> Delivery {
     let total: usize = files.iter().map(|f| f.content.len()).sum();
     let each_fits = files
         .iter()
-        .all(|f| f.content.len() <= MAX_INLINE_FILE_BYTES);
+        .all(|f| f.content.len() <= MAX_INLINE_FILE_BYTES_API.min(MAX_INLINE_FILE_BYTES));
     if each_fits && total <= MAX_INLINE_TOTAL_BYTES {
         Delivery::Inline
     } else {
@@ -273,6 +280,56 @@ pub async fn stream_files(
     let written: FilesWritten = serde_json::from_slice(&output.stdout)
         .map_err(ApiError::internal_from("parse write-files output"))?;
     Ok(written.files_written)
+}
+
+/// How a request's code reaches the sandbox: inline up to [`MAX_INLINE_CODE_BYTES`], else
+/// staged.
+pub fn code_delivery(code: Option<&str>) -> Delivery {
+    match code {
+        Some(code) if code.len() > MAX_INLINE_CODE_BYTES => Delivery::Streamed,
+        _ => Delivery::Inline,
+    }
+}
+
+/// Streams `code` into the workspace of `pod` as the staged code `name` (`kubexec-runner
+/// stage`), for an Execution whose `stagedCode` names it.
+pub async fn stage_code(
+    cluster: &dyn Cluster,
+    namespace: &str,
+    pod: &str,
+    name: &str,
+    code: &str,
+) -> ApiResult<()> {
+    let args = vec![
+        "stage".to_string(),
+        name.to_string(),
+        "--max-bytes".to_string(),
+        code.len().to_string(),
+    ];
+    let output = within(transfer_deadline(code.len() as u64), async {
+        let mut upload = cluster.upload(namespace, pod, args).await?;
+        let sent = async {
+            for chunk in code.as_bytes().chunks(CHUNK_BYTES) {
+                upload.write(chunk).await?;
+            }
+            Ok(())
+        }
+        .await;
+        // The helper reads to the end of its stdin: `finish` closes it.
+        let output = upload.finish(1 << 20).await?.check()?;
+        sent.map(|()| output)
+    })
+    .await
+    .map_err(|e| from_sandbox(e, codes::FILE_NOT_FOUND))?;
+    let staged: Staged = serde_json::from_slice(&output.stdout)
+        .map_err(ApiError::internal_from("parse stage output"))?;
+    if staged.size != code.len() as u64 {
+        return Err(ApiError::internal(
+            "stage code",
+            format!("staged {} of {} bytes", staged.size, code.len()),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

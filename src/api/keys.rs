@@ -37,8 +37,8 @@ pub const SECRET_PREFIX: &str = "kubexec-key-";
 pub const KEY_SELECTOR: &str = "kubexec.dev/api-key=true";
 
 /// How long the key watch may be broken (failing, with no successful relist since) before the
-/// cache counts as stale: then `/readyz` fails and requests are refused, so that no replica
-/// keeps accepting a key that was revoked meanwhile.
+/// cache counts as stale, by default: then `/readyz` fails and requests are refused, so that no
+/// replica keeps accepting a key that was revoked meanwhile. `--keys-stale-after` sets it.
 pub const STALE_AFTER: Duration = Duration::from_secs(30);
 /// The key watch starts over with a full list this often, even when it never fails: a watch
 /// that hangs silently shows up as a relist that is overdue.
@@ -57,15 +57,16 @@ pub struct Freshness {
 
 impl Freshness {
     /// True when the cache can no longer be trusted at `now`: the watch has been broken for
-    /// [`STALE_AFTER`], or the periodic relist is that much overdue. Before the first list the
-    /// cache is not stale but not loaded (see [`KeyCache::is_synced`]).
-    pub fn is_stale(&self, now: Instant) -> bool {
+    /// `stale_after` (normally [`STALE_AFTER`]), or the periodic relist is that much overdue.
+    /// Before the first list the cache is not stale but not loaded (see
+    /// [`KeyCache::is_synced`]).
+    pub fn is_stale(&self, now: Instant, stale_after: Duration) -> bool {
         let broken_too_long = self
             .broken_since
-            .is_some_and(|since| now.saturating_duration_since(since) >= STALE_AFTER);
+            .is_some_and(|since| now.saturating_duration_since(since) >= stale_after);
         let relist_overdue = self
             .last_relist
-            .is_some_and(|at| now.saturating_duration_since(at) >= RELIST_EVERY + STALE_AFTER);
+            .is_some_and(|at| now.saturating_duration_since(at) >= RELIST_EVERY + stale_after);
         broken_too_long || relist_overdue
     }
 }
@@ -169,19 +170,31 @@ pub fn parse_key_secret(secret: &Secret) -> Option<(String, KeyInfo)> {
 }
 
 /// The index of valid keys, by hash.
-#[derive(Default)]
 pub struct KeyCache {
     by_hash: RwLock<HashMap<String, KeyInfo>>,
     /// Secret name → hash, to forget a deleted Secret.
     by_secret: RwLock<HashMap<String, String>>,
     synced: AtomicBool,
     freshness: Mutex<Freshness>,
+    /// See [`Freshness::is_stale`].
+    stale_after: Duration,
 }
 
 impl KeyCache {
-    /// An empty cache.
+    /// An empty cache that turns stale after [`STALE_AFTER`].
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Self::stale_after(STALE_AFTER)
+    }
+
+    /// An empty cache that turns stale once its watch has been broken for `stale_after`.
+    pub fn stale_after(stale_after: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            by_hash: RwLock::default(),
+            by_secret: RwLock::default(),
+            synced: AtomicBool::default(),
+            freshness: Mutex::default(),
+            stale_after,
+        })
     }
 
     /// The key's owner, if the key is valid.
@@ -206,7 +219,7 @@ impl KeyCache {
 
     /// True when the cache may miss revocations (see [`Freshness::is_stale`]).
     pub fn is_stale(&self) -> bool {
-        self.freshness().is_stale(Instant::now())
+        self.freshness().is_stale(Instant::now(), self.stale_after)
     }
 
     /// Records a failure of the watch at `at` (the first one since the last list counts).
@@ -375,24 +388,32 @@ mod tests {
 
     #[test]
     fn a_watch_broken_for_long_makes_the_cache_stale() {
+        trait AtDefault {
+            fn is_stale_at(&self, now: Instant) -> bool;
+        }
+        impl AtDefault for Freshness {
+            fn is_stale_at(&self, now: Instant) -> bool {
+                self.is_stale(now, STALE_AFTER)
+            }
+        }
         let listed = Instant::now();
         let later = |d: Duration| listed + d;
         let mut freshness = Freshness {
             last_relist: Some(listed),
             broken_since: None,
         };
-        assert!(!freshness.is_stale(later(Duration::from_secs(60))));
+        assert!(!freshness.is_stale_at(later(Duration::from_secs(60))));
         freshness.broken_since = Some(later(Duration::from_secs(10)));
-        assert!(!freshness.is_stale(later(Duration::from_secs(10) + STALE_AFTER / 2)));
-        assert!(freshness.is_stale(later(Duration::from_secs(10) + STALE_AFTER)));
+        assert!(!freshness.is_stale_at(later(Duration::from_secs(10) + STALE_AFTER / 2)));
+        assert!(freshness.is_stale_at(later(Duration::from_secs(10) + STALE_AFTER)));
         // A watch that hangs without failing: the periodic relist is overdue.
         let quiet = Freshness {
             last_relist: Some(listed),
             broken_since: None,
         };
-        assert!(!quiet.is_stale(later(RELIST_EVERY)));
-        assert!(quiet.is_stale(later(RELIST_EVERY + STALE_AFTER)));
-        assert!(!Freshness::default().is_stale(later(RELIST_EVERY * 10)));
+        assert!(!quiet.is_stale_at(later(RELIST_EVERY)));
+        assert!(quiet.is_stale_at(later(RELIST_EVERY + STALE_AFTER)));
+        assert!(!Freshness::default().is_stale_at(later(RELIST_EVERY * 10)));
 
         let cache = KeyCache::new();
         cache.replace_all(&[]);

@@ -52,7 +52,7 @@ pub async fn run(args: ApiArgs) -> Result<(), ServeError> {
     let client = kube::Client::try_default()
         .await
         .map_err(ServeError::KubeClient)?;
-    let keys = KeyCache::new();
+    let keys = KeyCache::stale_after(Duration::from_secs(args.keys_stale_after.max(1)));
     tokio::spawn(watch_keys(
         client.clone(),
         args.tenancy.keys_namespace.clone(),

@@ -60,9 +60,9 @@ pub const MAX_INLINE_FILE_BYTES: usize = 65_536;
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("self == oldSelf").message("Execution spec is immutable; create a new Execution instead"),
-    validation = Rule::new("!(has(self.code) && has(self.command))")
-        .message("set at most one of code and command (neither means a files-only write)"),
-    validation = Rule::new("has(self.code) || has(self.command) || (has(self.files) && size(self.files) > 0)")
+    validation = Rule::new("[has(self.code), has(self.command), has(self.stagedCode)].filter(x, x).size() <= 1")
+        .message("set at most one of code, command and stagedCode (none means a files-only write)"),
+    validation = Rule::new("has(self.code) || has(self.command) || has(self.stagedCode) || (has(self.files) && size(self.files) > 0)")
         .message("nothing to do: set code, command, or files")
 )]
 pub struct ExecutionSpec {
@@ -81,6 +81,14 @@ pub struct ExecutionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 262144))]
     pub command: Option<String>,
+
+    /// Code that was too large to ride in this object: the api streamed it into the session's
+    /// workspace (`.kubexec/staged/<name>`) before creating the Execution. It runs exactly as
+    /// `code` would, and is removed once the run holds its own copy. Exclusive with `code` and
+    /// `command`; set by the REST api, rarely by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9-]+$"))]
+    pub staged_code: Option<String>,
 
     /// Small files written into the workspace before the code or command runs (each write is
     /// atomic). Larger files are written through the streamed API path and referred to by path.

@@ -107,13 +107,19 @@ pub fn validate_execution(spec: &ExecutionSpec) -> Result {
     if spec.session_ref.name.is_empty() {
         return Err(ValidationError::new("spec.sessionRef.name", "is required"));
     }
-    if spec.code.is_some() && spec.command.is_some() {
+    let programs = [
+        spec.code.is_some(),
+        spec.command.is_some(),
+        spec.staged_code.is_some(),
+    ];
+    let programs = programs.into_iter().filter(|set| *set).count();
+    if programs > 1 {
         return Err(ValidationError::new(
             "spec",
-            "set at most one of code and command (neither means a files-only write)",
+            "set at most one of code, command and stagedCode (none means a files-only write)",
         ));
     }
-    if spec.code.is_none() && spec.command.is_none() && spec.files.is_empty() {
+    if programs == 0 && spec.files.is_empty() {
         return Err(ValidationError::new(
             "spec",
             "nothing to do: set code, command, or files",

@@ -20,7 +20,10 @@ use crate::{
         cluster::Created,
         errors::{codes, ApiError, ApiResult},
         extract::{item_limits, parse_json_bounded, JsonBody},
-        files::{choose_delivery, inline_specs, plan_files, stream_files, Delivery, PlannedFile},
+        files::{
+            choose_delivery, code_delivery, inline_specs, plan_files, stage_code, stream_files,
+            Delivery, PlannedFile,
+        },
         keys::random_name_suffix,
         model::{ExecuteRequest, ExecuteResponse},
         outcome::{is_finished, outcome, outcome_label, Started},
@@ -64,6 +67,8 @@ pub struct ExecutePlan<'r> {
     pub files: Vec<PlannedFile<'r>>,
     /// How they are delivered.
     pub delivery: Delivery,
+    /// How the code is delivered: inline, or staged in the workspace when it is large.
+    pub code_delivery: Delivery,
     /// Environment variables (values are secrets).
     pub env: &'r BTreeMap<String, String>,
     /// Stream the output.
@@ -88,6 +93,7 @@ pub fn plan_execute<'r>(
     check_env(&request.env, limits)?;
     let files = plan_files(&request.files, limits)?;
     let delivery = choose_delivery(&files);
+    let code_delivery = code_delivery(code.as_deref());
     Ok(ExecutePlan {
         session: request.session_id.clone(),
         code,
@@ -96,6 +102,7 @@ pub fn plan_execute<'r>(
         working_dir,
         files,
         delivery,
+        code_delivery,
         env: &request.env,
         stream: request.stream,
     })
@@ -232,7 +239,14 @@ pub fn build_execution(
         session_ref: SessionReference {
             name: plan.session.clone(),
         },
-        code: plan.code.clone(),
+        code: match plan.code_delivery {
+            Delivery::Inline => plan.code.clone(),
+            Delivery::Streamed => None,
+        },
+        staged_code: match plan.code_delivery {
+            Delivery::Inline => None,
+            Delivery::Streamed => Some(name.to_string()),
+        },
         command: plan.command.clone(),
         files: match plan.delivery {
             Delivery::Inline => inline_specs(&plan.files),
@@ -295,6 +309,9 @@ pub async fn start_execution(
         }
         Delivery::Inline => Vec::new(),
     };
+    if let (Delivery::Streamed, Some(code)) = (plan.code_delivery, &plan.code) {
+        stage_code(&*state.cluster, ns, &ready.pod, &name, code).await?;
+    }
     if let Some(secret) = &env_secret {
         state.cluster.create_secret(ns, secret).await?;
     }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kubexec_runner::protocol::{self as wire, ExecResult, ExecSpec, ResultKey, PROTOCOL_VERSION};
+use kubexec_runner::protocol::{
+    self as wire, ExecResult, ExecSpec, ResultKey, PROTOCOL_VERSION, STAGED_CODE_VERSION,
+};
 
 use crate::crd::{
     conditions::{COMPLETE, FAILED},
@@ -98,10 +100,14 @@ pub fn exec_spec(
 ) -> ExecSpec {
     let spec = &execution.spec;
     ExecSpec {
-        version: PROTOCOL_VERSION,
+        version: match spec.staged_code {
+            Some(_) => STAGED_CODE_VERSION,
+            None => PROTOCOL_VERSION,
+        },
         run_id: execution.uid().unwrap_or_default(),
         code: spec.code.clone(),
         command: spec.command.clone(),
+        staged_code: spec.staged_code.clone(),
         files: spec
             .files
             .iter()

@@ -15,7 +15,9 @@ use crate::protocol::{DEFAULT_WORKSPACE, INIT_GRACE_ENV, PROTOCOL_VERSION, WORKS
 use crate::run_dir::RunDir;
 use crate::sink::EventSink;
 use crate::write_files::WriteLimits;
-use crate::{exec, init, install, listing, output_pipe, process, signals, supervise, write_files};
+use crate::{
+    exec, init, install, listing, output_pipe, process, signals, staged, supervise, write_files,
+};
 
 pub const USAGE: &str = "\
 usage: kubexec-runner <command> [args]
@@ -24,6 +26,7 @@ usage: kubexec-runner <command> [args]
   exec                                    run one framed ExecSpec from stdin; framed events on stdout
   write-files [ROOT] [--max-file-bytes N] [--max-files N]
                                           streamed all-or-nothing upload from stdin
+  stage NAME [--max-bytes N]              store stdin as staged code NAME for a later exec
   ls [PATH] [--recursive]                 list files as JSON
   cat PATH [--offset N] [--max-bytes N]   print a file's bytes
   ps                                      list processes as JSON
@@ -34,7 +37,7 @@ usage: kubexec-runner <command> [args]
   drain-output --to FILE --max-bytes N    (internal) append stdin to FILE up to N bytes, discard the rest
   --version
 
-ls, cat, result, follow and write-files take --workspace DIR (default $KUBEXEC_WORKSPACE or /workspace).
+ls, cat, result, follow, stage and write-files take --workspace DIR (default $KUBEXEC_WORKSPACE or /workspace).
 Helpers print JSON on stdout; on failure they print {\"code\",\"message\"} JSON on stderr and exit
 non-zero (2 for usage errors).
 ";
@@ -48,6 +51,11 @@ pub enum Command {
     WriteFiles {
         root: PathBuf,
         limits: WriteLimits,
+    },
+    Stage {
+        workspace: PathBuf,
+        name: String,
+        max_bytes: u64,
     },
     Ls {
         workspace: PathBuf,
@@ -194,6 +202,18 @@ pub fn parse(args: &[String]) -> Result<Command> {
             };
             Command::WriteFiles { root, limits }
         }
+        "stage" => {
+            let p = parse(&["workspace", "max-bytes"], &[])?;
+            p.at_most(1)?;
+            Command::Stage {
+                workspace: p.workspace(),
+                name: p.positional(0, "NAME")?,
+                max_bytes: p
+                    .number("max-bytes")?
+                    .unwrap_or(staged::MAX_STAGED_BYTES)
+                    .min(staged::MAX_STAGED_BYTES),
+            }
+        }
         "ls" => {
             let p = parse(&["workspace"], &["recursive"])?;
             p.at_most(1)?;
@@ -324,6 +344,15 @@ fn dispatch(command: Command) -> Result<()> {
             let workspace = Workspace::open(&root)?;
             let mut stdin = BufReader::new(io::stdin().lock());
             print_json(&write_files::write_files(&workspace, &mut stdin, limits)?)
+        }
+        Command::Stage {
+            workspace,
+            name,
+            max_bytes,
+        } => {
+            let workspace = Workspace::open(&workspace)?;
+            let mut stdin = io::stdin().lock();
+            print_json(&staged::stage(&workspace, &name, &mut stdin, max_bytes)?)
         }
         Command::Ls {
             workspace,

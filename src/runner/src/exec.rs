@@ -19,6 +19,7 @@ use crate::protocol::{
 };
 use crate::run_dir::{Claim, RunDir};
 use crate::sink::EventSink;
+use crate::staged;
 use crate::supervise::{self, Launch, Supervised};
 
 const ATTACH_POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -110,7 +111,11 @@ fn run_claimed(
         ..Default::default()
     };
 
-    let (invocation, _entry) = match (&spec.code, &spec.command) {
+    let staged = match &spec.staged_code {
+        Some(name) => Some(staged::read(workspace.root(), name)?),
+        None => None,
+    };
+    let (invocation, _entry) = match (spec.code.as_ref().or(staged.as_ref()), &spec.command) {
         (Some(code), _) => prepare_code(code, &working_dir, run_dir, &spec.run_id)?,
         (None, Some(command)) => (invocation::shell(command), None),
         (None, None) => {
@@ -118,6 +123,10 @@ fn run_claimed(
             return Ok(result);
         }
     };
+    if let Some(name) = &spec.staged_code {
+        // The run holds its own copy now (`main.ts` in the run directory).
+        staged::remove(workspace.root(), name);
+    }
     let stdin = match &spec.stdin {
         Some(content) => {
             write_atomically(&run_dir.stdin_path(), content.as_bytes(), 0o600)?;

@@ -28,6 +28,7 @@ pub mod protocol;
 pub mod run_dir;
 pub mod signals;
 pub mod sink;
+pub mod staged;
 pub mod supervise;
 pub mod write_files;
 

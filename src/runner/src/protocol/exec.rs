@@ -10,6 +10,11 @@ use super::{ResultKey, MAX_FRAME_BYTES};
 
 /// Version of [`ExecSpec`] and [`ExecResult`].
 pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of an [`ExecSpec`] that needs a runner which knows `stagedCode`: a runner older than
+/// that refuses the spec ("unsupported version") instead of ignoring the field and running
+/// nothing. Specs without staged code keep [`PROTOCOL_VERSION`], so older runners still take
+/// them.
+pub const STAGED_CODE_VERSION: u32 = 2;
 pub const DEFAULT_WORKSPACE: &str = "/workspace";
 /// Every setting the runner reads from its own environment starts with this. The operator sets
 /// them on the sandbox container; tenants may not set names with this prefix (the CRD validation
@@ -31,7 +36,7 @@ const MAX_RUN_ID_LEN: usize = 128;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecSpec {
-    /// Must be [`PROTOCOL_VERSION`].
+    /// [`PROTOCOL_VERSION`], or [`STAGED_CODE_VERSION`] when `staged_code` is set.
     pub version: u32,
     /// The Execution's UID; names the run directory. Only `[A-Za-z0-9-]`.
     pub run_id: String,
@@ -42,6 +47,10 @@ pub struct ExecSpec {
     /// Shell command run by `/bin/sh -c`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// The name of code staged in `<workspace>/.kubexec/staged/` by `kubexec-runner stage`, run
+    /// exactly as `code` would be. Exclusive with `code` and `command`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_code: Option<String>,
     /// Written atomically before the code or command runs.
     #[serde(default)]
     pub files: Vec<FileSpec>,
@@ -102,6 +111,7 @@ impl ExecSpec {
             run_id: run_id.into(),
             code: None,
             command: None,
+            staged_code: None,
             files: Vec::new(),
             env: BTreeMap::new(),
             timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
@@ -127,15 +137,29 @@ impl ExecSpec {
     /// Checks what can be checked without touching the filesystem.
     pub fn validate(&self) -> Result<()> {
         let invalid = |message: String| Err(Error::InvalidSpec(message));
-        if self.version != PROTOCOL_VERSION {
+        if !(PROTOCOL_VERSION..=STAGED_CODE_VERSION).contains(&self.version) {
             return invalid(format!(
-                "unsupported version {} (this runner speaks {PROTOCOL_VERSION})",
+                "unsupported version {} (this runner speaks {PROTOCOL_VERSION} to {STAGED_CODE_VERSION})",
                 self.version
             ));
         }
         validate_run_id(&self.run_id)?;
-        if self.code.is_some() && self.command.is_some() {
-            return invalid("set at most one of code and command".into());
+        let programs = [
+            self.code.is_some(),
+            self.command.is_some(),
+            self.staged_code.is_some(),
+        ];
+        if programs.into_iter().filter(|set| *set).count() > 1 {
+            return invalid("set at most one of code, command and stagedCode".into());
+        }
+        if let Some(name) = &self.staged_code {
+            validate_run_id(name)?;
+            if self.version < STAGED_CODE_VERSION {
+                return invalid(format!(
+                    "stagedCode needs spec version {STAGED_CODE_VERSION}, got {}",
+                    self.version
+                ));
+            }
         }
         if self.timeout_seconds == 0 {
             return invalid("timeoutSeconds must be at least 1".into());
@@ -357,7 +381,20 @@ mod tests {
         };
         type Mutation = fn(&mut ExecSpec);
         let cases: Vec<(&str, Mutation)> = vec![
-            ("version", |s| s.version = 2),
+            ("version", |s| s.version = STAGED_CODE_VERSION + 1),
+            ("staged code in a version 1 spec", |s| {
+                s.command = None;
+                s.staged_code = Some("exe-1".into());
+            }),
+            ("staged code and command", |s| {
+                s.version = STAGED_CODE_VERSION;
+                s.staged_code = Some("exe-1".into());
+            }),
+            ("traversing staged code", |s| {
+                s.version = STAGED_CODE_VERSION;
+                s.command = None;
+                s.staged_code = Some("../x".into());
+            }),
             ("empty runId", |s| s.run_id.clear()),
             ("traversing runId", |s| s.run_id = "../x".into()),
             ("dotted runId", |s| s.run_id = "a.b".into()),
@@ -370,6 +407,11 @@ mod tests {
             }),
         ];
         assert!(base().validate().is_ok());
+        let mut staged = base();
+        staged.command = None;
+        staged.version = STAGED_CODE_VERSION;
+        staged.staged_code = Some("exe-1".into());
+        assert!(staged.validate().is_ok());
         for (name, mutate) in cases {
             let mut spec = base();
             mutate(&mut spec);

@@ -22,8 +22,9 @@
 //! - stdout: [`FilesWritten`].
 //!
 //! # Other helpers
-//! `ls` → [`FileList`], `ps` → [`ProcessList`], `kill` → [`Signalled`], `install` →
-//! [`Installed`], `result` → [`RunStatus`], `cat` → raw bytes. Each prints one JSON line on
+//! `stage NAME` → [`Staged`] (stdin kept as the code of a later spec's `stagedCode`), `ls` →
+//! [`FileList`], `ps` → [`ProcessList`], `kill` → [`Signalled`], `install` → [`Installed`],
+//! `result` → [`RunStatus`], `cat` → raw bytes. Each prints one JSON line on
 //! stdout; a failure prints a [`RunnerError`] JSON line on stderr and exits non-zero.
 
 mod exec;
