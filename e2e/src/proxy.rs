@@ -86,14 +86,16 @@ fn rewrite_server(kubeconfig: &str, server: &str) -> (String, String) {
     let mut upstream = None;
     let lines: Vec<String> = kubeconfig
         .lines()
-        .map(|line| match line.trim_start().strip_prefix("server: https://") {
-            Some(host_port) => {
-                upstream = Some(host_port.trim().to_string());
-                let indent = &line[..line.len() - line.trim_start().len()];
-                format!("{indent}server: https://{server}")
-            }
-            None => line.to_string(),
-        })
+        .map(
+            |line| match line.trim_start().strip_prefix("server: https://") {
+                Some(host_port) => {
+                    upstream = Some(host_port.trim().to_string());
+                    let indent = &line[..line.len() - line.trim_start().len()];
+                    format!("{indent}server: https://{server}")
+                }
+                None => line.to_string(),
+            },
+        )
         .collect();
     let upstream = upstream.expect("a `server: https://…` line in KUBECONFIG");
     (lines.join("\n") + "\n", upstream)

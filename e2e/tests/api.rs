@@ -796,7 +796,12 @@ async fn a_broken_key_watch_fails_readiness_and_misses_no_revocation() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let gone = http.get("/sessions", Some(&revoked)).await;
-    assert_eq!(gone.status, 401, "the key revoked during the cut: {}", gone.text());
+    assert_eq!(
+        gone.status,
+        401,
+        "the key revoked during the cut: {}",
+        gone.text()
+    );
     let ok = http.get("/sessions", Some(&kept)).await;
     assert_eq!(ok.status, 200, "{}", ok.text());
 }
@@ -838,7 +843,10 @@ async fn large_code_and_files_travel_the_streamed_path() {
     assert!(staged.spec.code.is_none(), "the code is not in the object");
     assert!(staged.spec.files.is_empty(), "large files are streamed");
     let size = serde_json::to_vec(&staged.spec).expect("json").len();
-    assert!(size < 4096, "the Execution's spec stays small: {size} bytes");
+    assert!(
+        size < 4096,
+        "the Execution's spec stays small: {size} bytes"
+    );
 
     let left = f
         .execute(json!({"command": "ls -A /workspace/.kubexec/staged | wc -l"}))
@@ -847,5 +855,9 @@ async fn large_code_and_files_travel_the_streamed_path() {
 
     // Small code still rides inline.
     let small = f.execute(json!({"code": "console.log(6 * 7)"})).await;
-    assert_eq!(small["stdout"].as_str().map(str::trim), Some("42"), "{small}");
+    assert_eq!(
+        small["stdout"].as_str().map(str::trim),
+        Some("42"),
+        "{small}"
+    );
 }

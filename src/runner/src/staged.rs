@@ -37,7 +37,12 @@ fn staged_dir(workspace: &Workspace) -> Result<PathBuf> {
 }
 
 /// Stores stdin (at most `max_bytes`) as the staged code `name`, all or nothing.
-pub fn stage(workspace: &Workspace, name: &str, input: &mut impl Read, max_bytes: u64) -> Result<Staged> {
+pub fn stage(
+    workspace: &Workspace,
+    name: &str,
+    input: &mut impl Read,
+    max_bytes: u64,
+) -> Result<Staged> {
     validate_run_id(name)?;
     let dir = staged_dir(workspace)?;
     remove_abandoned(&dir, SystemTime::now());
@@ -74,7 +79,9 @@ pub fn read(workspace_root: &Path, name: &str) -> Result<String> {
                 source: e,
             },
         })?;
-    let meta = file.metadata().context(|| format!("reading staged code {name}"))?;
+    let meta = file
+        .metadata()
+        .context(|| format!("reading staged code {name}"))?;
     if !meta.is_file() {
         return Err(Error::InvalidSpec(format!(
             "the staged code {name} is not a regular file"
@@ -127,16 +134,25 @@ mod tests {
         let workspace = Workspace::open(dir.path()).expect("workspace");
         let staged = stage(&workspace, "exe-1", &mut &b"console.log(1)"[..], 100).expect("stage");
         assert_eq!(staged.size, 14);
-        assert_eq!(read(workspace.root(), "exe-1").expect("read"), "console.log(1)");
+        assert_eq!(
+            read(workspace.root(), "exe-1").expect("read"),
+            "console.log(1)"
+        );
         remove(workspace.root(), "exe-1");
-        assert!(matches!(read(workspace.root(), "exe-1"), Err(Error::InvalidSpec(_))));
+        assert!(matches!(
+            read(workspace.root(), "exe-1"),
+            Err(Error::InvalidSpec(_))
+        ));
 
-        let big = vec![b'x'; 101];
+        let big = [b'x'; 101];
         assert!(matches!(
             stage(&workspace, "exe-2", &mut &big[..], 100),
             Err(Error::LimitExceeded(_))
         ));
-        assert!(read(workspace.root(), "exe-2").is_err(), "nothing half-written");
+        assert!(
+            read(workspace.root(), "exe-2").is_err(),
+            "nothing half-written"
+        );
         assert!(stage(&workspace, "../x", &mut &b""[..], 100).is_err());
     }
 
