@@ -149,6 +149,10 @@ pub struct ApiArgs {
     /// Where keys live and how tenants map to namespaces.
     #[command(flatten)]
     pub tenancy: TenancyArgs,
+
+    /// Previews: their listener, origins, ports, link lifetime and signing secret.
+    #[command(flatten)]
+    pub preview: super::preview::config::PreviewArgs,
 }
 
 impl ApiArgs {
