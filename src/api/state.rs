@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use super::{
     cluster::Cluster,
-    preview::Previews, config::TenancyArgs, keys::KeyCache, metrics::HttpMetrics,
+    preview::links::Previews, config::TenancyArgs, keys::KeyCache, metrics::HttpMetrics,
     quota::TenantQuotas, rate_limit::RateLimiter, tiers::Tiers,
 };
 

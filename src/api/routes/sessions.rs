@@ -472,6 +472,8 @@ pub async fn get_session(
 pub async fn list_sessions(
     State(state): State<AppState>,
     caller: Caller,
+    // Kept for callers of this handler (MCP): preview links no longer come from the request.
+    _headers: HeaderMap,
 ) -> ApiResult<Json<SessionList>> {
     let links = PreviewLinks::for_caller(&state, &caller);
     let mut sessions: Vec<Session> = state
