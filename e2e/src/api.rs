@@ -523,7 +523,11 @@ impl PreviewLink {
         PreviewLink {
             authority: authority.to_string(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            path_and_query: if path.is_empty() { "/".into() } else { path.into() },
+            path_and_query: if path.is_empty() {
+                "/".into()
+            } else {
+                path.into()
+            },
         }
     }
 }

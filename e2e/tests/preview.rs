@@ -109,7 +109,10 @@ async fn chromium_opens_a_preview_and_its_websocket() {
     // Refused without a token, with the API key, and with another session's token.
     let bare = preview_get(&link, "/", None).await;
     assert_refused(&bare, 401, "PREVIEW_TOKEN_MISSING");
-    let other = s.http.post("/sessions/create", Some(&s.key), &json!({})).await;
+    let other = s
+        .http
+        .post("/sessions/create", Some(&s.key), &json!({}))
+        .await;
     assert_eq!(other.status, 201, "{}", other.text());
     let other_id = other.json()["sessionId"].as_str().expect("id").to_string();
     let other_url = s.link(&s.key, &other_id, 8080, None).await;
@@ -124,7 +127,10 @@ async fn chromium_opens_a_preview_and_its_websocket() {
 
     // A second port, on an origin of its own.
     let second = s.link(&s.key, &s.session, 8081, None).await;
-    assert!(second.contains(&format!("//{}-8081.", s.session)), "{second}");
+    assert!(
+        second.contains(&format!("//{}-8081.", s.session)),
+        "{second}"
+    );
     let (page, _) = open_preview(&second).await;
     assert_eq!(page.status, 200, "{}", page.text());
     assert!(page.text().contains("on port 8081"), "{}", page.text());
@@ -137,7 +143,10 @@ async fn chromium_opens_a_preview_and_its_websocket() {
             &tab,
             "document.getElementById('echo')?.textContent",
             Duration::from_secs(60),
-            |v| v.as_str().is_some_and(|t| t.starts_with("echo from the sandbox")),
+            |v| {
+                v.as_str()
+                    .is_some_and(|t| t.starts_with("echo from the sandbox"))
+            },
         )
         .await;
     let made = browser
@@ -206,10 +215,7 @@ async fn assert_closes(ws: &mut WebSocketStream<TcpStream>, why: &str) {
     let end = tokio::time::timeout(CLOSE_DEADLINE, ws.next())
         .await
         .unwrap_or_else(|_| panic!("{why}: the WebSocket is still open"));
-    assert!(
-        !matches!(end, Some(Ok(Message::Text(_)))),
-        "{why}: {end:?}"
-    );
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{why}: {end:?}");
 }
 
 #[tokio::test]

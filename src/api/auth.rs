@@ -137,7 +137,9 @@ pub fn caller_by_key_id(state: &AppState, key_id: &str) -> Result<Caller, ApiErr
 fn stale_keys() -> ApiError {
     ApiError::Unavailable {
         code: codes::KEYS_STALE,
-        message: "API keys cannot be checked right now (the server's key cache is stale); retry later".into(),
+        message:
+            "API keys cannot be checked right now (the server's key cache is stale); retry later"
+                .into(),
         retry_after: STALE_RETRY_AFTER,
     }
 }

@@ -3,9 +3,8 @@
 use std::{sync::Arc, time::Duration};
 
 use super::{
-    cluster::Cluster,
-    preview::links::Previews, config::TenancyArgs, keys::KeyCache, metrics::HttpMetrics,
-    quota::TenantQuotas, rate_limit::RateLimiter, tiers::Tiers,
+    cluster::Cluster, config::TenancyArgs, keys::KeyCache, metrics::HttpMetrics,
+    preview::links::Previews, quota::TenantQuotas, rate_limit::RateLimiter, tiers::Tiers,
 };
 
 /// Settings of the api that handlers read.

@@ -258,11 +258,16 @@ mod tests {
                 last: 8999
             })
         );
-        assert_eq!(PortRange::parse("8080").map(|r| r.to_string()).ok(), Some("8080".into()));
+        assert_eq!(
+            PortRange::parse("8080").map(|r| r.to_string()).ok(),
+            Some("8080".into())
+        );
         for bad in ["", "0", "x", "9000", "8090-8080", "1-70000"] {
             let message = PortRange::parse(bad).err().map(|e| e.to_string());
             assert!(
-                message.as_deref().is_some_and(|m| m.contains("--preview-ports")),
+                message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("--preview-ports")),
                 "{bad}: {message:?}"
             );
         }
@@ -271,7 +276,10 @@ mod tests {
     #[test]
     fn origins_round_trip_through_the_host_header() {
         let origin = PreviewOrigin::parse("https://Preview.Example.com/").expect("valid");
-        assert_eq!(origin.origin_of("ses-abc", 8080), "https://ses-abc-8080.preview.example.com");
+        assert_eq!(
+            origin.origin_of("ses-abc", 8080),
+            "https://ses-abc-8080.preview.example.com"
+        );
         assert_eq!(
             origin.parse_host("ses-abc-8080.preview.example.com"),
             Some(("ses-abc".into(), 8080))
@@ -281,7 +289,10 @@ mod tests {
             Some(("ses-abc".into(), 3000))
         );
         let local = PreviewOrigin::local(18081);
-        assert_eq!(local.origin_of("ses-x", 8080), "http://ses-x-8080.preview.localhost:18081");
+        assert_eq!(
+            local.origin_of("ses-x", 8080),
+            "http://ses-x-8080.preview.localhost:18081"
+        );
         assert_eq!(
             local.parse_host("ses-x-8080.preview.localhost:18081"),
             Some(("ses-x".into(), 8080))
@@ -300,10 +311,18 @@ mod tests {
             assert_eq!(local.parse_host(host), None, "{host}");
         }
         assert_eq!(
-            PreviewOrigin::parse("http://p.example.com:80").map(|o| o.port).ok(),
+            PreviewOrigin::parse("http://p.example.com:80")
+                .map(|o| o.port)
+                .ok(),
             Some(None)
         );
-        for bad in ["p.example.com", "ftp://p.example.com", "http://", "http://p/x", "http://a_b.c"] {
+        for bad in [
+            "p.example.com",
+            "ftp://p.example.com",
+            "http://",
+            "http://p/x",
+            "http://a_b.c",
+        ] {
             assert!(PreviewOrigin::parse(bad).is_err(), "{bad}");
         }
     }

@@ -28,7 +28,8 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(header::UPGRADE).cloned()).flatten()
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
 }
 
 /// Removes hop-by-hop headers (and those `Connection` lists); with `upgrade`, puts back
@@ -165,7 +166,10 @@ mod tests {
             ("sec-websocket-key", "abc"),
         ]);
         let protocol = upgrade_protocol(&h);
-        assert_eq!(protocol.as_ref().map(|p| p.as_bytes()), Some(&b"websocket"[..]));
+        assert_eq!(
+            protocol.as_ref().map(|p| p.as_bytes()),
+            Some(&b"websocket"[..])
+        );
         strip_hop_by_hop(&mut h, protocol);
         assert_eq!(h["connection"], "upgrade");
         assert_eq!(h["upgrade"], "websocket");

@@ -66,7 +66,11 @@ impl Link {
         } else {
             format!("/{path_and_query}")
         };
-        let separator = if path_and_query.contains('?') { '&' } else { '?' };
+        let separator = if path_and_query.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
         format!(
             "{}{path_and_query}{separator}{TOKEN_PARAM}={}",
             self.origin, self.token

@@ -120,4 +120,3 @@ pub async fn run_sweeper(state: AppState) {
         tokio::time::sleep(SWEEP_EVERY).await;
     }
 }
-

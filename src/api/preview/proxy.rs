@@ -37,26 +37,23 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The router of the preview listener: every path of every preview origin.
 pub fn preview_app(state: AppState) -> Router {
-    Router::new()
-        .fallback(handle)
-        .with_state(state)
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request| {
-                    let host = request
-                        .headers()
-                        .get(header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .unwrap_or_default();
-                    tracing::info_span!(
-                        "preview",
-                        method = %request.method(),
-                        host = %host,
-                        path = %request.uri().path(),
-                    )
-                })
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-        )
+    Router::new().fallback(handle).with_state(state).layer(
+        TraceLayer::new_for_http()
+            .make_span_with(|request: &Request| {
+                let host = request
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!(
+                    "preview",
+                    method = %request.method(),
+                    host = %host,
+                    path = %request.uri().path(),
+                )
+            })
+            .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+    )
 }
 
 async fn handle(State(state): State<AppState>, request: Request) -> Response {
@@ -202,7 +199,11 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, ApiError>
         kind,
     )?;
     let request = limit_body(request, body_cap("/preview/", &visit.caller.limits))?;
-    let scheme = if settings.origin.is_https() { "https" } else { "http" };
+    let scheme = if settings.origin.is_https() {
+        "https"
+    } else {
+        "http"
+    };
     let mut response = forward(request, &ip, port, &path_and_query, scheme, lease).await?;
     if visit.from_url {
         if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -222,7 +223,10 @@ fn redirect_with_cookie(location: &str, cookie: &str) -> Response {
         headers.insert(header::SET_COOKIE, value);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 

@@ -105,10 +105,11 @@ pub struct Lease {
 impl Lease {
     /// Resolves with the reason once the preview is closed (never, while it stays open).
     pub async fn closed(&mut self) -> CloseReason {
-        match self.closed.wait_for(Option::is_some).await {
-            Ok(reason) => reason.unwrap_or(CloseReason::SessionGone),
+        let reason = self.closed.wait_for(Option::is_some).await.map(|r| *r);
+        match reason {
+            Ok(Some(reason)) => reason,
             // The registry dropped its side without a reason: keep the exchange open.
-            Err(_) => std::future::pending().await,
+            _ => std::future::pending().await,
         }
     }
 }
@@ -273,11 +274,19 @@ mod tests {
             .expect("the second slot");
         let refused = open.open(&quotas, &l, target("k", "t"), 10, Kind::Http);
         assert!(
-            matches!(refused, Err(ApiError::TooMany { code: "QUOTA_EXCEEDED", .. })),
+            matches!(
+                refused,
+                Err(ApiError::TooMany {
+                    code: "QUOTA_EXCEEDED",
+                    ..
+                })
+            ),
             "a third stream"
         );
         drop((a, b));
-        assert!(open.open(&quotas, &l, target("k", "t"), 10, Kind::Http).is_ok());
+        assert!(open
+            .open(&quotas, &l, target("k", "t"), 10, Kind::Http)
+            .is_ok());
         drop(ws);
         assert!(open.snapshot().is_empty());
         assert!(open.lock().groups.is_empty());
@@ -298,10 +307,26 @@ mod tests {
     #[test]
     fn revoked_keys_gone_sessions_and_expired_tokens_close() {
         let open = [
-            OpenPreview { id: 1, target: target("revoked", "s"), expires: 100 },
-            OpenPreview { id: 2, target: target("k", "deleted"), expires: 100 },
-            OpenPreview { id: 3, target: target("k", "s"), expires: 50 },
-            OpenPreview { id: 4, target: target("k", "s"), expires: 100 },
+            OpenPreview {
+                id: 1,
+                target: target("revoked", "s"),
+                expires: 100,
+            },
+            OpenPreview {
+                id: 2,
+                target: target("k", "deleted"),
+                expires: 100,
+            },
+            OpenPreview {
+                id: 3,
+                target: target("k", "s"),
+                expires: 50,
+            },
+            OpenPreview {
+                id: 4,
+                target: target("k", "s"),
+                expires: 100,
+            },
         ];
         let gone = HashSet::from([("ns".to_string(), "deleted".to_string())]);
         assert_eq!(

@@ -142,7 +142,10 @@ mod tests {
     fn a_token_round_trips_until_it_expires() {
         let s = signer("k");
         let token = s.sign(&claims());
-        assert!(token.starts_with("v1.ses-abc.8080.0a1b2c3d.1000."), "{token}");
+        assert!(
+            token.starts_with("v1.ses-abc.8080.0a1b2c3d.1000."),
+            "{token}"
+        );
         assert_eq!(s.verify(&token, 999), Ok(claims()));
         assert_eq!(s.verify(&token, 1_000), Err(TokenError::Expired));
     }

@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use axum::{
-    extract::{Path, Request, State},
-    http::{header, HeaderValue, StatusCode},
+    extract::{Path, State},
+    http::{header, HeaderValue, StatusCode, Uri},
     response::{IntoResponse, Response},
     Json,
 };
@@ -126,9 +126,9 @@ pub async fn preview_root(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    request: Request,
+    uri: Uri,
 ) -> Response {
-    redirect(&state, &caller, &id, "", &request)
+    redirect(&state, &caller, &id, "", &uri)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -144,9 +144,9 @@ pub async fn preview_path(
     State(state): State<AppState>,
     caller: Caller,
     Path((id, path)): Path<(String, String)>,
-    request: Request,
+    uri: Uri,
 ) -> Response {
-    redirect(&state, &caller, &id, &path, &request)
+    redirect(&state, &caller, &id, &path, &uri)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -156,7 +156,7 @@ async fn redirect(
     caller: &Caller,
     id: &str,
     path: &str,
-    request: &Request,
+    uri: &Uri,
 ) -> Result<Response, ApiError> {
     let previews = previews_of(state)?;
     let session = find_session(state, caller, id).await?;
@@ -168,7 +168,7 @@ async fn redirect(
         previews.settings.token_ttl,
         unix_now(),
     );
-    let path_and_query = match request.uri().query() {
+    let path_and_query = match uri.query() {
         Some(query) => format!("/{path}?{query}"),
         None => format!("/{path}"),
     };

@@ -18,11 +18,11 @@ use crate::{
         errors::{codes, ApiError, ApiResult},
         extract::ApiJson,
         keys::{random_name_suffix, sha256_hex, TENANT_LABEL},
-        preview::PreviewLinks,
         model::{
             CreateSessionRequest, DeleteSessionResponse, ResourceLimits, ResourceLimitsRequest,
             SessionList, SessionResponse,
         },
+        preview::PreviewLinks,
         state::AppState,
         tiers::TierLimits,
     },

@@ -83,7 +83,7 @@ struct Setup {
 async fn setup() -> Setup {
     let mut h = harness();
     let up = upstream().await;
-    let signer = Signer::new(&[9u8; 32]).expect("secret");
+    let signer = Signer::new(&[b'k'; 32]).expect("secret");
     let mut settings = PreviewSettings::local(18081, signer);
     settings.ports = PortRange {
         first: up.port.min(8080),
@@ -164,7 +164,10 @@ async fn a_preview_opens_with_its_link_and_then_its_cookie() {
     assert_eq!(page.headers["x-app"], "1");
     assert!(page.headers.get("keep-alive").is_none(), "hop-by-hop");
     let heads = s.heads.lock().expect("lock").clone();
-    let head = heads.last().expect("the sandbox was asked").to_ascii_lowercase();
+    let head = heads
+        .last()
+        .expect("the sandbox was asked")
+        .to_ascii_lowercase();
     assert!(head.starts_with("get /app?x=1 http/1.1\r\n"), "{head}");
     assert!(head.contains(&format!("\r\nhost: {host}\r\n")), "{head}");
     assert!(head.contains("\r\ncookie: theme=dark\r\n"), "{head}");
@@ -179,10 +182,19 @@ async fn previews_are_refused_with_named_errors() {
     let now = unix_now();
     let host = s.host("ses-up", s.port);
     let not_a_preview = s.visit("127.0.0.1:18081", "/", None).await;
-    assert_error(&not_a_preview, StatusCode::NOT_FOUND, "PREVIEW_NOT_FOUND", None);
+    assert_error(
+        &not_a_preview,
+        StatusCode::NOT_FOUND,
+        "PREVIEW_NOT_FOUND",
+        None,
+    );
     let port = s.port.max(8080) + 1;
     let outside = s
-        .visit(&s.host("ses-up", port), "/", Some(&s.token("ses-up", port, now + 60)))
+        .visit(
+            &s.host("ses-up", port),
+            "/",
+            Some(&s.token("ses-up", port, now + 60)),
+        )
         .await;
     assert_error(
         &outside,
@@ -192,18 +204,40 @@ async fn previews_are_refused_with_named_errors() {
     );
     // The API key is no way in.
     let keyed = s.visit(&host, "/", None).await;
-    assert_error(&keyed, StatusCode::UNAUTHORIZED, "PREVIEW_TOKEN_MISSING", None);
-    let forged = s.visit(&host, "/", Some("v1.ses-up.8080.x.9999999999.AAAA")).await;
-    assert_error(&forged, StatusCode::UNAUTHORIZED, "PREVIEW_TOKEN_INVALID", None);
+    assert_error(
+        &keyed,
+        StatusCode::UNAUTHORIZED,
+        "PREVIEW_TOKEN_MISSING",
+        None,
+    );
+    let forged = s
+        .visit(&host, "/", Some("v1.ses-up.8080.x.9999999999.AAAA"))
+        .await;
+    assert_error(
+        &forged,
+        StatusCode::UNAUTHORIZED,
+        "PREVIEW_TOKEN_INVALID",
+        None,
+    );
     let expired = s
         .visit(&host, "/", Some(&s.token("ses-up", s.port, now - 1)))
         .await;
-    assert_error(&expired, StatusCode::UNAUTHORIZED, "PREVIEW_TOKEN_EXPIRED", None);
+    assert_error(
+        &expired,
+        StatusCode::UNAUTHORIZED,
+        "PREVIEW_TOKEN_EXPIRED",
+        None,
+    );
     for (session, port) in [("ses-mine", s.port), ("ses-up", 8080)] {
         let other = s
             .visit(&host, "/", Some(&s.token(session, port, now + 60)))
             .await;
-        assert_error(&other, StatusCode::FORBIDDEN, "PREVIEW_TOKEN_MISMATCH", None);
+        assert_error(
+            &other,
+            StatusCode::FORBIDDEN,
+            "PREVIEW_TOKEN_MISMATCH",
+            None,
+        );
     }
     // Another tenant's session cannot be named by this key's token.
     let theirs = s
@@ -222,7 +256,12 @@ async fn previews_are_refused_with_named_errors() {
             Some(&s.token("ses-mine", s.port, now + 60)),
         )
         .await;
-    assert_error(&pending, StatusCode::SERVICE_UNAVAILABLE, "SESSION_NOT_READY", None);
+    assert_error(
+        &pending,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SESSION_NOT_READY",
+        None,
+    );
     s.h.state
         .keys
         .remove(&format!("{SECRET_PREFIX}{}", s.key_id));
@@ -230,17 +269,28 @@ async fn previews_are_refused_with_named_errors() {
         .visit(&host, "/", Some(&s.token("ses-up", s.port, now + 60)))
         .await;
     assert_error(&revoked, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", None);
-    assert!(s.heads.lock().expect("lock").is_empty(), "nothing reached the sandbox");
+    assert!(
+        s.heads.lock().expect("lock").is_empty(),
+        "nothing reached the sandbox"
+    );
 }
 
 #[tokio::test]
 async fn links_come_from_the_api_with_the_key() {
     let s = setup().await;
     let h = &s.h;
-    let link = h.get(&h.free_key, &format!("/preview/ses-up?port={}&ttl=30", s.port)).await;
+    let link = h
+        .get(
+            &h.free_key,
+            &format!("/preview/ses-up?port={}&ttl=30", s.port),
+        )
+        .await;
     assert_eq!(link.status, StatusCode::OK, "{}", link.text);
     let url = link.body["previewUrl"].as_str().expect("previewUrl");
-    let prefix = format!("http://ses-up-{}.preview.localhost:18081/?kubexec_token=", s.port);
+    let prefix = format!(
+        "http://ses-up-{}.preview.localhost:18081/?kubexec_token=",
+        s.port
+    );
     assert!(url.starts_with(&prefix), "{url}");
     let claims = s
         .previews
@@ -248,19 +298,38 @@ async fn links_come_from_the_api_with_the_key() {
         .signer
         .verify(&url[prefix.len()..], unix_now())
         .expect("a valid token");
-    assert_eq!((claims.port, claims.key_id.as_str()), (s.port, s.key_id.as_str()));
+    assert_eq!(
+        (claims.port, claims.key_id.as_str()),
+        (s.port, s.key_id.as_str())
+    );
     assert!(claims.expires <= unix_now() + 30);
     assert_eq!(link.body["port"], s.port);
-    assert!(link.body["expiresAt"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(link.body["expiresAt"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
 
     let outside = h.get(&h.free_key, "/preview/ses-up?port=22").await;
-    assert_error(&outside, StatusCode::BAD_REQUEST, "PREVIEW_PORT_NOT_ALLOWED", Some("port"));
+    assert_error(
+        &outside,
+        StatusCode::BAD_REQUEST,
+        "PREVIEW_PORT_NOT_ALLOWED",
+        Some("port"),
+    );
     let too_long = h.get(&h.free_key, "/preview/ses-up?ttl=999999").await;
-    assert_error(&too_long, StatusCode::BAD_REQUEST, "INVALID_REQUEST", Some("ttl"));
+    assert_error(
+        &too_long,
+        StatusCode::BAD_REQUEST,
+        "INVALID_REQUEST",
+        Some("ttl"),
+    );
     let theirs = h.get(&h.free_key, "/preview/ses-theirs").await;
     assert_error(&theirs, StatusCode::NOT_FOUND, "SESSION_NOT_FOUND", None);
     let anonymous = h
-        .send(Request::get("/preview/ses-up").body(Body::empty()).expect("request"))
+        .send(
+            Request::get("/preview/ses-up")
+                .body(Body::empty())
+                .expect("request"),
+        )
         .await;
     assert_error(&anonymous, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", None);
 
@@ -296,7 +365,11 @@ async fn serve_previews(state: crate::api::AppState) -> std::net::SocketAddr {
 }
 
 /// Opens an upgraded connection (`Upgrade: echo`) through the listener and checks it echoes.
-async fn open_upgrade(addr: std::net::SocketAddr, host: &str, token: &str) -> tokio::net::TcpStream {
+async fn open_upgrade(
+    addr: std::net::SocketAddr,
+    host: &str,
+    token: &str,
+) -> tokio::net::TcpStream {
     let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let request = format!(
         "GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: echo\r\nCookie: kubexec_preview={token}\r\n\r\n"
@@ -305,7 +378,11 @@ async fn open_upgrade(addr: std::net::SocketAddr, host: &str, token: &str) -> to
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(socket.read(&mut byte).await.expect("read"), 1, "head ended early");
+        assert_eq!(
+            socket.read(&mut byte).await.expect("read"),
+            1,
+            "head ended early"
+        );
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
@@ -346,7 +423,10 @@ async fn upgrades_pass_through_and_close_on_revocation_deletion_and_expiry() {
     assert_eq!(&echo, b"pong");
 
     // Session deletion.
-    s.h.cluster.delete_session(NS, "ses-up").await.expect("delete");
+    s.h.cluster
+        .delete_session(NS, "ses-up")
+        .await
+        .expect("delete");
     sweep(&s.h.state).await;
     assert_closed(&mut long).await;
     assert!(s.previews.open.snapshot().is_empty(), "nothing left open");
@@ -365,7 +445,12 @@ async fn upgrades_close_when_the_key_is_revoked_and_count_as_streams() {
     }
     // One more is over the key's stream quota.
     let refused = s.visit(&host, "/", Some(&token)).await;
-    assert_error(&refused, StatusCode::TOO_MANY_REQUESTS, "QUOTA_EXCEEDED", None);
+    assert_error(
+        &refused,
+        StatusCode::TOO_MANY_REQUESTS,
+        "QUOTA_EXCEEDED",
+        None,
+    );
 
     s.h.state
         .keys
