@@ -124,8 +124,8 @@ pub struct ApiArgs {
     #[arg(long, env = "KUBEXEC_SESSION_READY_TIMEOUT", default_value_t = 60)]
     pub session_ready_timeout: u64,
 
-    /// Base URL clients reach this api at, for `previewUrl` (default: from each request's
-    /// Host header).
+    /// Base URL clients reach this api at. Accepted for existing installs; `previewUrl` no
+    /// longer uses it, since previews have origins of their own (`--preview-url`).
     #[arg(long, env = "KUBEXEC_PUBLIC_URL")]
     pub public_url: Option<String>,
 
