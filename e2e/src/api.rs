@@ -32,6 +32,9 @@ pub struct ApiServer {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where it serves previews (`--preview-listen 127.0.0.1:0`; origins
+    /// `<session>-<port>.preview.localhost:<this port>`).
+    pub preview_addr: SocketAddr,
     keys_namespace: String,
 }
 
@@ -78,6 +81,8 @@ impl ApiServer {
                 "",
                 "--session-ready-timeout",
                 "90",
+                "--preview-listen",
+                "127.0.0.1:0",
             ])
             .args(extra)
             .envs(env.iter().copied())
@@ -91,24 +96,33 @@ impl ApiServer {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             use std::io::Write;
-            let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("kubexec api listening on ") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr.trim().to_string());
+                for (what, prefix) in [
+                    ("api", "kubexec api listening on "),
+                    ("previews", "kubexec api previews listening on "),
+                ] {
+                    if let Some(addr) = line.strip_prefix(prefix) {
+                        let _ = tx.send((what, addr.trim().to_string()));
                     }
                 }
                 let _ = writeln!(log, "{line}");
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the api printed its address")
-            .parse()
-            .expect("a socket address");
+        let (mut addr, mut preview_addr) = (None, None);
+        while addr.is_none() || preview_addr.is_none() {
+            let (what, found) = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the api printed its addresses");
+            let found: SocketAddr = found.parse().expect("a socket address");
+            match what {
+                "api" => addr = Some(found),
+                _ => preview_addr = Some(found),
+            }
+        }
         ApiServer {
             child,
-            addr,
+            addr: addr.expect("the api's address"),
+            preview_addr: preview_addr.expect("the preview address"),
             keys_namespace: keys_namespace.to_string(),
         }
     }
@@ -488,4 +502,96 @@ impl Fixture {
         assert_eq!(reply.status, 200, "{body}: {}", reply.text());
         reply.json()
     }
+}
+
+/// A preview link taken apart: its origin's authority (`<session>-<port>.preview.localhost:N`),
+/// the loopback address it resolves to, and its path with the query.
+#[derive(Clone, Debug)]
+pub struct PreviewLink {
+    /// The `Host` of the preview's origin.
+    pub authority: String,
+    /// Where to connect (`*.localhost` is loopback; the URL's port).
+    pub addr: SocketAddr,
+    /// The path and query, token included.
+    pub path_and_query: String,
+}
+
+impl PreviewLink {
+    /// Parses an `http://` previewUrl.
+    pub fn parse(url: &str) -> PreviewLink {
+        let rest = url
+            .strip_prefix("http://")
+            .unwrap_or_else(|| panic!("an http:// previewUrl: {url}"));
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let port: u16 = authority
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .unwrap_or(80);
+        PreviewLink {
+            authority: authority.to_string(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            path_and_query: if path.is_empty() {
+                "/".into()
+            } else {
+                path.into()
+            },
+        }
+    }
+}
+
+/// `GET path` on a preview origin, with the preview cookie if given.
+pub async fn preview_get(link: &PreviewLink, path: &str, cookie: Option<&str>) -> Reply {
+    let stream = tokio::net::TcpStream::connect(link.addr)
+        .await
+        .expect("connect to the preview listener");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("http handshake");
+    tokio::spawn(connection);
+    let mut request = Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .header("host", &link.authority);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let request = request.body(Full::new(Bytes::new())).expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Opens a previewUrl as a browser does: the link sets the preview cookie and redirects to
+/// the same page without the token, which is then fetched with the cookie. Returns that page
+/// and the cookie (`name=value`).
+pub async fn open_preview(url: &str) -> (Reply, String) {
+    let link = PreviewLink::parse(url);
+    let first = preview_get(&link, &link.path_and_query, None).await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER, "{}", first.text());
+    let cookie = first
+        .headers
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a preview cookie")
+        .to_string();
+    let location = first
+        .headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("a redirect")
+        .to_string();
+    assert!(!location.contains("kubexec_token"), "{location}");
+    (preview_get(&link, &location, Some(&cookie)).await, cookie)
 }

@@ -6,6 +6,7 @@
 //! The suites need a running cluster: `e2e/cluster/up`, then `eval "$(e2e/cluster/env)"`.
 
 pub mod api;
+pub mod browser;
 pub mod proxy;
 
 use std::fmt::Debug;

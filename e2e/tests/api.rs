@@ -437,10 +437,15 @@ async fn background_servers_processes_and_the_preview() {
         .await;
     assert_eq!(fetched["stdout"], "hello from 8080", "{fetched}");
 
-    let preview = f
+    // The old preview path redirects to the session's own preview origin (e2e/tests/preview.rs
+    // has the rest).
+    let redirect = f
         .http
         .get(&format!("/preview/{}/", f.session), Some(&f.key))
         .await;
+    assert_eq!(redirect.status, 307, "{}", redirect.text());
+    let location = redirect.headers["location"].to_str().expect("location");
+    let (preview, _) = kubexec_e2e::api::open_preview(location).await;
     assert_eq!(preview.status, 200, "{}", preview.text());
     assert_eq!(preview.text(), "hello from 8080");
 

@@ -89,14 +89,21 @@ async fn readme_curl_returns_the_sum_through_the_in_cluster_api() {
         )
         .await;
     assert_eq!(started.json()["exitCode"], 0, "{}", started.text());
-    let mut preview = http.get(&format!("/preview/{session}/"), Some(&key)).await;
+    // Through `make up`'s preview forward, with the link from previewUrl and no key.
+    let described = http.get(&format!("/sessions/{session}"), Some(&key)).await;
+    let url = described.json()["previewUrl"]
+        .as_str()
+        .expect("previewUrl")
+        .to_string();
+    let (mut preview, cookie) = kubexec_e2e::api::open_preview(&url).await;
+    let link = kubexec_e2e::api::PreviewLink::parse(&url);
     // The engine may still be programming a new sandbox's rules for a few seconds.
     for _ in 0..20 {
         if preview.status == 200 {
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        preview = http.get(&format!("/preview/{session}/"), Some(&key)).await;
+        preview = kubexec_e2e::api::preview_get(&link, "/", Some(&cookie)).await;
     }
     assert_eq!(preview.status, 200, "{}", preview.text());
     assert_eq!(preview.text(), "preview ok");

@@ -102,24 +102,46 @@ fn identify(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Caller,
     let key = bearer(headers)?;
     // A stale cache may still hold a revoked key: check none rather than the wrong one.
     if state.keys.is_stale() {
-        return Err(ApiError::Unavailable {
-            code: codes::KEYS_STALE,
-            message: "API keys cannot be checked right now (the server's key cache is stale); retry later".into(),
-            retry_after: STALE_RETRY_AFTER,
-        });
+        return Err(stale_keys());
     }
     let info = state
         .keys
         .lookup(key)
         .ok_or(ApiError::Unauthorized("invalid API key"))?;
+    Ok(caller_of(state, info))
+}
+
+fn caller_of(state: &AppState, info: super::keys::KeyInfo) -> Caller {
     let namespace = state.settings.tenancy.namespace_of(&info.tenant);
-    Ok(Caller {
+    Caller {
         limits: state.tiers.get(info.tier).clone(),
         key_id: info.id,
         tenant: info.tenant,
         namespace,
         tier: info.tier,
-    })
+    }
+}
+
+/// The caller a key id stands for (a preview token names its key by id): refused like a key
+/// when the key cache is stale, and 401 once the key is revoked.
+pub fn caller_by_key_id(state: &AppState, key_id: &str) -> Result<Caller, ApiError> {
+    if state.keys.is_stale() {
+        return Err(stale_keys());
+    }
+    let info = state.keys.get_by_id(key_id).ok_or(ApiError::Unauthorized(
+        "the API key this preview link was made for is revoked",
+    ))?;
+    Ok(caller_of(state, info))
+}
+
+fn stale_keys() -> ApiError {
+    ApiError::Unavailable {
+        code: codes::KEYS_STALE,
+        message:
+            "API keys cannot be checked right now (the server's key cache is stale); retry later"
+                .into(),
+        retry_after: STALE_RETRY_AFTER,
+    }
 }
 
 #[cfg(test)]

@@ -124,8 +124,8 @@ pub struct ApiArgs {
     #[arg(long, env = "KUBEXEC_SESSION_READY_TIMEOUT", default_value_t = 60)]
     pub session_ready_timeout: u64,
 
-    /// Base URL clients reach this api at, for `previewUrl` (default: from each request's
-    /// Host header).
+    /// Base URL clients reach this api at. Accepted for existing installs; `previewUrl` no
+    /// longer uses it, since previews have origins of their own (`--preview-url`).
     #[arg(long, env = "KUBEXEC_PUBLIC_URL")]
     pub public_url: Option<String>,
 
@@ -155,6 +155,41 @@ pub struct ApiArgs {
     /// Where keys live and how tenants map to namespaces.
     #[command(flatten)]
     pub tenancy: TenancyArgs,
+
+    /// Previews: their listener, origins, ports, link lifetime and signing secret.
+    #[command(flatten)]
+    pub preview: PreviewArgs,
+}
+
+/// `kubexec api` preview flags.
+#[derive(Args, Clone, Debug)]
+pub struct PreviewArgs {
+    /// Address to serve previews on (every `<session>-<port>.<domain>` origin; routed by the
+    /// Host header). Use 0.0.0.0:8081 inside a cluster.
+    #[arg(long, env = "KUBEXEC_PREVIEW_LISTEN", default_value = "127.0.0.1:8081")]
+    pub preview_listen: SocketAddr,
+
+    /// Public base of preview origins, e.g. `https://preview.example.com` (a wildcard DNS name
+    /// and certificate for `*.preview.example.com`): a preview is
+    /// `https://<session>-<port>.preview.example.com/`. Default: `http://preview.localhost:<the
+    /// preview listener's port>` (Chromium resolves `*.localhost` to loopback).
+    #[arg(long, env = "KUBEXEC_PREVIEW_URL")]
+    pub preview_url: Option<String>,
+
+    /// Sandbox ports that may be previewed: `8080` or a range `8000-8999` (the chart passes
+    /// `sandbox.network.previewPorts`, which the sandboxes' ingress policy admits).
+    #[arg(long, env = "KUBEXEC_PREVIEW_PORTS", default_value = "8080")]
+    pub preview_ports: String,
+
+    /// Seconds a preview link works (also the most a caller may ask for).
+    #[arg(long, env = "KUBEXEC_PREVIEW_TOKEN_TTL", default_value_t = 3600)]
+    pub preview_token_ttl: u64,
+
+    /// File holding the secret (at least 32 bytes) preview tokens are signed with; every
+    /// replica of the api must share it (the chart keeps it in a Secret). Default: a random
+    /// secret per process, so links work only on the replica that made them.
+    #[arg(long, env = "KUBEXEC_PREVIEW_SECRET_FILE")]
+    pub preview_secret_file: Option<PathBuf>,
 }
 
 impl ApiArgs {

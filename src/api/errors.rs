@@ -12,8 +12,6 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::layout::PREVIEW_PORT;
-
 /// Error codes, as they appear in `error.code`.
 pub mod codes {
     /// The body is not valid JSON, or not of the expected shape.
@@ -59,6 +57,18 @@ pub mod codes {
     pub const EXECUTION_TIMEOUT: &str = "EXECUTION_TIMEOUT";
     /// The preview port of the session does not answer.
     pub const PREVIEW_UNAVAILABLE: &str = "PREVIEW_UNAVAILABLE";
+    /// A preview was opened without a token (no `kubexec_token` parameter, no cookie).
+    pub const PREVIEW_TOKEN_MISSING: &str = "PREVIEW_TOKEN_MISSING";
+    /// The preview token is malformed or not signed by this api.
+    pub const PREVIEW_TOKEN_INVALID: &str = "PREVIEW_TOKEN_INVALID";
+    /// The preview token has expired.
+    pub const PREVIEW_TOKEN_EXPIRED: &str = "PREVIEW_TOKEN_EXPIRED";
+    /// The preview token is for another session or port than the origin it was sent to.
+    pub const PREVIEW_TOKEN_MISMATCH: &str = "PREVIEW_TOKEN_MISMATCH";
+    /// The port is outside the ports previews may reach (`--preview-ports`).
+    pub const PREVIEW_PORT_NOT_ALLOWED: &str = "PREVIEW_PORT_NOT_ALLOWED";
+    /// The Host is not a preview origin (`<session>-<port>.<preview domain>`).
+    pub const PREVIEW_NOT_FOUND: &str = "PREVIEW_NOT_FOUND";
     /// Something went wrong on the server.
     pub const INTERNAL: &str = "INTERNAL_ERROR";
     /// The path names something that is not a regular file (a FIFO, a device, a directory).
@@ -94,6 +104,22 @@ pub enum ApiError {
     /// 401.
     #[error("unauthorized: {0}")]
     Unauthorized(&'static str),
+    /// 401 with a specific code (a preview token that is missing, invalid or expired).
+    #[error("{message}")]
+    Denied {
+        /// One of [`codes`].
+        code: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// 403: authenticated, but not for this (a preview token of another session or port).
+    #[error("{message}")]
+    Forbidden {
+        /// One of [`codes`].
+        code: &'static str,
+        /// Why.
+        message: String,
+    },
     /// 404: no such session for this tenant (another tenant's looks the same).
     #[error("session {0} not found")]
     SessionNotFound(String),
@@ -177,8 +203,13 @@ pub enum ApiError {
     #[error("no result after {0} seconds")]
     ExecutionTimeout(u64),
     /// 502: the preview port does not answer.
-    #[error("preview unavailable: {0}")]
-    PreviewUnavailable(String),
+    #[error("preview of port {port} unavailable: {detail}")]
+    PreviewUnavailable {
+        /// The sandbox port.
+        port: u16,
+        /// What failed (logged, never sent).
+        detail: String,
+    },
     /// 500: logged with its detail, answered with a generic message.
     #[error("{context}: {detail}")]
     Internal {
@@ -237,7 +268,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Invalid { .. } | ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) | ApiError::Denied { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::SessionNotFound(_) | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -251,7 +283,7 @@ impl ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             ApiError::ExecutionTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::PreviewUnavailable(_) => StatusCode::BAD_GATEWAY,
+            ApiError::PreviewUnavailable { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -279,6 +311,8 @@ impl ApiError {
                 json!({ "sessionId": id }),
             ),
             ApiError::NotFound { code, message }
+            | ApiError::Denied { code, message }
+            | ApiError::Forbidden { code, message }
             | ApiError::Conflict { code, message }
             | ApiError::Unprocessable { code, message } => (code, message.clone(), json!({})),
             ApiError::Unavailable {
@@ -325,10 +359,10 @@ impl ApiError {
                 format!("no result after {secs} seconds"),
                 json!({}),
             ),
-            ApiError::PreviewUnavailable(_) => (
+            ApiError::PreviewUnavailable { port, .. } => (
                 codes::PREVIEW_UNAVAILABLE,
-                format!("nothing answers on the session's preview port ({PREVIEW_PORT})"),
-                json!({}),
+                format!("nothing answers on port {port} of the session"),
+                json!({ "port": port }),
             ),
             ApiError::Internal { .. } => (
                 codes::INTERNAL,

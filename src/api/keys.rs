@@ -207,6 +207,16 @@ impl KeyCache {
             .cloned()
     }
 
+    /// The key with id `id`, if it is valid (not revoked).
+    pub fn get_by_id(&self, id: &str) -> Option<KeyInfo> {
+        self.by_hash
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .find(|info| info.id == id)
+            .cloned()
+    }
+
     /// True once the first complete list of keys is in.
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Relaxed)

@@ -8,7 +8,7 @@
 //! streamed delivery), [`file_read`] (`/files/read` in constant memory), [`outcome`] (an Execution's result as the api reports it), [`stream`]
 //! (SSE), [`openapi`], [`metrics`], [`cluster`] (the Kubernetes seam), [`state`], [`config`],
 //! [`startup`] (`kubexec api` itself), [`keys_cli`] (`kubexec keys`), [`mcp`] (the MCP server
-//! at `/mcp`).
+//! at `/mcp`), [`preview`] (browser-ready previews on origins of their own).
 
 pub mod auth;
 pub mod body_limit;
@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod outcome;
+pub mod preview;
 pub mod quota;
 pub mod rate_limit;
 pub mod routes;

@@ -27,6 +27,7 @@ use super::{errors, mcp, model, routes};
         routes::processes::list_processes,
         routes::processes::kill_process,
         mcp::endpoint,
+        routes::preview::preview_link,
         routes::preview::preview_root,
         routes::preview::preview_path,
         routes::health::healthz,
@@ -57,6 +58,7 @@ use super::{errors, mcp, model, routes};
         model::KillProcessRequest,
         model::KillProcessResponse,
         model::HealthResponse,
+        routes::preview::PreviewLink,
     )),
     modifiers(&BearerAuth),
 )]

@@ -99,6 +99,12 @@ pub fn routes() -> Vec<Route> {
         route(Method::POST, "/mcp", post(mcp::endpoint), true),
         route(
             Method::GET,
+            "/preview/{id}",
+            get(preview::preview_link),
+            true,
+        ),
+        route(
+            Method::GET,
             "/preview/{id}/",
             any(preview::preview_root),
             true,
@@ -184,10 +190,24 @@ pub async fn serve<L>(
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
 {
+    serve_router(listener, app(state), "the REST API", shutdown, drain).await
+}
+
+/// Serves `router` (the API, or the previews) as [`serve`] does.
+pub async fn serve_router<L>(
+    listener: L,
+    router: Router,
+    what: &'static str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(addr = ?addr, "serving the REST API");
+    tracing::info!(addr = ?addr, "serving {what}");
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stopped_tx.send(());
     });

@@ -8,7 +8,8 @@ use super::{
     config::ApiArgs,
     keys::{watch_keys, KeyCache},
     metrics::HttpMetrics,
-    server::serve,
+    preview::{config::PreviewSettings, proxy::preview_app, run_sweeper, Previews},
+    server::{serve, serve_router},
     state::{AppState, Settings},
     tiers::{Tiers, TiersError},
 };
@@ -38,6 +39,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The preview flags were refused.
+    #[error(transparent)]
+    Preview(#[from] crate::api::preview::config::PreviewConfigError),
     /// The server failed while serving.
     #[error("server: {0}")]
     Server(#[source] std::io::Error),
@@ -58,25 +62,44 @@ pub async fn run(args: ApiArgs) -> Result<(), ServeError> {
         args.tenancy.keys_namespace.clone(),
         keys.clone(),
     ));
+    let preview_listener = bind(args.preview.preview_listen).await?;
+    let preview_port = preview_listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or_default();
+    let previews = Previews::new(PreviewSettings::from_args(&args.preview, preview_port)?);
     let state = AppState::new(
         KubeCluster::new(client),
         keys,
         tiers,
         settings(&args),
         HttpMetrics::new(),
-    );
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: args.listen,
-            source,
-        })?;
+    )
+    .with_previews(previews);
+    let listener = bind(args.listen).await?;
     if let Ok(addr) = listener.local_addr() {
         // Tests and scripts read this line to learn the port of `--listen 127.0.0.1:0`.
         tracing::info!(%addr, "listening");
         eprintln!("kubexec api listening on {addr}");
     }
+    if let Ok(addr) = preview_listener.local_addr() {
+        // And this one for `--preview-listen 127.0.0.1:0`.
+        eprintln!("kubexec api previews listening on {addr}");
+    }
     let shutdown = Shutdown::on_signals();
+    tokio::spawn(run_sweeper(state.clone()));
+    let preview_server = serve_router(
+        preview_listener,
+        preview_app(state.clone()),
+        "previews",
+        shutdown.wait(),
+        DRAIN,
+    );
+    tokio::spawn(async move {
+        if let Err(error) = preview_server.await {
+            tracing::error!(%error, "the preview listener failed");
+        }
+    });
     match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let config = crate::api::tls::server_config(cert, key)?;
@@ -88,6 +111,12 @@ pub async fn run(args: ApiArgs) -> Result<(), ServeError> {
         _ => serve(listener, state, shutdown.wait(), DRAIN).await,
     }
     .map_err(ServeError::Server)
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
 }
 
 fn settings(args: &ApiArgs) -> Settings {

@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use super::{
     cluster::Cluster, config::TenancyArgs, keys::KeyCache, metrics::HttpMetrics,
-    quota::TenantQuotas, rate_limit::RateLimiter, tiers::Tiers,
+    preview::links::Previews, quota::TenantQuotas, rate_limit::RateLimiter, tiers::Tiers,
 };
 
 /// Settings of the api that handlers read.
@@ -55,6 +55,8 @@ pub struct AppState {
     pub metrics: Arc<HttpMetrics>,
     /// Settings.
     pub settings: Arc<Settings>,
+    /// Previews (`None`: this api serves none, and `previewUrl` is empty).
+    pub previews: Option<Arc<Previews>>,
 }
 
 impl AppState {
@@ -74,6 +76,13 @@ impl AppState {
             quotas: Arc::new(TenantQuotas::default()),
             metrics,
             settings: Arc::new(settings),
+            previews: None,
         }
+    }
+
+    /// The same state, serving `previews`.
+    pub fn with_previews(mut self, previews: Arc<Previews>) -> Self {
+        self.previews = Some(previews);
+        self
     }
 }

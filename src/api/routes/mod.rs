@@ -26,7 +26,8 @@ pub struct ReadySession {
     pub pod: String,
 }
 
-fn is_gone(session: &Session) -> bool {
+/// True for a session that is deleted, expired or being deleted.
+pub fn is_gone(session: &Session) -> bool {
     session.metadata.deletion_timestamp.is_some()
         || matches!(
             session.phase(),

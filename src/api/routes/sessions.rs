@@ -22,6 +22,7 @@ use crate::{
             CreateSessionRequest, DeleteSessionResponse, ResourceLimits, ResourceLimitsRequest,
             SessionList, SessionResponse,
         },
+        preview::PreviewLinks,
         state::AppState,
         tiers::TierLimits,
     },
@@ -187,7 +188,7 @@ pub fn public_base(settings: &crate::api::state::Settings, headers: &HeaderMap) 
 }
 
 /// The API's view of a Session.
-pub fn session_response(session: &Session, public_base: &str) -> SessionResponse {
+pub fn session_response(session: &Session, links: &PreviewLinks) -> SessionResponse {
     let name = session.metadata.name.clone().unwrap_or_default();
     let created = session
         .metadata
@@ -215,7 +216,7 @@ pub fn session_response(session: &Session, public_base: &str) -> SessionResponse
         .map(|q| q.millis() as f64 / 1000.0)
         .unwrap_or(1.0);
     SessionResponse {
-        preview_url: format!("{public_base}/preview/{name}/"),
+        preview_url: links.url(&name),
         session_id: name,
         status: session.phase().as_str().to_ascii_lowercase(),
         created_at: created.to_string(),
@@ -272,7 +273,7 @@ pub async fn create_session(
     let ns = &caller.namespace;
     if idempotency.is_some() {
         if let Some(existing) = state.cluster.get_session(ns, &name).await? {
-            return replay(&state, &headers, &existing, &spec_hash);
+            return replay(&state, &caller, &existing, &spec_hash);
         }
     }
     let session = new_session(&name, &caller, spec, &spec_hash);
@@ -283,13 +284,13 @@ pub async fn create_session(
                 StatusCode::CREATED,
                 Json(session_response(
                     &created,
-                    &public_base(&state.settings, &headers),
+                    &PreviewLinks::for_caller(&state, &caller),
                 )),
             ))
         }
         Created::Exists => match state.cluster.get_session(ns, &name).await? {
             Some(existing) if idempotency.is_some() => {
-                replay(&state, &headers, &existing, &spec_hash)
+                replay(&state, &caller, &existing, &spec_hash)
             }
             _ => Err(ApiError::internal("create session", "name collision")),
         },
@@ -418,7 +419,7 @@ fn new_session(name: &str, caller: &Caller, spec: SessionSpec, spec_hash: &str) 
 
 fn replay(
     state: &AppState,
-    headers: &HeaderMap,
+    caller: &Caller,
     existing: &Session,
     spec_hash: &str,
 ) -> ApiResult<(StatusCode, Json<SessionResponse>)> {
@@ -437,7 +438,7 @@ fn replay(
         StatusCode::OK,
         Json(session_response(
             existing,
-            &public_base(&state.settings, headers),
+            &PreviewLinks::for_caller(state, caller),
         )),
     ))
 }
@@ -453,13 +454,12 @@ fn replay(
 pub async fn get_session(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SessionResponse>> {
     let session = find_session(&state, &caller, &id).await?;
     Ok(Json(session_response(
         &session,
-        &public_base(&state.settings, &headers),
+        &PreviewLinks::for_caller(&state, &caller),
     )))
 }
 
@@ -472,9 +472,10 @@ pub async fn get_session(
 pub async fn list_sessions(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    // Kept for callers of this handler (MCP): preview links no longer come from the request.
+    _headers: HeaderMap,
 ) -> ApiResult<Json<SessionList>> {
-    let base = public_base(&state.settings, &headers);
+    let links = PreviewLinks::for_caller(&state, &caller);
     let mut sessions: Vec<Session> = state
         .cluster
         .list_sessions(&caller.namespace)
@@ -492,7 +493,7 @@ pub async fn list_sessions(
     Ok(Json(SessionList {
         sessions: sessions
             .iter()
-            .map(|s| session_response(s, &base))
+            .map(|s| session_response(s, &links))
             .collect(),
     }))
 }
@@ -550,8 +551,19 @@ mod tests {
         assert_eq!(spec.metadata.get("n").map(String::as_str), Some("3"));
 
         let session = Session::new("ses-x", spec);
-        let view = session_response(&session, "http://api");
-        assert_eq!(view.preview_url, "http://api/preview/ses-x/");
+        let signer = crate::api::preview::token::Signer::new(&[1; 32]).expect("secret");
+        let previews = crate::api::preview::Previews::new(
+            crate::api::preview::config::PreviewSettings::local(18081, signer),
+        );
+        let links = PreviewLinks::new(Some(previews), "k1", 1_000);
+        let view = session_response(&session, &links);
+        assert!(
+            view.preview_url.starts_with(
+                "http://ses-x-8080.preview.localhost:18081/?kubexec_token=v1.ses-x.8080.k1.4600."
+            ),
+            "{}",
+            view.preview_url
+        );
         assert_eq!(
             view.resource_limits,
             ResourceLimits {

@@ -66,11 +66,17 @@ impl FakeCluster {
     }
 
     pub(super) fn add_ready_session(&self, ns: &str, name: &str) {
+        self.add_session_at(ns, name, None);
+    }
+
+    /// A ready session whose Pod has the address `pod_ip` (previews connect to it).
+    pub(super) fn add_session_at(&self, ns: &str, name: &str, pod_ip: Option<&str>) {
         let mut session = Session::new(name, SessionSpec::default());
         session.metadata.namespace = Some(ns.into());
         session.status = Some(SessionStatus {
             phase: Some(SessionPhase::Ready),
             pod_name: Some(format!("{name}-sandbox")),
+            pod_ip: pod_ip.map(str::to_string),
             ..Default::default()
         });
         self.sessions
