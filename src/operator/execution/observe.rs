@@ -1,9 +1,13 @@
-//! Dereference (IO): read the Session, its sandbox Pod and the Secrets an Execution needs.
+//! Dereference (IO): the Session and its sandbox Pod (from the controllers' caches when they
+//! let a run start, see [`Caches`]), and the Secrets an Execution needs (one GET each).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::{Api, ResourceExt};
+use kube::{
+    runtime::reflector::{self, ObjectRef, Store},
+    Api, ResourceExt,
+};
 
 use crate::crd::{Execution, ExecutionPhase, Session, SessionPhase};
 use crate::layout::is_env_name;
@@ -40,10 +44,89 @@ pub enum EnvResolution {
     Invalid(String),
 }
 
+/// The caches the Execution controller reads before a run, so that starting a run on a ready
+/// Session costs no read: the Sessions (the Execution controller's own Session watch, the one
+/// that wakes pending Executions) and the sandbox Pods (the Session controller's Pod watch).
+/// A cache may lag behind the cluster, so only what lets a run start is taken from it (a Ready
+/// Session; its Pod with the expected UID); a miss or anything else is confirmed with one GET.
+/// There is no Secret cache: env Secrets are read with one GET per execution that has env.
+#[derive(Clone)]
+pub struct Caches {
+    /// Sessions.
+    pub sessions: Store<Session>,
+    /// Sandbox Pods (kubexec-managed).
+    pub pods: Store<Pod>,
+}
+
+impl Default for Caches {
+    /// Empty caches with no writer: every read falls back to a GET.
+    fn default() -> Self {
+        Self {
+            sessions: reflector::store().0,
+            pods: reflector::store().0,
+        }
+    }
+}
+
+fn cached<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .get(&ObjectRef::new(name).within(namespace))
+        .map(|object| (*object).clone())
+}
+
+/// A Session that can take a run: Ready, not suspended, not being deleted, with a Pod.
+fn can_run(session: &Session) -> bool {
+    let ready = session
+        .status
+        .as_ref()
+        .is_some_and(|st| st.phase == Some(SessionPhase::Ready) && st.pod_name.is_some());
+    ready && !session.spec.suspend && session.metadata.deletion_timestamp.is_none()
+}
+
+/// The Session: from the cache when it can take a run, else read.
+async fn session(
+    caches: &Caches,
+    api: &Api<Session>,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Session>> {
+    match cached(&caches.sessions, namespace, name) {
+        Some(session) if can_run(&session) => Ok(Some(session)),
+        _ => api.get_opt(name).await.map_err(Error::kube("get session")),
+    }
+}
+
+/// The Pod: from the cache when it is there, not being deleted, and (when one is expected) has
+/// the expected UID; else read.
+async fn pod(
+    caches: &Caches,
+    api: &Api<Pod>,
+    namespace: &str,
+    name: &str,
+    expected_uid: Option<&str>,
+) -> Result<Option<Pod>> {
+    let usable = |pod: &Pod| {
+        pod.metadata.deletion_timestamp.is_none()
+            && expected_uid.is_none_or(|uid| pod.metadata.uid.as_deref() == Some(uid))
+    };
+    match cached(&caches.pods, namespace, name) {
+        Some(pod) if usable(&pod) => Ok(Some(pod)),
+        _ => api.get_opt(name).await.map_err(Error::kube("get pod")),
+    }
+}
+
 /// Reads what the pipeline needs, and no more: nothing for a finished Execution; the Pod the
 /// run was recorded in, the Session and the env for a Running one (its inputs, in case the run
-/// was never started); the Session, its Pod and the env for a Pending one.
-pub async fn observe(client: &kube::Client, execution: &Execution) -> Result<Observed> {
+/// was never started); the Session, its Pod and the env for a Pending one. Sessions and Pods
+/// come from `caches` when they let the run start (see [`Caches`]).
+pub async fn observe(
+    client: &kube::Client,
+    caches: &Caches,
+    execution: &Execution,
+) -> Result<Observed> {
     let namespace = execution
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
@@ -56,13 +139,16 @@ pub async fn observe(client: &kube::Client, execution: &Execution) -> Result<Obs
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let sessions: Api<Session> = Api::namespaced(client.clone(), &namespace);
-    let session = sessions
-        .get_opt(&execution.spec.session_ref.name)
-        .await
-        .map_err(Error::kube("get session"))?;
+    let session = session(
+        caches,
+        &sessions,
+        &namespace,
+        &execution.spec.session_ref.name,
+    )
+    .await?;
     if phase == ExecutionPhase::Running {
         let pod = match &status.pod_name {
-            Some(name) => pods.get_opt(name).await.map_err(Error::kube("get pod"))?,
+            Some(name) => pod(caches, &pods, &namespace, name, status.pod_uid.as_deref()).await?,
             None => None,
         };
         let env = resolve_env(client, &namespace, execution).await?;
@@ -85,10 +171,7 @@ pub async fn observe(client: &kube::Client, execution: &Execution) -> Result<Obs
             ..Observed::default()
         });
     };
-    let pod = pods
-        .get_opt(&pod_name)
-        .await
-        .map_err(Error::kube("get pod"))?;
+    let pod = pod(caches, &pods, &namespace, &pod_name, None).await?;
     let env = resolve_env(client, &namespace, execution).await?;
     Ok(Observed {
         session,
