@@ -9,7 +9,7 @@ use kube::{
 
 use super::{
     config::{ExecutionSettings, SandboxConfig},
-    execution::{decide::RunLimits, observe::Caches, tracker::TrackerMetrics, Tracker},
+    execution::{admission::RunLimits, observe::Caches, tracker::TrackerMetrics, Tracker},
     metrics::Metrics,
     netpol::build::PolicySet,
 };

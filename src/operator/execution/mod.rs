@@ -56,6 +56,7 @@
 //! - **Shutdown**: in-flight runs are abandoned with the process; the next operator recovers
 //!   them as above.
 
+pub mod admission;
 pub mod apply;
 pub mod build;
 pub mod decide;

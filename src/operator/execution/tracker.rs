@@ -4,7 +4,7 @@
 //!
 //! It is also the replica's admission queue: at most [`RunLimits::per_replica`] runs are in
 //! flight, and at most [`RunLimits::per_session`] of one Session. A run over either bound waits
-//! in a first-come, first-served queue ([`super::decide::admissible`] picks who starts); its
+//! in a first-come, first-served queue ([`super::admission::admissible`] picks who starts); its
 //! reconcile returns a requeue, not an error, and a run that ends wakes the next ones through
 //! [`Tracker::take_wakeups`]. Overload then raises latency, while the exec streams, tasks and
 //! memory of the replica stay bounded.
@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::crd::Execution;
 
-use super::decide::{admissible, RunLimits};
+use super::admission::{admissible, RunLimits};
 
 /// How long a finished run is remembered: long enough for the watch to deliver the final status.
 const REMEMBER_FINISHED: Duration = Duration::from_secs(300);
