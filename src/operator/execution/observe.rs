@@ -99,23 +99,29 @@ async fn session(
     }
 }
 
-/// The Pod: from the cache when it is there, not being deleted, and (when one is expected) has
-/// the expected UID; else read.
+/// The Pod: from the cache when it is there, not being deleted, and `is_the_one` (a cached
+/// Pod of the same name may be one that was replaced); else read.
 async fn pod(
     caches: &Caches,
     api: &Api<Pod>,
     namespace: &str,
     name: &str,
-    expected_uid: Option<&str>,
+    is_the_one: impl Fn(&Pod) -> bool,
 ) -> Result<Option<Pod>> {
-    let usable = |pod: &Pod| {
-        pod.metadata.deletion_timestamp.is_none()
-            && expected_uid.is_none_or(|uid| pod.metadata.uid.as_deref() == Some(uid))
-    };
     match cached(&caches.pods, namespace, name) {
-        Some(pod) if usable(&pod) => Ok(Some(pod)),
+        Some(pod) if pod.metadata.deletion_timestamp.is_none() && is_the_one(&pod) => Ok(Some(pod)),
         _ => api.get_opt(name).await.map_err(Error::kube("get pod")),
     }
+}
+
+/// A cached Pod is the one a run was recorded in when its UID is the recorded one.
+fn has_uid(uid: Option<&str>) -> impl Fn(&Pod) -> bool + '_ {
+    move |pod| uid.is_some() && pod.metadata.uid.as_deref() == uid
+}
+
+/// A cached Pod is the Session's current one when it has the IP the Session's status names.
+fn has_ip(ip: Option<&str>) -> impl Fn(&Pod) -> bool + '_ {
+    move |pod| ip.is_some() && pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()) == ip
 }
 
 /// Reads what the pipeline needs, and no more: nothing for a finished Execution; the Pod the
@@ -148,7 +154,10 @@ pub async fn observe(
     .await?;
     if phase == ExecutionPhase::Running {
         let pod = match &status.pod_name {
-            Some(name) => pod(caches, &pods, &namespace, name, status.pod_uid.as_deref()).await?,
+            Some(name) => {
+                let recorded = has_uid(status.pod_uid.as_deref());
+                pod(caches, &pods, &namespace, name, recorded).await?
+            }
             None => None,
         };
         let env = resolve_env(client, &namespace, execution).await?;
@@ -171,7 +180,11 @@ pub async fn observe(
             ..Observed::default()
         });
     };
-    let pod = pod(caches, &pods, &namespace, &pod_name, None).await?;
+    let session_ip = session
+        .as_ref()
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.pod_ip.as_deref());
+    let pod = pod(caches, &pods, &namespace, &pod_name, has_ip(session_ip)).await?;
     let env = resolve_env(client, &namespace, execution).await?;
     Ok(Observed {
         session,

@@ -315,15 +315,28 @@ fn pending_executions_of_a_session_are_found() {
 
 fn sandbox_pod() -> k8s_openapi::api::core::v1::Pod {
     serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "demo-sandbox", "namespace": NS, "uid": "pod-uid"}}))
+        "metadata": {"name": "demo-sandbox", "namespace": NS, "uid": "pod-uid"},
+        "status": {"podIP": "10.244.0.7"}}))
     .expect("pod literal")
+}
+
+fn cached_ready_session() -> Session {
+    let mut session = ready_session();
+    if let Some(status) = session.status.as_mut() {
+        status.pod_ip = Some("10.244.0.7".into());
+    }
+    session
 }
 
 /// A context whose caches hold the ready Session and its Pod, with the given run bounds.
 fn cached_context(max_runs_per_session: usize) -> (Arc<Context>, Mock) {
+    cached_context_with(max_runs_per_session, cached_ready_session())
+}
+
+fn cached_context_with(max_runs_per_session: usize, session: Session) -> (Arc<Context>, Mock) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let (sessions, mut session_writer) = reflector::store();
-    session_writer.apply_watcher_event(&watcher::Event::Apply(ready_session()));
+    session_writer.apply_watcher_event(&watcher::Event::Apply(session));
     let (pods, mut pod_writer) = reflector::store();
     pod_writer.apply_watcher_event(&watcher::Event::Apply(sandbox_pod()));
     let settings = crate::operator::config::ExecutionSettings {
@@ -390,4 +403,32 @@ async fn a_run_over_the_session_bound_waits_queued_without_a_call() {
     {
         assert!(!request.uri().path().contains("run-2"), "{}", request.uri());
     }
+}
+
+#[tokio::test]
+async fn a_cached_pod_that_may_have_been_replaced_is_read_again() {
+    // The Session names another IP than the cached Pod has: it may be a new Pod of that name.
+    let mut session = cached_ready_session();
+    if let Some(status) = session.status.as_mut() {
+        status.pod_ip = Some("10.244.0.9".into());
+    }
+    let (ctx, mut handle) = cached_context_with(8, session);
+    let apiserver = tokio::spawn(async move {
+        let (_, _, send) = expect(
+            &mut handle,
+            Method::GET,
+            &format!("/api/v1/namespaces/{NS}/pods/demo-sandbox"),
+        )
+        .await;
+        let mut replaced = sandbox_pod();
+        replaced.metadata.uid = Some("new-pod-uid".into());
+        send.send_response(respond(StatusCode::OK, &replaced));
+        let (status, _) = expect_status_patch(&mut handle).await;
+        assert_eq!(status.pod_uid.as_deref(), Some("new-pod-uid"));
+    });
+    run_reconcile(&ctx, execution()).await.expect("reconciled");
+    tokio::time::timeout(Duration::from_secs(1), apiserver)
+        .await
+        .expect("every expected call")
+        .expect("scenario");
 }
