@@ -7,8 +7,32 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kubexec::crd::{Execution, ExecutionPhase, ExecutionStatus, Session, SessionPhase};
 use kubexec::sandbox::protocol::{ExecSpec, ProcessList, RunnerEvent};
 use kubexec::sandbox::{Sandbox, SandboxError};
-use kubexec_e2e::{create_session, pod_of, repo_root, wait_for, wait_gone, TestNs, READY_TIMEOUT};
+use kubexec_e2e::{
+    create_session, pod_of, repo_root, wait_for, wait_gone, wait_until, TestNs, READY_TIMEOUT,
+};
 use serde_json::json;
+
+/// The Events about Executions in the namespace: (type, reason, Execution name).
+async fn execution_events(ns: &TestNs) -> Vec<(String, String, String)> {
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    events
+        .list(&Default::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter_map(|e| {
+            let regarding = e.regarding?;
+            (regarding.kind.as_deref() == Some("Execution")).then(|| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    regarding.name.unwrap_or_default(),
+                )
+            })
+        })
+        .collect()
+}
 
 /// Waits until an Execution is Running (its exec has started).
 async fn wait_running(ns: &TestNs, name: &str) {
@@ -200,6 +224,14 @@ async fn samples_complete_with_their_output_and_measurements() {
         .status
         .expect("status");
     assert_eq!(files.files_written, vec!["math.ts", "index.ts"]);
+    // By default (`--execution-events warnings`) a run that succeeds records no Event: neither
+    // Started nor Completed (an_execution_for_a_missing_session_fails sees a Warning recorded).
+    let normal: Vec<_> = execution_events(&ns)
+        .await
+        .into_iter()
+        .filter(|(type_, _, _)| type_ == "Normal")
+        .collect();
+    assert!(normal.is_empty(), "{normal:?}");
 }
 
 #[tokio::test]
@@ -593,6 +625,16 @@ async fn an_execution_for_a_missing_session_fails() {
         .iter()
         .any(|c| c.type_ == "Failed" && c.status == "True"));
     assert_eq!(status.exit_code, None);
+    // Warning Events stay, whatever --execution-events says.
+    wait_until(Duration::from_secs(30), "the Warning Event", || async {
+        execution_events(&ns)
+            .await
+            .iter()
+            .any(|(type_, reason, name)| {
+                type_ == "Warning" && reason == "SessionNotFound" && name == "orphan"
+            })
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ use crate::{
 
 use super::{
     errors::{ApiError, ApiResult},
-    informer::ExecutionWaiters,
+    informer::{ExecutionWaiters, Subscription},
 };
 
 /// Chunks of a helper's stdout.
@@ -39,6 +39,18 @@ pub enum Created<K> {
     New(K),
     /// An object of that name exists already.
     Exists,
+}
+
+/// One Execution's versions, subscribed to before it is created, so that its result is seen
+/// without reading back what was just created.
+pub trait ExecutionWatch: Send {
+    /// Waits until `done` holds or `timeout` passes; returns the last version seen (`None`:
+    /// not seen, or deleted).
+    fn until(
+        &mut self,
+        timeout: Duration,
+        done: fn(&Execution) -> bool,
+    ) -> BoxFuture<'_, ApiResult<Option<Execution>>>;
 }
 
 /// A streamed upload to a helper's stdin (`write-files`).
@@ -99,14 +111,8 @@ pub trait Cluster: Send + Sync + 'static {
         ns: &'a str,
         execution: &'a Execution,
     ) -> BoxFuture<'a, ApiResult<Created<Execution>>>;
-    /// Watches an Execution until `done` holds or `timeout` passes; returns its last state.
-    fn wait_execution<'a>(
-        &'a self,
-        ns: &'a str,
-        name: &'a str,
-        timeout: Duration,
-        done: fn(&Execution) -> bool,
-    ) -> BoxFuture<'a, ApiResult<Option<Execution>>>;
+    /// Subscribes to the versions of an Execution that is about to be created.
+    fn watch_execution(&self, ns: &str, name: &str) -> Box<dyn ExecutionWatch>;
     /// Runs a `kubexec-runner` helper to the end.
     fn helper<'a>(
         &'a self,
@@ -166,6 +172,36 @@ impl KubeCluster {
 
     fn secrets(&self, ns: &str) -> Api<Secret> {
         Api::namespaced(self.client.clone(), ns)
+    }
+}
+
+/// An [`ExecutionWatch`] fed by the api's shared watch of Executions.
+struct SharedExecutionWatch {
+    api: Api<Execution>,
+    name: String,
+    subscription: Option<Subscription>,
+}
+
+impl ExecutionWatch for SharedExecutionWatch {
+    fn until(
+        &mut self,
+        timeout: Duration,
+        done: fn(&Execution) -> bool,
+    ) -> BoxFuture<'_, ApiResult<Option<Execution>>> {
+        async move {
+            let Some(subscription) = self.subscription.as_mut() else {
+                return watch_until(self.api.clone(), &self.name, timeout, done).await;
+            };
+            if let Ok(Some(seen)) = tokio::time::timeout(timeout, subscription.until(done)).await {
+                return Ok(Some(Execution::clone(&seen)));
+            }
+            // Not done in time: one read says where it stands.
+            self.api
+                .get_opt(&self.name)
+                .await
+                .map_err(ApiError::internal_from("get execution"))
+        }
+        .boxed()
     }
 }
 
@@ -355,36 +391,17 @@ impl Cluster for KubeCluster {
         .boxed()
     }
 
-    fn wait_execution<'a>(
-        &'a self,
-        ns: &'a str,
-        name: &'a str,
-        timeout: Duration,
-        done: fn(&Execution) -> bool,
-    ) -> BoxFuture<'a, ApiResult<Option<Execution>>> {
-        async move {
-            if !self.executions.is_synced() {
-                return watch_until(self.executions(ns), name, timeout, done).await;
-            }
-            let mut subscription = self.executions.subscribe(ns, name);
-            // Versions from before the subscription are not delivered: look once.
-            let current = self
-                .executions(ns)
-                .get_opt(name)
-                .await
-                .map_err(ApiError::internal_from("get execution"))?;
-            match current {
-                Some(execution) if !done(&execution) => {}
-                other => return Ok(other),
-            }
-            // The watch only says when; the whole object (output included) is one GET.
-            let _ = tokio::time::timeout(timeout, subscription.until(done)).await;
-            self.executions(ns)
-                .get_opt(name)
-                .await
-                .map_err(ApiError::internal_from("get execution"))
-        }
-        .boxed()
+    fn watch_execution(&self, ns: &str, name: &str) -> Box<dyn ExecutionWatch> {
+        // Without the shared watch established, the wait falls back to a watch of its own.
+        let subscription = self
+            .executions
+            .is_synced()
+            .then(|| self.executions.subscribe(ns, name));
+        Box::new(SharedExecutionWatch {
+            api: self.executions(ns),
+            name: name.to_string(),
+            subscription,
+        })
     }
 
     fn helper<'a>(

@@ -2,9 +2,11 @@
 //! for one. A watch per request would pay a LIST, a WATCH and (since a cancelled watch closes
 //! its connection) a new TLS handshake every time; this way waiting costs nothing extra.
 //!
-//! Waiters only learn *when* an Execution started or finished: the versions handed to them are
-//! slimmed ([`slim_for_waiters`]: no output, no code, no inline files, no field managers), and
-//! a waiter reads the final object with one GET.
+//! A request subscribes *before* it creates its Execution, so every version of it reaches the
+//! request and nothing it created is read back: the final version carries the whole status
+//! (output included). Versions are slimmed ([`slim_for_waiters`]: no code, no inline files, no
+//! field managers), and only versions somebody waits for are kept, one per waiter: the memory
+//! follows the requests in flight (bounded by the tenants' quotas), not the Executions.
 
 use std::{
     collections::HashMap,
@@ -27,18 +29,18 @@ use crate::{
     shared::cache::slim_execution,
 };
 
-/// What a waiter needs of an Execution: its metadata and its status without the output. The
-/// spec's payload (code, command, inline files, stdin) goes too.
+/// What a waiter needs of an Execution: its metadata and its whole status (the response is
+/// made from it). The spec's payload (code, command, inline files, stdin) and the field
+/// managers go.
 pub fn slim_for_waiters(execution: &mut Execution) {
+    let status = execution.status.take();
     slim_execution(execution);
+    execution.status = status;
     let spec = &mut execution.spec;
     spec.code = None;
     spec.command = None;
     spec.files = Vec::new();
     spec.stdin = None;
-    if let Some(status) = execution.status.as_mut() {
-        status.files_written = Vec::new();
-    }
 }
 
 type Key = (String, String);
@@ -87,7 +89,8 @@ impl Drop for Subscription {
 }
 
 impl ExecutionWaiters {
-    /// Subscribes to an Execution's versions from now on.
+    /// Subscribes to an Execution's versions from now on (before it is created, so that none is
+    /// missed).
     pub fn subscribe(self: &Arc<Self>, namespace: &str, name: &str) -> Subscription {
         let key = (namespace.to_string(), name.to_string());
         let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
@@ -162,19 +165,33 @@ mod tests {
     }
 
     #[test]
-    fn waiters_get_the_phase_without_the_payload() {
+    fn waiters_get_the_whole_status_without_the_payload() {
         let mut e = execution(ExecutionPhase::Succeeded);
         e.spec.code = Some("x".repeat(200_000));
+        e.metadata.managed_fields = Some(vec![Default::default(); 10]);
         if let Some(status) = e.status.as_mut() {
-            status.stdout = Some("y".repeat(100_000));
-            status.files_written = vec!["a".repeat(1000); 100];
+            status.stdout = Some("y".repeat(1000));
+            status.files_written = vec!["a.txt".into()];
         }
         slim_for_waiters(&mut e);
-        assert!(serde_json::to_string(&e).expect("json").len() < 1000);
-        assert_eq!(
-            e.status.and_then(|s| s.phase),
-            Some(ExecutionPhase::Succeeded)
-        );
+        assert!(e.spec.code.is_none() && e.metadata.managed_fields.is_none());
+        let status = e.status.expect("status");
+        assert_eq!(status.phase, Some(ExecutionPhase::Succeeded));
+        assert_eq!(status.stdout.map(|s| s.len()), Some(1000));
+        assert_eq!(status.files_written, vec!["a.txt".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn a_subscription_taken_before_the_create_sees_the_first_version() {
+        let waiters = Arc::new(ExecutionWaiters::default());
+        let mut subscription = waiters.subscribe("ns", "exe-1");
+        // The watch delivers the create, then the final status, before the waiter looks.
+        waiters.publish(execution(ExecutionPhase::Pending));
+        waiters.publish(execution(ExecutionPhase::Succeeded));
+        let done = subscription
+            .until(|e| e.status.as_ref().and_then(|s| s.phase) == Some(ExecutionPhase::Succeeded))
+            .await;
+        assert!(done.is_some());
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use super::{
+    cluster::ExecutionWatch,
     errors::{codes, ApiError, ApiResult},
     model::ExecuteResponse,
 };
@@ -23,6 +24,19 @@ pub struct Started {
     pub result_timeout: Duration,
     /// Its entry in the tenant's quota ledger: settled when it is seen finished.
     pub charge: super::quota::Charge,
+    /// Its versions, subscribed to before it was created.
+    pub watch: tokio::sync::Mutex<Box<dyn ExecutionWatch>>,
+}
+
+impl Started {
+    /// Waits up to the result timeout until `done` holds; returns the last version seen.
+    pub async fn wait(&self, done: fn(&Execution) -> bool) -> ApiResult<Option<Execution>> {
+        self.watch
+            .lock()
+            .await
+            .until(self.result_timeout, done)
+            .await
+    }
 }
 
 /// True once the Execution has its final status.

@@ -120,9 +120,8 @@ pub async fn follow_then_finish(
     started: &Started,
     sink: &impl OutputSink,
 ) -> ApiResult<ExecuteResponse> {
-    let cluster = &state.cluster;
-    let running = cluster
-        .wait_execution(namespace, &started.name, started.result_timeout, is_started)
+    let running = started
+        .wait(is_started)
         .await?
         .ok_or_else(|| ApiError::internal("stream", "execution deleted"))?;
     if !is_started(&running) {
@@ -143,13 +142,8 @@ pub async fn follow_then_finish(
     if followed.is_err() {
         tracing::warn!(execution = %started.name, "following the run's output passed its deadline");
     }
-    let finished = cluster
-        .wait_execution(
-            namespace,
-            &started.name,
-            started.result_timeout,
-            is_finished,
-        )
+    let finished = started
+        .wait(is_finished)
         .await?
         .ok_or_else(|| ApiError::internal("stream", "execution deleted"))?;
     if !is_finished(&finished) {

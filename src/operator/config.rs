@@ -17,6 +17,43 @@ pub const DEFAULT_RUNNER_IMAGE: &str = "localhost/kubexec-runner:dev";
 /// Default number of Executions reconciled at once (runs themselves are not limited by it).
 pub const DEFAULT_EXECUTION_CONCURRENCY: u16 = 64;
 
+/// Default of `--max-runs`.
+pub const DEFAULT_MAX_RUNS: u32 = 64;
+/// Default of `--max-runs-per-session`.
+pub const DEFAULT_MAX_RUNS_PER_SESSION: u32 = 8;
+
+/// Which Events the operator records about each Execution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutionEvents {
+    /// Every transition: also the Normal `Started` and `Completed` of each run.
+    All,
+    /// Warnings only (a run that failed or could not run), and the rare Normal Events that are
+    /// not about one run's routine (a Session resumed for it).
+    #[default]
+    Warnings,
+}
+
+/// How the Execution controller runs executions: its queue bounds and its Events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecutionSettings {
+    /// Most runs in flight in this replica.
+    pub max_runs: usize,
+    /// Most runs in flight in one Session.
+    pub max_runs_per_session: usize,
+    /// Which Events are recorded.
+    pub events: ExecutionEvents,
+}
+
+impl Default for ExecutionSettings {
+    fn default() -> Self {
+        Self {
+            max_runs: DEFAULT_MAX_RUNS as usize,
+            max_runs_per_session: DEFAULT_MAX_RUNS_PER_SESSION as usize,
+            events: ExecutionEvents::Warnings,
+        }
+    }
+}
+
 /// `kubexec operator` flags.
 #[derive(Args, Clone, Debug)]
 pub struct OperatorArgs {
@@ -75,6 +112,22 @@ pub struct OperatorArgs {
     /// by this.
     #[arg(long, env = "KUBEXEC_EXECUTION_CONCURRENCY", default_value_t = DEFAULT_EXECUTION_CONCURRENCY)]
     pub execution_concurrency: u16,
+
+    /// Most execution runs in flight at once in this replica; more wait in a queue (first come,
+    /// first served) and start as runs finish. Bounds the exec streams, memory and CPU one
+    /// replica spends, so that overload raises latency instead of exhausting the operator.
+    #[arg(long, env = "KUBEXEC_MAX_RUNS", default_value_t = DEFAULT_MAX_RUNS, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_runs: u32,
+
+    /// Most execution runs in flight at once in one Session (per replica); more wait queued.
+    #[arg(long, env = "KUBEXEC_MAX_RUNS_PER_SESSION", default_value_t = DEFAULT_MAX_RUNS_PER_SESSION, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_runs_per_session: u32,
+
+    /// Which Kubernetes Events the operator records about each Execution: `warnings` (failures
+    /// only) or `all` (also the Normal `Started` and `Completed` of every run, two writes more
+    /// per execution).
+    #[arg(long, env = "KUBEXEC_EXECUTION_EVENTS", value_enum, default_value_t = ExecutionEvents::Warnings)]
+    pub execution_events: ExecutionEvents,
 
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "KUBEXEC_NAMESPACE")]
@@ -246,6 +299,15 @@ impl Default for SandboxConfig {
 }
 
 impl OperatorArgs {
+    /// How executions are run (queue bounds, Events).
+    pub fn execution_settings(&self) -> ExecutionSettings {
+        ExecutionSettings {
+            max_runs: self.max_runs as usize,
+            max_runs_per_session: self.max_runs_per_session as usize,
+            events: self.execution_events,
+        }
+    }
+
     /// The leader-election settings, when leader election is on.
     pub fn leader_config(&self) -> Option<super::leader::LeaderConfig> {
         if !self.leader_election {
@@ -301,6 +363,20 @@ mod tests {
                 .expect("valid")
                 .user_namespaces
         );
+    }
+
+    #[test]
+    fn execution_settings_default_to_bounded_queues_and_warnings_only() {
+        let parse = |flags: &[&str]| {
+            let args = std::iter::once("operator").chain(flags.iter().copied());
+            Flags::try_parse_from(args).map(|f| f.operator.execution_settings())
+        };
+        assert_eq!(parse(&[]).expect("valid"), ExecutionSettings::default());
+        let all = parse(&["--execution-events", "all", "--max-runs", "5"]).expect("valid");
+        assert_eq!(all.events, ExecutionEvents::All);
+        assert_eq!(all.max_runs, 5);
+        assert!(parse(&["--max-runs", "0"]).is_err());
+        assert!(parse(&["--execution-events", "none"]).is_err());
     }
 
     #[test]

@@ -8,7 +8,10 @@ use kube::{
 };
 
 use super::{
-    config::SandboxConfig, execution::Tracker, metrics::Metrics, netpol::build::PolicySet,
+    config::{ExecutionSettings, SandboxConfig},
+    execution::{admission::RunLimits, observe::Caches, tracker::TrackerMetrics, Tracker},
+    metrics::Metrics,
+    netpol::build::PolicySet,
 };
 
 /// Name under which the operator reports Events and writes with server-side apply.
@@ -26,8 +29,12 @@ pub struct Context {
     pub config: SandboxConfig,
     /// The NetworkPolicies of every namespace that holds Sessions; `None` when they are off.
     pub network_policies: Option<PolicySet>,
-    /// Execution runs started by this process (see [`Tracker`]).
+    /// Execution runs started by this process, and those waiting for a slot (see [`Tracker`]).
     pub runs: Tracker,
+    /// How executions are run (queue bounds, Events).
+    pub executions: ExecutionSettings,
+    /// The controllers' caches of Sessions and sandbox Pods, read before a run starts.
+    pub caches: Caches,
     /// Consecutive failures per object, for error backoff.
     backoff: Backoff,
 }
@@ -41,10 +48,13 @@ impl Context {
         config: SandboxConfig,
         instance: Option<String>,
     ) -> Self {
+        let executions = ExecutionSettings::default();
         Self {
             recorder: Recorder::new(client.clone(), reporter(instance)),
             client,
-            runs: Tracker::new(metrics.executions_in_flight.clone()),
+            runs: tracker(&metrics, executions),
+            executions,
+            caches: Caches::default(),
             metrics,
             config,
             network_policies: None,
@@ -58,6 +68,19 @@ impl Context {
         self
     }
 
+    /// Sets how executions are run (queue bounds, Events).
+    pub fn with_execution_settings(mut self, settings: ExecutionSettings) -> Self {
+        self.runs = tracker(&self.metrics, settings);
+        self.executions = settings;
+        self
+    }
+
+    /// Sets the caches the Execution controller reads Sessions and Pods from.
+    pub fn with_caches(mut self, caches: Caches) -> Self {
+        self.caches = caches;
+        self
+    }
+
     /// Records one more failure of `key` and returns how long to wait before retrying.
     pub fn next_backoff(&self, key: &str) -> Duration {
         self.backoff.fail(key)
@@ -67,6 +90,20 @@ impl Context {
     pub fn reset_backoff(&self, key: &str) {
         self.backoff.reset(key);
     }
+}
+
+fn tracker(metrics: &Metrics, settings: ExecutionSettings) -> Tracker {
+    Tracker::new(
+        TrackerMetrics {
+            in_flight: metrics.executions_in_flight.clone(),
+            queued: metrics.execution_queue_depth.clone(),
+            queue_wait: metrics.execution_queue_wait.clone(),
+        },
+        RunLimits {
+            per_replica: settings.max_runs,
+            per_session: settings.max_runs_per_session,
+        },
+    )
 }
 
 /// Who reports the operator's Events: the controller name, and the replica when known.

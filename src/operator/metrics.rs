@@ -9,7 +9,9 @@
 //! | `kubexec_sessions` | gauge (on scrape) | `phase` |
 //! | `kubexec_executions_total` | counter | `result` (`succeeded`, `failed`, `timed_out`, `oom_killed`, `error`) |
 //! | `kubexec_execution_duration_seconds` | histogram (run wall time, from the runner) | |
-//! | `kubexec_executions_in_flight` | gauge | |
+//! | `kubexec_executions_in_flight` | gauge (runs whose exec is in progress; at most `--max-runs`) | |
+//! | `kubexec_execution_queue_depth` | gauge (runs waiting for a slot under `--max-runs` or `--max-runs-per-session`) | |
+//! | `kubexec_execution_queue_wait_seconds` | histogram (how long each run that had to wait waited) | |
 
 use std::time::Instant;
 
@@ -83,6 +85,10 @@ pub struct Metrics {
     pub execution_duration: Histogram,
     /// Runs whose exec is in progress in this process.
     pub executions_in_flight: Gauge,
+    /// Runs waiting for a slot.
+    pub execution_queue_depth: Gauge,
+    /// How long runs that had to wait for a slot waited.
+    pub execution_queue_wait: Histogram,
 }
 
 impl Default for Metrics {
@@ -95,6 +101,8 @@ impl Default for Metrics {
             executions: Family::default(),
             execution_duration: execution_histogram(),
             executions_in_flight: Gauge::default(),
+            execution_queue_depth: Gauge::default(),
+            execution_queue_wait: duration_histogram(),
         }
     }
 }
@@ -137,6 +145,16 @@ impl Metrics {
             "kubexec_executions_in_flight",
             "Execution runs in progress in this operator",
             metrics.executions_in_flight.clone(),
+        );
+        registry.register(
+            "kubexec_execution_queue_depth",
+            "Execution runs waiting for a slot (--max-runs, --max-runs-per-session)",
+            metrics.execution_queue_depth.clone(),
+        );
+        registry.register(
+            "kubexec_execution_queue_wait_seconds",
+            "How long execution runs that had to wait for a slot waited, in seconds",
+            metrics.execution_queue_wait.clone(),
         );
         metrics
     }

@@ -36,14 +36,23 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
 
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
+    // Filled by the controllers' watches, read by the Execution controller before a run.
+    let (session_cache, session_writer) = kube::runtime::reflector::store();
+    let (pod_cache, pod_writer) = kube::runtime::reflector::store();
     let ctx = Context::new(client, metrics, config, args.identity.clone())
-        .with_network_policies(policies);
+        .with_network_policies(policies)
+        .with_execution_settings(args.execution_settings())
+        .with_caches(execution::observe::Caches {
+            sessions: session_cache,
+            pods: pod_cache,
+        });
     let ctx = Arc::new(ctx);
 
     let (sessions, session_store) = session::controller(
         ctx.clone(),
         args.namespace.as_deref(),
         args.concurrency,
+        pod_writer,
         shutdown.wait(),
     );
     registry.register_collector(Box::new(session::SessionPhases(session_store)));
@@ -51,6 +60,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         ctx.clone(),
         args.namespace.as_deref(),
         args.execution_concurrency,
+        session_writer,
         shutdown.wait(),
     );
     let network = ctx

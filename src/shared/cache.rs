@@ -11,7 +11,7 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Drops what no cache reader needs: `managedFields`, kubectl's last-applied copy, and the
 /// captured `stdout`/`stderr` in the status. Whoever needs the output reads the object with a
-/// GET (the api does, once, for the final status).
+/// GET, or keeps the versions it waits for whole (the api's waiters, see `api::informer`).
 pub fn slim_execution(execution: &mut Execution) {
     execution.metadata.managed_fields = None;
     if let Some(annotations) = execution.metadata.annotations.as_mut() {

@@ -281,7 +281,7 @@ async fn execute(
             drop(stream_slot);
             followed?
         }
-        None => await_outcome(state, &caller.namespace, &started).await?,
+        None => await_outcome(state, &started).await?,
     };
     to_value(&result)
 }

@@ -315,6 +315,8 @@ pub async fn start_execution(
     if let Some(secret) = &env_secret {
         state.cluster.create_secret(ns, secret).await?;
     }
+    // Before the create, so that no version is missed and nothing is read back.
+    let watch = state.cluster.watch_execution(ns, &name);
     let created = create_or_remove_secret(state, ns, &execution, env_secret.as_ref()).await?;
     if let Some(secret) = &env_secret {
         own_env_secret(state, ns, &name, secret, &created).await;
@@ -343,6 +345,7 @@ pub async fn start_execution(
         pod: ready.pod,
         result_timeout,
         charge,
+        watch: tokio::sync::Mutex::new(watch),
     })
 }
 
@@ -492,7 +495,7 @@ async fn execute_inner(
         )
         .into_response());
     }
-    let result = await_outcome(state, &caller.namespace, &started).await;
+    let result = await_outcome(state, &started).await;
     tracing::debug!(
         execution = %started.name,
         created_ms = created_after.as_millis() as u64,
@@ -504,20 +507,8 @@ async fn execute_inner(
 
 /// Waits (by watching) for a started Execution's result and counts its outcome: the answer
 /// of a non-streaming execute.
-pub async fn await_outcome(
-    state: &AppState,
-    namespace: &str,
-    started: &Started,
-) -> ApiResult<ExecuteResponse> {
-    let finished = state
-        .cluster
-        .wait_execution(
-            namespace,
-            &started.name,
-            started.result_timeout,
-            is_finished,
-        )
-        .await?;
+pub async fn await_outcome(state: &AppState, started: &Started) -> ApiResult<ExecuteResponse> {
+    let finished = started.wait(is_finished).await?;
     if finished.as_ref().is_none_or(is_finished) {
         started.charge.finished(Instant::now());
     }

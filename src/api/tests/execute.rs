@@ -32,9 +32,10 @@ async fn execute_returns_the_hosted_apis_fields() {
         );
     }
     assert_eq!(reply.body["stdout"], "Sum: 15\n");
+    // Subscribed before the create; nothing read back after it.
     assert!(matches!(
         h.cluster.calls().as_slice(),
-        [Call::CreateExecution(_)]
+        [Call::WatchExecution(watched), Call::CreateExecution(created)] if watched == created
     ));
 }
 
@@ -149,7 +150,7 @@ async fn env_limits_and_names() {
     assert_eq!(paid.status, StatusCode::OK, "{}", paid.text);
     assert!(matches!(
         h.cluster.calls().as_slice(),
-        [Call::CreateSecret(secret), Call::CreateExecution(exe)] if *secret == format!("{exe}-env")
+        [Call::CreateSecret(secret), Call::WatchExecution(_), Call::CreateExecution(exe)] if *secret == format!("{exe}-env")
     ));
 }
 

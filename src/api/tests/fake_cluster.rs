@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::{
     api::{
-        cluster::{ByteStream, Cluster, Created, Upload},
+        cluster::{ByteStream, Cluster, Created, ExecutionWatch, Upload},
         errors::ApiResult,
     },
     crd::{
@@ -31,6 +31,7 @@ pub(super) enum Call {
     CreateSession(String),
     DeleteSession(String),
     CreateSecret(String),
+    WatchExecution(String),
     CreateExecution(String),
     Helper(Vec<String>),
     Upload(Vec<String>),
@@ -39,7 +40,7 @@ pub(super) enum Call {
 #[derive(Default)]
 pub(super) struct FakeCluster {
     sessions: Mutex<BTreeMap<(String, String), Session>>,
-    pub(super) executions: Mutex<BTreeMap<(String, String), Execution>>,
+    pub(super) executions: Arc<Mutex<BTreeMap<(String, String), Execution>>>,
     calls: Mutex<Vec<Call>>,
     pub(super) uploads: Arc<Mutex<Vec<Vec<u8>>>>,
     /// When set, `follow` streams one chunk and then nothing, until dropped.
@@ -170,6 +171,28 @@ impl Upload for FakeUpload {
     }
 }
 
+/// Answers with what the fake holds when asked (its Executions finish as they are created).
+struct FakeWatch {
+    executions: Arc<Mutex<BTreeMap<(String, String), Execution>>>,
+    key: (String, String),
+}
+
+impl ExecutionWatch for FakeWatch {
+    fn until(
+        &mut self,
+        _timeout: Duration,
+        _done: fn(&Execution) -> bool,
+    ) -> BoxFuture<'_, ApiResult<Option<Execution>>> {
+        let found = self
+            .executions
+            .lock()
+            .expect("lock")
+            .get(&self.key)
+            .cloned();
+        async move { Ok(found) }.boxed()
+    }
+}
+
 impl Cluster for FakeCluster {
     fn get_session<'a>(
         &'a self,
@@ -282,20 +305,12 @@ impl Cluster for FakeCluster {
         async move { Ok(Created::New(done)) }.boxed()
     }
 
-    fn wait_execution<'a>(
-        &'a self,
-        ns: &'a str,
-        name: &'a str,
-        _timeout: Duration,
-        _done: fn(&Execution) -> bool,
-    ) -> BoxFuture<'a, ApiResult<Option<Execution>>> {
-        let found = self
-            .executions
-            .lock()
-            .expect("lock")
-            .get(&(ns.into(), name.into()))
-            .cloned();
-        async move { Ok(found) }.boxed()
+    fn watch_execution(&self, ns: &str, name: &str) -> Box<dyn ExecutionWatch> {
+        self.record(Call::WatchExecution(name.into()));
+        Box::new(FakeWatch {
+            executions: self.executions.clone(),
+            key: (ns.into(), name.into()),
+        })
     }
 
     fn helper<'a>(

@@ -88,7 +88,7 @@ async fn large_files_are_streamed_before_the_execution() {
     assert_eq!(reply.body["filesWritten"], json!(["big.txt", "b.bin"]));
     let calls = h.cluster.calls();
     assert!(
-        matches!(calls.as_slice(), [Call::Upload(args), Call::CreateExecution(_)] if args[0] == "write-files"),
+        matches!(calls.as_slice(), [Call::Upload(args), Call::WatchExecution(_), Call::CreateExecution(_)] if args[0] == "write-files"),
         "{calls:?}"
     );
     let uploads = h.cluster.uploads.lock().expect("lock").clone();

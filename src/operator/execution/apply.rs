@@ -9,7 +9,7 @@ use kube::{
 use serde_json::json;
 
 use crate::crd::{Execution, ExecutionStatus, Session, API_VERSION};
-use crate::operator::{Context, Error, Result};
+use crate::operator::{config::ExecutionEvents, Context, Error, Result};
 use crate::shared::{activity::ActivityWriter, kube_status::is_gone_or_conflict};
 
 use super::decide::Resume;
@@ -119,9 +119,29 @@ impl ExecutionEvent {
     }
 }
 
-/// Publishes an Event about the Execution. Failing to publish is logged, not fatal: an Event
-/// is never worth re-running a step for.
+impl ExecutionEvent {
+    /// The Normal Events every run has (`Started`, `Completed`): recorded only with
+    /// `--execution-events all`, as they would otherwise be two writes per execution.
+    pub fn is_routine(&self) -> bool {
+        matches!(
+            self,
+            ExecutionEvent::Started { .. } | ExecutionEvent::Completed { .. }
+        )
+    }
+}
+
+/// Whether `event` is recorded under `setting`: Warnings and the rare Normal Events always,
+/// the routine ones of each run only with `all`.
+pub fn is_recorded(event: &ExecutionEvent, setting: ExecutionEvents) -> bool {
+    setting == ExecutionEvents::All || !event.is_routine()
+}
+
+/// Publishes an Event about the Execution, unless `--execution-events` leaves it out. Failing
+/// to publish is logged, not fatal: an Event is never worth re-running a step for.
 pub async fn publish(ctx: &Context, execution: &Execution, event: ExecutionEvent) {
+    if !is_recorded(&event, ctx.executions.events) {
+        return;
+    }
     let reference = execution.object_ref(&());
     let k8s_event = event.to_event(&execution.spec.session_ref.name);
     if let Err(error) = ctx.recorder.publish(&k8s_event, &reference).await {
@@ -196,5 +216,33 @@ pub async fn delete(ctx: &Context, execution: &Execution) -> Result<()> {
         Ok(_) => Ok(()),
         Err(e) if is_gone_or_conflict(&e) => Ok(()),
         Err(e) => Err(Error::kube("delete execution")(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_warnings_and_rare_events_are_recorded_by_default() {
+        let started = ExecutionEvent::Started { pod: "p".into() };
+        let completed = ExecutionEvent::Completed {
+            message: "exit 0".into(),
+        };
+        let failed = ExecutionEvent::Failed {
+            reason: "NonZeroExit".into(),
+            message: "exit 1".into(),
+        };
+        let resuming = ExecutionEvent::ResumingSession { how: Resume::Idle };
+        let default = ExecutionEvents::default();
+        assert_eq!(default, ExecutionEvents::Warnings);
+        for routine in [&started, &completed] {
+            assert!(!is_recorded(routine, default), "{routine:?}");
+            assert!(is_recorded(routine, ExecutionEvents::All), "{routine:?}");
+        }
+        for kept in [&failed, &resuming] {
+            assert!(is_recorded(kept, default), "{kept:?}");
+        }
+        assert_eq!(failed.to_event("s").type_, EventType::Warning);
     }
 }

@@ -34,6 +34,8 @@ pub const IN_FLIGHT_RECHECK: Duration = Duration::from_secs(60);
 pub const CACHE_LAG_RECHECK: Duration = Duration::from_secs(5);
 /// Activity recorded this recently is still resuming the Session; do not record it again.
 pub const RESUME_DEBOUNCE: Duration = Duration::from_secs(10);
+/// A safety recheck of a queued run (it is woken as soon as a slot frees).
+pub const QUEUE_RECHECK: Duration = Duration::from_secs(5);
 
 /// How to resume a suspended Session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

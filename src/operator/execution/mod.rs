@@ -1,7 +1,9 @@
 //! The Execution controller: runs each Execution once in its Session's sandbox Pod and writes
 //! the result to its status.
 //!
-//! Each reconcile is a pipeline: [`observe`] (IO: the Session, its Pod, the env Secrets) →
+//! Each reconcile is a pipeline: admission ([`tracker`]: a run over the replica's or the
+//! Session's bound waits queued, before anything is read) → [`observe`] (IO: the Session and
+//! its Pod from the controllers' caches, the env Secrets with one GET) →
 //! [`decide`] (pure: the next step; a run is planned whole, with its Pod, timeout, deadline,
 //! env and mode) → act ([`apply`]: status, Events, resume, delete; or [`run`]: a spawned exec
 //! task, which reports an [`outcome::RunOutcome`]) → status (server-side apply under
@@ -43,9 +45,18 @@
 //!   retried the same way until `timeoutSeconds` + 30 s.
 //! - **TTL**: a finished Execution with `ttlSecondsAfterFinished` is deleted that long after
 //!   `completionTime`.
+//! - **Backpressure**: at most `--max-runs` runs are in flight in a replica and
+//!   `--max-runs-per-session` in one Session; the others wait in a first-come, first-served
+//!   queue (a requeue, never an error) and start as runs end. `kubexec_executions_in_flight`,
+//!   `kubexec_execution_queue_depth` and `kubexec_execution_queue_wait_seconds` show it.
+//! - **Writes**: a run without env costs the apiserver four writes: the create (by the client),
+//!   Running, the final status, and the TTL delete. Normal Events (`Started`, `Completed`) are
+//!   recorded only with `--execution-events all`; Warnings always. Session activity is
+//!   recorded at most once per Session every few seconds, not per run.
 //! - **Shutdown**: in-flight runs are abandoned with the process; the next operator recovers
 //!   them as above.
 
+pub mod admission;
 pub mod apply;
 pub mod build;
 pub mod decide;
@@ -63,7 +74,8 @@ use jiff::Timestamp;
 use kube::{
     runtime::{
         controller::{self, Action, Controller},
-        reflector, watcher, WatchStreamExt,
+        reflector::{self, ObjectRef},
+        watcher, WatchStreamExt,
     },
     Api, ResourceExt,
 };
@@ -71,17 +83,20 @@ use tokio::time::Instant;
 use tracing::{debug, info, instrument};
 
 use crate::{
-    crd::{Execution, Session},
+    crd::{Execution, ExecutionPhase, Session},
     shared::cache::slim_execution,
 };
 
 use super::{faults, metrics::ExecutionResultLabels, reconciler, Context, Error, Result};
 
 pub use apply::FIELD_MANAGER;
+use tracker::{Admission, Claim};
 pub use tracker::{RunState, Tracker};
 
 use build::{exec_spec, pending_status, recorded_result_key, running_status};
-use decide::{Plan, RunMode, RunPlan, CACHE_LAG_RECHECK, IN_FLIGHT_RECHECK, SESSION_POLL};
+use decide::{
+    Plan, RunMode, RunPlan, CACHE_LAG_RECHECK, IN_FLIGHT_RECHECK, QUEUE_RECHECK, SESSION_POLL,
+};
 use failure::Failure;
 use outcome::RunOutcome;
 use pending::PendingBySession;
@@ -96,7 +111,7 @@ pub async fn reconcile(execution: Arc<Execution>, ctx: Arc<Context>) -> Result<A
     reconciler::timed(CONTROLLER, &*execution, &ctx, pipeline).await
 }
 
-/// The pipeline: observe → decide → act.
+/// The pipeline: admission → observe → decide → act.
 pub async fn reconcile_execution(
     execution: &Execution,
     ctx: &Arc<Context>,
@@ -104,13 +119,25 @@ pub async fn reconcile_execution(
 ) -> Result<Action> {
     let uid = execution.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let run = ctx.runs.state(&uid);
+    // A run that would wait for a slot anyway costs no read: it queues before observing.
+    if run == RunState::Unknown && may_run(execution) {
+        let (session, reference) = queue_key(execution);
+        if ctx.runs.admit(&uid, &session, &reference) == Admission::Queued {
+            debug!("queued: no free run slot");
+            return Ok(Action::requeue(QUEUE_RECHECK));
+        }
+    }
     let observed = match run {
-        RunState::Unknown => observe::observe(&ctx.client, execution).await?,
+        RunState::Unknown => observe::observe(&ctx.client, &ctx.caches, execution).await,
         // Our own task owns it; nothing to read.
-        RunState::InFlight | RunState::Finished => observe::Observed::default(),
+        RunState::InFlight | RunState::Finished => Ok(observe::Observed::default()),
     };
+    let observed = observed.inspect_err(|_| ctx.runs.leave_queue(&uid))?;
     let plan = decide::plan(execution, &observed, run, now);
     debug!(?plan, "planned");
+    if !matches!(plan, Plan::Run(_)) {
+        ctx.runs.leave_queue(&uid);
+    }
     match plan {
         Plan::Wait { pending, requeue } => {
             if let Some(status) =
@@ -135,6 +162,27 @@ pub async fn reconcile_execution(
     }
 }
 
+/// Whether the Execution may need a run slot: Pending or Running, and not being deleted.
+fn may_run(execution: &Execution) -> bool {
+    let phase = execution.status.as_ref().and_then(|s| s.phase);
+    execution.metadata.deletion_timestamp.is_none()
+        && matches!(
+            phase.unwrap_or_default(),
+            ExecutionPhase::Pending | ExecutionPhase::Running
+        )
+}
+
+/// The Execution's Session (`namespace/name`, the per-Session bound's key) and its reference
+/// (what a freed slot wakes).
+fn queue_key(execution: &Execution) -> (String, ObjectRef<Execution>) {
+    let namespace = execution.namespace().unwrap_or_default();
+    let session = format!("{namespace}/{}", execution.spec.session_ref.name);
+    (
+        session,
+        ObjectRef::new(&execution.name_any()).within(&namespace),
+    )
+}
+
 /// Claims the run, records Running when it is fresh, and spawns its task.
 async fn start_run(
     ctx: &Arc<Context>,
@@ -143,8 +191,11 @@ async fn start_run(
     planned: RunPlan,
     now: Timestamp,
 ) -> Result<Action> {
-    let Some(guard) = ctx.runs.claim(uid) else {
-        return Ok(Action::requeue(CACHE_LAG_RECHECK));
+    let (session, reference) = queue_key(execution);
+    let guard = match ctx.runs.claim(uid, &session, &reference) {
+        Claim::Granted(guard) => guard,
+        Claim::Busy => return Ok(Action::requeue(CACHE_LAG_RECHECK)),
+        Claim::Queued => return Ok(Action::requeue(QUEUE_RECHECK)),
     };
     let mut snapshot = execution.clone();
     let result_key = if planned.mode == RunMode::Fresh {
@@ -221,15 +272,17 @@ async fn fail(
     Ok(Action::await_change())
 }
 
-/// Builds the Execution controller; the future runs it until `shutdown` resolves.
+/// Builds the Execution controller; the future runs it until `shutdown` resolves. Its Session
+/// watch fills `sessions`, the cache that [`observe`] reads (see [`observe::Caches`]).
 pub fn controller(
     ctx: Arc<Context>,
     namespace: Option<&str>,
     concurrency: u16,
+    sessions: reflector::store::Writer<Session>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> {
     let client = ctx.client.clone();
-    let (executions, sessions) = match namespace {
+    let (executions, session_api) = match namespace {
         Some(ns) => (
             Api::<Execution>::namespaced(client.clone(), ns),
             Api::<Session>::namespaced(client, ns),
@@ -241,23 +294,50 @@ pub fn controller(
     let (store, writer) = reflector::store();
     let pending = Arc::new(PendingBySession::default());
     let indexed = pending.clone();
+    let runs = ctx.runs.clone();
     let changes = watcher(executions, watcher::Config::default())
+        .default_backoff()
         .modify(slim_execution)
         .map_ok(move |event| {
             indexed.observe(&event);
+            if let watcher::Event::Delete(gone) = &event {
+                if let Some(uid) = gone.uid() {
+                    runs.leave_queue(&uid);
+                }
+            }
             event
         })
         .reflect(writer)
         .applied_objects();
+    // The Session cache is filled by the same stream that wakes pending Executions, so a
+    // Session seen Ready here is Ready in the cache.
+    let session_changes = watcher(session_api, watcher::Config::default())
+        .default_backoff()
+        .modify(|session| session.managed_fields_mut().clear())
+        .reflect(sessions)
+        .touched_objects();
+    let wakeups = ctx
+        .runs
+        .take_wakeups()
+        .map(wakeup_stream)
+        .unwrap_or_else(|| futures::stream::empty().boxed());
     Controller::for_stream(changes, store)
-        .watches(sessions, watcher::Config::default(), move |session| {
+        .watches_stream(session_changes, move |session| {
             // A Session's readiness (or resumption) starts its waiting Executions at once.
             pending.waiting_on(&session)
         })
+        .reconcile_on(wakeups)
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, reconciler::policy(CONTROLLER), ctx)
         .for_each(|result| reconciler::log_outcome(CONTROLLER, result))
+}
+
+/// The queued runs a freed slot wakes, as a stream.
+fn wakeup_stream(
+    mut receiver: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<Execution>>,
+) -> futures::stream::BoxStream<'static, ObjectRef<Execution>> {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)).boxed()
 }
 
 #[cfg(test)]

@@ -1,9 +1,13 @@
-//! Dereference (IO): read the Session, its sandbox Pod and the Secrets an Execution needs.
+//! Dereference (IO): the Session and its sandbox Pod (from the controllers' caches when they
+//! let a run start, see [`Caches`]), and the Secrets an Execution needs (one GET each).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::{Api, ResourceExt};
+use kube::{
+    runtime::reflector::{self, ObjectRef, Store},
+    Api, ResourceExt,
+};
 
 use crate::crd::{Execution, ExecutionPhase, Session, SessionPhase};
 use crate::layout::is_env_name;
@@ -40,10 +44,95 @@ pub enum EnvResolution {
     Invalid(String),
 }
 
+/// The caches the Execution controller reads before a run, so that starting a run on a ready
+/// Session costs no read: the Sessions (the Execution controller's own Session watch, the one
+/// that wakes pending Executions) and the sandbox Pods (the Session controller's Pod watch).
+/// A cache may lag behind the cluster, so only what lets a run start is taken from it (a Ready
+/// Session; its Pod with the expected UID); a miss or anything else is confirmed with one GET.
+/// There is no Secret cache: env Secrets are read with one GET per execution that has env.
+#[derive(Clone)]
+pub struct Caches {
+    /// Sessions.
+    pub sessions: Store<Session>,
+    /// Sandbox Pods (kubexec-managed).
+    pub pods: Store<Pod>,
+}
+
+impl Default for Caches {
+    /// Empty caches with no writer: every read falls back to a GET.
+    fn default() -> Self {
+        Self {
+            sessions: reflector::store().0,
+            pods: reflector::store().0,
+        }
+    }
+}
+
+fn cached<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .get(&ObjectRef::new(name).within(namespace))
+        .map(|object| (*object).clone())
+}
+
+/// A Session that can take a run: Ready, not suspended, not being deleted, with a Pod.
+fn can_run(session: &Session) -> bool {
+    let ready = session
+        .status
+        .as_ref()
+        .is_some_and(|st| st.phase == Some(SessionPhase::Ready) && st.pod_name.is_some());
+    ready && !session.spec.suspend && session.metadata.deletion_timestamp.is_none()
+}
+
+/// The Session: from the cache when it can take a run, else read.
+async fn session(
+    caches: &Caches,
+    api: &Api<Session>,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Session>> {
+    match cached(&caches.sessions, namespace, name) {
+        Some(session) if can_run(&session) => Ok(Some(session)),
+        _ => api.get_opt(name).await.map_err(Error::kube("get session")),
+    }
+}
+
+/// The Pod: from the cache when it is there, not being deleted, and `is_the_one` (a cached
+/// Pod of the same name may be one that was replaced); else read.
+async fn pod(
+    caches: &Caches,
+    api: &Api<Pod>,
+    namespace: &str,
+    name: &str,
+    is_the_one: impl Fn(&Pod) -> bool,
+) -> Result<Option<Pod>> {
+    match cached(&caches.pods, namespace, name) {
+        Some(pod) if pod.metadata.deletion_timestamp.is_none() && is_the_one(&pod) => Ok(Some(pod)),
+        _ => api.get_opt(name).await.map_err(Error::kube("get pod")),
+    }
+}
+
+/// A cached Pod is the one a run was recorded in when its UID is the recorded one.
+fn has_uid(uid: Option<&str>) -> impl Fn(&Pod) -> bool + '_ {
+    move |pod| uid.is_some() && pod.metadata.uid.as_deref() == uid
+}
+
+/// A cached Pod is the Session's current one when it has the IP the Session's status names.
+fn has_ip(ip: Option<&str>) -> impl Fn(&Pod) -> bool + '_ {
+    move |pod| ip.is_some() && pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()) == ip
+}
+
 /// Reads what the pipeline needs, and no more: nothing for a finished Execution; the Pod the
 /// run was recorded in, the Session and the env for a Running one (its inputs, in case the run
-/// was never started); the Session, its Pod and the env for a Pending one.
-pub async fn observe(client: &kube::Client, execution: &Execution) -> Result<Observed> {
+/// was never started); the Session, its Pod and the env for a Pending one. Sessions and Pods
+/// come from `caches` when they let the run start (see [`Caches`]).
+pub async fn observe(
+    client: &kube::Client,
+    caches: &Caches,
+    execution: &Execution,
+) -> Result<Observed> {
     let namespace = execution
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
@@ -56,13 +145,19 @@ pub async fn observe(client: &kube::Client, execution: &Execution) -> Result<Obs
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let sessions: Api<Session> = Api::namespaced(client.clone(), &namespace);
-    let session = sessions
-        .get_opt(&execution.spec.session_ref.name)
-        .await
-        .map_err(Error::kube("get session"))?;
+    let session = session(
+        caches,
+        &sessions,
+        &namespace,
+        &execution.spec.session_ref.name,
+    )
+    .await?;
     if phase == ExecutionPhase::Running {
         let pod = match &status.pod_name {
-            Some(name) => pods.get_opt(name).await.map_err(Error::kube("get pod"))?,
+            Some(name) => {
+                let recorded = has_uid(status.pod_uid.as_deref());
+                pod(caches, &pods, &namespace, name, recorded).await?
+            }
             None => None,
         };
         let env = resolve_env(client, &namespace, execution).await?;
@@ -85,10 +180,11 @@ pub async fn observe(client: &kube::Client, execution: &Execution) -> Result<Obs
             ..Observed::default()
         });
     };
-    let pod = pods
-        .get_opt(&pod_name)
-        .await
-        .map_err(Error::kube("get pod"))?;
+    let session_ip = session
+        .as_ref()
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.pod_ip.as_deref());
+    let pod = pod(caches, &pods, &namespace, &pod_name, has_ip(session_ip)).await?;
     let env = resolve_env(client, &namespace, execution).await?;
     Ok(Observed {
         session,

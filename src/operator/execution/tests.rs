@@ -312,3 +312,123 @@ fn pending_executions_of_a_session_are_found() {
     index.observe(&watcher::Event::Delete(pending));
     assert!(index.waiting_on(&ready_session()).is_empty());
 }
+
+fn sandbox_pod() -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "demo-sandbox", "namespace": NS, "uid": "pod-uid"},
+        "status": {"podIP": "10.244.0.7"}}))
+    .expect("pod literal")
+}
+
+fn cached_ready_session() -> Session {
+    let mut session = ready_session();
+    if let Some(status) = session.status.as_mut() {
+        status.pod_ip = Some("10.244.0.7".into());
+    }
+    session
+}
+
+/// A context whose caches hold the ready Session and its Pod, with the given run bounds.
+fn cached_context(max_runs_per_session: usize) -> (Arc<Context>, Mock) {
+    cached_context_with(max_runs_per_session, cached_ready_session())
+}
+
+fn cached_context_with(max_runs_per_session: usize, session: Session) -> (Arc<Context>, Mock) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let (sessions, mut session_writer) = reflector::store();
+    session_writer.apply_watcher_event(&watcher::Event::Apply(session));
+    let (pods, mut pod_writer) = reflector::store();
+    pod_writer.apply_watcher_event(&watcher::Event::Apply(sandbox_pod()));
+    let settings = crate::operator::config::ExecutionSettings {
+        max_runs_per_session,
+        ..Default::default()
+    };
+    let ctx = Context::new(
+        Client::new(service, NS),
+        Arc::new(Metrics::default()),
+        SandboxConfig::default(),
+        None,
+    )
+    .with_execution_settings(settings)
+    .with_caches(observe::Caches { sessions, pods });
+    (Arc::new(ctx), handle)
+}
+
+#[tokio::test]
+async fn a_run_on_a_cached_ready_session_reads_nothing_before_running() {
+    let (ctx, mut handle) = cached_context(8);
+    let apiserver = tokio::spawn(async move {
+        // The first call is the Running write: no GET of the Session or the Pod.
+        let (status, _) = expect_status_patch(&mut handle).await;
+        assert_eq!(status.phase, Some(ExecutionPhase::Running));
+        assert_eq!(status.pod_uid.as_deref(), Some("pod-uid"));
+    });
+    let action = run_reconcile(&ctx, execution()).await.expect("reconciled");
+    assert_eq!(action, Action::requeue(IN_FLIGHT_RECHECK));
+    tokio::time::timeout(Duration::from_secs(1), apiserver)
+        .await
+        .expect("every expected call")
+        .expect("scenario");
+}
+
+#[tokio::test]
+async fn a_run_over_the_session_bound_waits_queued_without_a_call() {
+    let (ctx, mut handle) = cached_context(1);
+    let apiserver = tokio::spawn(async move {
+        let (status, _) = expect_status_patch(&mut handle).await;
+        assert_eq!(status.phase, Some(ExecutionPhase::Running));
+        handle
+    });
+    run_reconcile(&ctx, execution()).await.expect("reconciled");
+    let mut handle = tokio::time::timeout(Duration::from_secs(1), apiserver)
+        .await
+        .expect("every expected call")
+        .expect("scenario");
+
+    let mut second = execution();
+    second.metadata.name = Some("run-2".into());
+    second.metadata.uid = Some("exe-uid-2".into());
+    let action = run_reconcile(&ctx, second).await.expect("reconciled");
+    assert_eq!(
+        action,
+        Action::requeue(QUEUE_RECHECK),
+        "a requeue, not an error"
+    );
+    assert_eq!(ctx.runs.queued(), 1);
+    assert_eq!(ctx.metrics.execution_queue_depth.get(), 1);
+    assert_eq!(ctx.runs.state("exe-uid-2"), RunState::Unknown);
+    // Nothing read, nothing written for it (the first run's exec may call; ignore it).
+    while let Ok(Some((request, _))) =
+        tokio::time::timeout(Duration::from_millis(100), handle.next_request()).await
+    {
+        assert!(!request.uri().path().contains("run-2"), "{}", request.uri());
+    }
+}
+
+#[tokio::test]
+async fn a_cached_pod_that_may_have_been_replaced_is_read_again() {
+    // The Session names another IP than the cached Pod has: it may be a new Pod of that name.
+    let mut session = cached_ready_session();
+    if let Some(status) = session.status.as_mut() {
+        status.pod_ip = Some("10.244.0.9".into());
+    }
+    let (ctx, mut handle) = cached_context_with(8, session);
+    let apiserver = tokio::spawn(async move {
+        let (_, _, send) = expect(
+            &mut handle,
+            Method::GET,
+            &format!("/api/v1/namespaces/{NS}/pods/demo-sandbox"),
+        )
+        .await;
+        let mut replaced = sandbox_pod();
+        replaced.metadata.uid = Some("new-pod-uid".into());
+        send.send_response(respond(StatusCode::OK, &replaced));
+        let (status, _) = expect_status_patch(&mut handle).await;
+        assert_eq!(status.pod_uid.as_deref(), Some("new-pod-uid"));
+    });
+    run_reconcile(&ctx, execution()).await.expect("reconciled");
+    tokio::time::timeout(Duration::from_secs(1), apiserver)
+        .await
+        .expect("every expected call")
+        .expect("scenario");
+}

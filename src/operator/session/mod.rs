@@ -47,8 +47,8 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::{
     runtime::{
         controller::{self, Action, Controller},
-        reflector::Store,
-        watcher,
+        reflector::{store::Writer, Store},
+        watcher, WatchStreamExt,
     },
     Api, ResourceExt,
 };
@@ -142,6 +142,7 @@ pub fn controller(
     ctx: Arc<Context>,
     namespace: Option<&str>,
     concurrency: u16,
+    pods_cache: Writer<Pod>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> (impl Future<Output = ()>, Store<Session>) {
     let client = ctx.client.clone();
@@ -158,8 +159,15 @@ pub fn controller(
         ),
     };
     let owned = watcher::Config::default().labels(labels::MANAGED_SELECTOR);
+    // The sandbox Pods' watch also fills `pods_cache`, which the Execution controller reads
+    // before a run instead of a GET.
+    let pod_changes = watcher(pods, owned.clone())
+        .default_backoff()
+        .modify(|pod| pod.managed_fields_mut().clear())
+        .reflect(pods_cache)
+        .touched_objects();
     let controller = Controller::new(sessions, watcher::Config::default())
-        .owns(pods, owned.clone())
+        .owns_stream(pod_changes)
         .owns(claims, owned)
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown);
