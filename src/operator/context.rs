@@ -7,6 +7,8 @@ use kube::{
     Client,
 };
 
+use crate::sandbox::ChannelPool;
+
 use super::{
     config::SandboxConfig, execution::Tracker, metrics::Metrics, netpol::build::PolicySet,
 };
@@ -28,6 +30,8 @@ pub struct Context {
     pub network_policies: Option<PolicySet>,
     /// Execution runs started by this process (see [`Tracker`]).
     pub runs: Tracker,
+    /// The runner channels runs go over; `None` with `--exec-transport exec` (one exec per run).
+    pub channels: Option<ChannelPool>,
     /// Consecutive failures per object, for error backoff.
     backoff: Backoff,
 }
@@ -48,6 +52,7 @@ impl Context {
             metrics,
             config,
             network_policies: None,
+            channels: None,
             backoff: Backoff::default(),
         }
     }
@@ -55,6 +60,12 @@ impl Context {
     /// Sets the NetworkPolicies the operator keeps (`None`: it keeps none).
     pub fn with_network_policies(mut self, policies: Option<PolicySet>) -> Self {
         self.network_policies = policies;
+        self
+    }
+
+    /// Sends runs over `channels` (`None`: one exec per run).
+    pub fn with_channels(mut self, channels: Option<ChannelPool>) -> Self {
+        self.channels = channels;
         self
     }
 

@@ -10,6 +10,8 @@
 //! | `kubexec_executions_total` | counter | `result` (`succeeded`, `failed`, `timed_out`, `oom_killed`, `error`) |
 //! | `kubexec_execution_duration_seconds` | histogram (run wall time, from the runner) | |
 //! | `kubexec_executions_in_flight` | gauge | |
+//! | `kubexec_runner_channels_open` | gauge (runner channels open now) | |
+//! | `kubexec_runner_channel_opens_total` | counter (runner channels opened) | |
 
 use std::time::Instant;
 
@@ -149,6 +151,20 @@ impl Metrics {
             started: Instant::now(),
         }
     }
+}
+
+/// Registers the runner channel pool's counters (with `--exec-transport channel`).
+pub fn register_channels(registry: &mut Registry, channels: &crate::sandbox::ChannelMetrics) {
+    registry.register(
+        "kubexec_runner_channels_open",
+        "Runner channels (one long-lived exec per sandbox) open now",
+        channels.open.clone(),
+    );
+    registry.register(
+        "kubexec_runner_channel_opens",
+        "Runner channels opened",
+        channels.opens.clone(),
+    );
 }
 
 /// Times one reconcile.

@@ -36,8 +36,14 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
 
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
+    let channels = args.channel_config().map(|pool| {
+        let counters = crate::sandbox::ChannelMetrics::default();
+        metrics::register_channels(&mut registry, &counters);
+        crate::sandbox::ChannelPool::kube(client.clone(), pool, counters)
+    });
     let ctx = Context::new(client, metrics, config, args.identity.clone())
-        .with_network_policies(policies);
+        .with_network_policies(policies)
+        .with_channels(channels);
     let ctx = Arc::new(ctx);
 
     let (sessions, session_store) = session::controller(
