@@ -17,6 +17,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::protocol::{
@@ -29,6 +30,12 @@ use crate::sink::EventSink;
 
 /// The internal command a channel's `exec` request runs as.
 pub const SERVE_EXEC_COMMAND: &str = "serve-exec";
+/// A serve process with nothing in flight exits after this long without a request, or at once
+/// once its stdout is gone: a client that vanished without closing the stream (the container
+/// runtime kept stdin open) leaves no process behind for long. Clients close idle channels
+/// much sooner; one that finds its channel gone opens another.
+const ABANDONED_AFTER: Duration = Duration::from_secs(30 * 60);
+const WATCHDOG_EVERY: Duration = Duration::from_secs(10);
 
 /// `kubexec-runner serve-exec`: `exec`, after an empty frame that says this process is no
 /// longer dumpable (the CLI made it so before anything else). The serve process sends the
@@ -65,7 +72,21 @@ pub fn serve<W: Write + Send + 'static>(
         }),
         requests: Mutex::new(HashMap::new()),
         runner,
+        last_request: Mutex::new(Instant::now()),
     });
+    let watched = Arc::downgrade(&shared);
+    let _ = std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || loop {
+            std::thread::sleep(WATCHDOG_EVERY);
+            let Some(shared) = watched.upgrade() else {
+                return;
+            };
+            if shared.abandoned() {
+                // Runs in flight are in processes of their own and go on.
+                std::process::exit(0);
+            }
+        });
     shared.reply(
         0,
         ChannelReply::Hello {
@@ -87,6 +108,7 @@ pub fn serve<W: Write + Send + 'static>(
             return Ok(());
         }
         let payload = read_frame(input, MAX_REQUEST_FRAME_BYTES)?;
+        *lock(&shared.last_request) = Instant::now();
         match serde_json::from_slice::<ChannelRequest>(&payload) {
             Ok(request) => shared.handle(request),
             Err(error) => {
@@ -111,6 +133,7 @@ struct Shared<W> {
     out: Mutex<Out<W>>,
     requests: Mutex<HashMap<u64, Arc<Request>>>,
     runner: PathBuf,
+    last_request: Mutex<Instant>,
 }
 
 /// The flow-control state of one request.
@@ -140,6 +163,12 @@ enum Job {
 }
 
 impl<W: Write + Send + 'static> Shared<W> {
+    /// Nothing in flight, and nobody reading or nothing asked for a long time.
+    fn abandoned(&self) -> bool {
+        lock(&self.requests).is_empty()
+            && (lock(&self.out).broken || lock(&self.last_request).elapsed() >= ABANDONED_AFTER)
+    }
+
     fn reply(&self, id: u64, reply: ChannelReply) {
         let mut out = lock(&self.out);
         if out.broken {
@@ -219,6 +248,10 @@ impl<W: Write + Send + 'static> Shared<W> {
             requests.insert(id, state.clone());
             state
         };
+        if lock(&self.out).broken {
+            // Nobody reads replies any more: the request still runs, its events are dropped.
+            state.cancel();
+        }
         let shared = self.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("request-{id}"))
