@@ -180,23 +180,22 @@ impl Channel {
             mut output,
         } = connection;
         let mut decoder = ChannelDecoder::new();
-        let hello = within(OPEN_DEADLINE, async {
-            loop {
-                if let Some(response) = decoder.next_response() {
-                    return response.map_err(|e| SandboxError::Protocol(format!("hello: {e}")));
-                }
-                match output.next().await {
-                    Some(chunk) => decoder.push(&chunk?),
-                    None => {
-                        return Err(SandboxError::Protocol(
+        let hello =
+            within(OPEN_DEADLINE, async {
+                loop {
+                    if let Some(response) = decoder.next_response() {
+                        return response.map_err(|e| SandboxError::Protocol(format!("hello: {e}")));
+                    }
+                    match output.next().await {
+                        Some(chunk) => decoder.push(&chunk?),
+                        None => return Err(SandboxError::Protocol(
                             "the runner ended without a channel hello (a runner without `serve`?)"
                                 .into(),
-                        ))
+                        )),
                     }
                 }
-            }
-        })
-        .await?;
+            })
+            .await?;
         let window = match hello.reply {
             ChannelReply::Hello {
                 version: CHANNEL_VERSION,

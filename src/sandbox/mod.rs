@@ -39,8 +39,8 @@ use tokio::{
 use tracing::warn;
 
 pub use channel::{
-    Channel, ChannelKey, ChannelMetrics, ChannelPool, ChannelRun, Connect, Connection,
-    KubeConnect, PoolConfig,
+    Channel, ChannelKey, ChannelMetrics, ChannelPool, ChannelRun, Connect, Connection, KubeConnect,
+    PoolConfig,
 };
 pub use error::SandboxError;
 pub use exit::exit_code;

@@ -339,13 +339,10 @@ impl<W: Write + Send + 'static> Shared<W> {
             let context = context.to_string();
             move |source| Error::Io { context, source }
         };
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::Io {
-                context: "the request's process".into(),
-                source: io::Error::other("no stdout pipe"),
-            })?;
+        let stdout = child.stdout.take().ok_or_else(|| Error::Io {
+            context: "the request's process".into(),
+            source: io::Error::other("no stdout pipe"),
+        })?;
         let mut events = BufReader::new(stdout);
         if let Some(frame) = spec_frame {
             // The ready frame first: the process is non-dumpable before the key reaches it.

@@ -162,7 +162,10 @@ fn many_executions_share_one_channel() {
     serve.exec(100, &command_spec(&ws, "run-1", "echo again", &key));
     let events = serve.collect(&[100]);
     let replayed = last_result(&events[&100]);
-    assert!(replayed.recovered && replayed.stdout == "out-1\n", "{replayed:?}");
+    assert!(
+        replayed.recovered && replayed.stdout == "out-1\n",
+        "{replayed:?}"
+    );
 }
 
 #[test]
@@ -194,7 +197,9 @@ fn bad_requests_are_refused_and_the_channel_goes_on() {
     // Not JSON of a request, but with an id: refused, and the channel still serves.
     serve
         .stdin
-        .write_all(&kubexec_runner::protocol::encode_frame(br#"{"id":3,"op":"rm"}"#))
+        .write_all(&kubexec_runner::protocol::encode_frame(
+            br#"{"id":3,"op":"rm"}"#,
+        ))
         .expect("write");
     assert!(matches!(
         serve.next(),
@@ -231,7 +236,12 @@ fn a_run_outlives_its_channel_and_is_attached_to_from_the_next() {
     // The run has started (its first output came): the channel dies.
     loop {
         let reply = first.next();
-        if matches!(reply.reply, ChannelReply::Event { event: RunnerEvent::Stdout { .. } }) {
+        if matches!(
+            reply.reply,
+            ChannelReply::Event {
+                event: RunnerEvent::Stdout { .. }
+            }
+        ) {
             break;
         }
     }
@@ -282,7 +292,12 @@ fn a_request_gets_no_more_than_a_window_ahead_of_its_credit() {
     }
     assert_eq!(early.len(), CHANNEL_WINDOW as usize, "{early:?}");
     // With credit, the rest comes, in order, and adds up to the run's output.
-    serve.send(1, ChannelOp::Credit { frames: CHANNEL_WINDOW });
+    serve.send(
+        1,
+        ChannelOp::Credit {
+            frames: CHANNEL_WINDOW,
+        },
+    );
     let rest = serve.collect(&[1]);
     let events: Vec<RunnerEvent> = early
         .into_iter()

@@ -32,7 +32,14 @@ struct FakeConnect {
     seen: Arc<Mutex<Vec<ChannelRequest>>>,
 }
 
-fn fake_pool(fake: Fake, config: PoolConfig) -> (ChannelPool, Arc<AtomicUsize>, Arc<Mutex<Vec<ChannelRequest>>>) {
+fn fake_pool(
+    fake: Fake,
+    config: PoolConfig,
+) -> (
+    ChannelPool,
+    Arc<AtomicUsize>,
+    Arc<Mutex<Vec<ChannelRequest>>>,
+) {
     let connects = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let pool = ChannelPool::new(
@@ -83,7 +90,11 @@ fn spec(run_id: &str) -> ExecSpec {
     spec
 }
 
-async fn send(out: &mpsc::Sender<Result<Bytes, SandboxError>>, id: u64, reply: ChannelReply) -> bool {
+async fn send(
+    out: &mpsc::Sender<Result<Bytes, SandboxError>>,
+    id: u64,
+    reply: ChannelReply,
+) -> bool {
     out.send(Ok(Bytes::from(ChannelResponse { id, reply }.to_frame())))
         .await
         .is_ok()
@@ -165,7 +176,11 @@ async fn one_channel_carries_many_concurrent_requests() {
     let runs = (0..100).map(|i| {
         let pool = pool.clone();
         async move {
-            let channel = pool.channel(&key("pod-a")).await.expect("opens").expect("a channel");
+            let channel = pool
+                .channel(&key("pod-a"))
+                .await
+                .expect("opens")
+                .expect("a channel");
             let mut chunks = Vec::new();
             let result = channel
                 .exec(&spec(&format!("run-{i}")))
@@ -186,19 +201,34 @@ async fn one_channel_carries_many_concurrent_requests() {
             }]
         );
     }
-    assert_eq!(connects.load(Ordering::SeqCst), 1, "one channel for one sandbox");
+    assert_eq!(
+        connects.load(Ordering::SeqCst),
+        1,
+        "one channel for one sandbox"
+    );
     assert_eq!(pool.metrics().opens.get(), 1);
     assert_eq!(pool.metrics().open.get(), 1);
 
-    pool.channel(&key("pod-b")).await.expect("opens").expect("a channel");
-    assert_eq!(pool.metrics().opens.get(), 2, "another sandbox, another channel");
+    pool.channel(&key("pod-b"))
+        .await
+        .expect("opens")
+        .expect("a channel");
+    assert_eq!(
+        pool.metrics().opens.get(),
+        2,
+        "another sandbox, another channel"
+    );
     assert_eq!(pool.metrics().open.get(), 2);
 }
 
 #[tokio::test]
 async fn a_result_sealed_with_another_key_is_rejected() {
     let (pool, _, _) = fake_pool(Fake::Serve, PoolConfig::default());
-    let channel = pool.channel(&key("p")).await.expect("opens").expect("a channel");
+    let channel = pool
+        .channel(&key("p"))
+        .await
+        .expect("opens")
+        .expect("a channel");
     // The fake seals with the spec's key; the caller expects another one.
     let mut run = channel.exec(&spec("run-1")).await.expect("sent");
     run.expected = Some(Expected {
@@ -214,7 +244,11 @@ async fn a_result_sealed_with_another_key_is_rejected() {
 #[tokio::test]
 async fn a_broken_channel_fails_its_requests_and_is_reopened() {
     let (pool, connects, _) = fake_pool(Fake::BreakOnRequest, PoolConfig::default());
-    let channel = pool.channel(&key("p")).await.expect("opens").expect("a channel");
+    let channel = pool
+        .channel(&key("p"))
+        .await
+        .expect("opens")
+        .expect("a channel");
     let error = channel
         .exec(&spec("run-1"))
         .await
@@ -233,7 +267,11 @@ async fn a_broken_channel_fails_its_requests_and_is_reopened() {
         Err(SandboxError::StreamClosed)
     ));
 
-    let again = pool.channel(&key("p")).await.expect("reopens").expect("a channel");
+    let again = pool
+        .channel(&key("p"))
+        .await
+        .expect("reopens")
+        .expect("a channel");
     assert!(again.is_open());
     assert_eq!(connects.load(Ordering::SeqCst), 2);
     assert_eq!(pool.metrics().opens.get(), 2);
@@ -256,7 +294,11 @@ async fn an_idle_channel_is_closed_and_the_next_use_reopens_it() {
         max_channels: 4,
     };
     let (pool, connects, _) = fake_pool(Fake::Serve, config);
-    let channel = pool.channel(&key("p")).await.expect("opens").expect("a channel");
+    let channel = pool
+        .channel(&key("p"))
+        .await
+        .expect("opens")
+        .expect("a channel");
     channel
         .exec(&spec("run-1"))
         .await
@@ -271,7 +313,11 @@ async fn an_idle_channel_is_closed_and_the_next_use_reopens_it() {
     assert!(!channel.is_open(), "closed by the pool's idle task");
     assert_eq!(pool.metrics().open.get(), 0);
 
-    let again = pool.channel(&key("p")).await.expect("reopens").expect("a channel");
+    let again = pool
+        .channel(&key("p"))
+        .await
+        .expect("reopens")
+        .expect("a channel");
     again
         .exec(&spec("run-2"))
         .await
@@ -289,12 +335,23 @@ async fn a_full_pool_closes_an_idle_channel_or_says_none() {
         max_channels: 1,
     };
     let (pool, _, _) = fake_pool(Fake::Hang, config);
-    let first = pool.channel(&key("a")).await.expect("opens").expect("a channel");
+    let first = pool
+        .channel(&key("a"))
+        .await
+        .expect("opens")
+        .expect("a channel");
     // Busy: a request whose end is not read yet keeps it in flight.
     let busy = first.exec(&spec("run-1")).await.expect("sent");
-    assert!(pool.channel(&key("b")).await.expect("no error").is_none(), "full of busy channels");
+    assert!(
+        pool.channel(&key("b")).await.expect("no error").is_none(),
+        "full of busy channels"
+    );
     drop(busy);
-    let second = pool.channel(&key("b")).await.expect("opens").expect("room made");
+    let second = pool
+        .channel(&key("b"))
+        .await
+        .expect("opens")
+        .expect("room made");
     assert!(second.is_open());
     assert!(!first.is_open(), "the idle channel was closed for it");
 }
@@ -302,7 +359,11 @@ async fn a_full_pool_closes_an_idle_channel_or_says_none() {
 #[tokio::test]
 async fn credit_is_granted_as_events_are_read_and_a_flood_is_cut_off() {
     let (pool, _, seen) = fake_pool(Fake::Flood(CHANNEL_WINDOW as usize), PoolConfig::default());
-    let channel = pool.channel(&key("p")).await.expect("opens").expect("a channel");
+    let channel = pool
+        .channel(&key("p"))
+        .await
+        .expect("opens")
+        .expect("a channel");
     let mut run = channel.exec(&spec("run-1")).await.expect("sent");
     let mut read = 0;
     while let Some(event) = run.next_event().await.expect("events") {
@@ -331,7 +392,11 @@ async fn credit_is_granted_as_events_are_read_and_a_flood_is_cut_off() {
         Fake::Flood(4 * CHANNEL_WINDOW as usize),
         PoolConfig::default(),
     );
-    let channel = pool.channel(&key("p")).await.expect("opens").expect("a channel");
+    let channel = pool
+        .channel(&key("p"))
+        .await
+        .expect("opens")
+        .expect("a channel");
     let mut run = channel.exec(&spec("run-1")).await.expect("sent");
     // Let the flood arrive before anything is read.
     while lock(&channel.inner.requests)
@@ -356,13 +421,21 @@ async fn credit_is_granted_as_events_are_read_and_a_flood_is_cut_off() {
 #[tokio::test]
 async fn a_dropped_request_is_cancelled_and_refusals_are_told_apart() {
     let (pool, _, seen) = fake_pool(Fake::Hang, PoolConfig::default());
-    let channel = pool.channel(&key("p")).await.expect("opens").expect("a channel");
+    let channel = pool
+        .channel(&key("p"))
+        .await
+        .expect("opens")
+        .expect("a channel");
     let pending = channel.follow("run-2").await.expect("sent");
     let id = pending.id;
     assert_eq!(channel.in_flight(), 1);
     drop(pending);
     assert_eq!(channel.in_flight(), 0);
-    let cancelled = || lock(&seen).iter().any(|r| r.id == id && r.op == ChannelOp::Cancel);
+    let cancelled = || {
+        lock(&seen)
+            .iter()
+            .any(|r| r.id == id && r.op == ChannelOp::Cancel)
+    };
     while !cancelled() {
         tokio::task::yield_now().await;
     }

@@ -95,11 +95,15 @@ pub enum ChannelReply {
         max_requests: usize,
     },
     /// One event of the request.
-    Event { event: RunnerEvent },
+    Event {
+        event: RunnerEvent,
+    },
     /// The request is over; nothing more comes for its id.
     End,
     /// The request was not taken (bad request, too many at once); nothing more comes for it.
-    Refused { error: RunnerError },
+    Refused {
+        error: RunnerError,
+    },
     Pong,
 }
 
@@ -197,7 +201,10 @@ mod tests {
             }
         );
         for (text, op) in [
-            (r#"{"id":3,"op":"credit","frames":4}"#, ChannelOp::Credit { frames: 4 }),
+            (
+                r#"{"id":3,"op":"credit","frames":4}"#,
+                ChannelOp::Credit { frames: 4 },
+            ),
             (r#"{"id":3,"op":"cancel"}"#, ChannelOp::Cancel),
             (r#"{"id":0,"op":"ping"}"#, ChannelOp::Ping),
         ] {
@@ -211,7 +218,10 @@ mod tests {
             r#"{"id":-1,"op":"ping"}"#,
             r#"{"id":1,"op":"exec"}"#,
         ] {
-            assert!(serde_json::from_str::<ChannelRequest>(bad).is_err(), "{bad}");
+            assert!(
+                serde_json::from_str::<ChannelRequest>(bad).is_err(),
+                "{bad}"
+            );
         }
     }
 
