@@ -331,3 +331,161 @@ async fn a_fork_bomb_stays_inside_its_session_over_a_channel() {
         "one channel per sandbox, kept open"
     );
 }
+
+// ---- No cluster: the pool against a local `kubexec-runner serve` (target/debug, built by
+// `cargo build -p kubexec-runner`), so the client and the real runner are tested together.
+
+mod local {
+    use std::path::PathBuf;
+    use std::sync::{Arc, Mutex};
+
+    use futures::future::BoxFuture;
+    use futures::{FutureExt, StreamExt};
+    use kubexec::sandbox::protocol::{ExecSpec, ResultKey};
+    use kubexec::sandbox::{
+        ChannelKey, ChannelMetrics, ChannelPool, Connect, Connection, PoolConfig, SandboxError,
+    };
+    use tokio::io::AsyncReadExt;
+
+    /// Starts `serve` with its workspace in a temp dir; remembers each process's pid.
+    struct LocalServe {
+        workspace: PathBuf,
+        pids: Arc<Mutex<Vec<u32>>>,
+    }
+
+    impl Connect for LocalServe {
+        fn connect(
+            &self,
+            _key: &ChannelKey,
+        ) -> BoxFuture<'static, Result<Connection, SandboxError>> {
+            let runner = kubexec_e2e::repo_root().join("target/debug/kubexec-runner");
+            let spawned = tokio::process::Command::new(runner)
+                .arg("serve")
+                .env("KUBEXEC_WORKSPACE", &self.workspace)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn();
+            let pids = self.pids.clone();
+            async move {
+                let mut child = spawned.map_err(SandboxError::Stream)?;
+                pids.lock().expect("pids").extend(child.id());
+                let input = child.stdin.take().expect("stdin");
+                let stdout = child.stdout.take().expect("stdout");
+                let output =
+                    futures::stream::unfold((stdout, child), |(mut stdout, child)| async move {
+                        let mut buffer = vec![0; 64 * 1024];
+                        match stdout.read(&mut buffer).await {
+                            Ok(0) => None,
+                            Ok(n) => {
+                                buffer.truncate(n);
+                                Some((Ok(bytes::Bytes::from(buffer)), (stdout, child)))
+                            }
+                            Err(e) => Some((Err(SandboxError::Stream(e)), (stdout, child))),
+                        }
+                    })
+                    .boxed();
+                Ok(Connection {
+                    input: Box::pin(input),
+                    output,
+                })
+            }
+            .boxed()
+        }
+    }
+
+    fn spec(workspace: &std::path::Path, run_id: &str, command: &str) -> ExecSpec {
+        let mut spec = ExecSpec::new(run_id);
+        spec.workspace = workspace.display().to_string();
+        spec.command = Some(command.into());
+        spec.result_key = Some(ResultKey::from_bytes([4; 32]));
+        spec
+    }
+
+    #[tokio::test]
+    async fn the_pool_runs_and_reattaches_over_a_local_serve() {
+        let workspace = std::env::temp_dir().join(format!("kx-chan-local-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&workspace);
+        std::fs::create_dir_all(&workspace).expect("workspace");
+        let pids = Arc::new(Mutex::new(Vec::new()));
+        let pool = ChannelPool::new(
+            LocalServe {
+                workspace: workspace.clone(),
+                pids: pids.clone(),
+            },
+            PoolConfig::default(),
+            ChannelMetrics::default(),
+        );
+        let key = ChannelKey {
+            namespace: "local".into(),
+            pod: "local".into(),
+            pod_uid: None,
+            container: "sandbox",
+        };
+        let channel = pool.channel(&key).await.expect("opens").expect("a channel");
+        let runs = (0..40).map(|i| {
+            let channel = channel.clone();
+            let spec = spec(
+                &workspace,
+                &format!("run-{i}"),
+                &format!("echo {i}; exit {}", i % 3),
+            );
+            async move {
+                channel
+                    .exec(&spec)
+                    .await
+                    .expect("sent")
+                    .result(|_| {})
+                    .await
+            }
+        });
+        for (i, result) in futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let result = result.expect("a result");
+            assert_eq!(result.stdout, format!("{i}\n"));
+            assert_eq!(result.exit_code, (i % 3) as i32);
+        }
+
+        // The serve process dies mid-run: the request fails as a broken stream would, the run
+        // goes on, and the same spec on the reopened channel attaches to it.
+        let long = spec(&workspace, "long", "echo start; sleep 1; echo end; exit 5");
+        let run = channel.exec(&long).await.expect("sent");
+        let started = workspace.join(".kubexec/runs/long/stdout");
+        while std::fs::read_to_string(&started)
+            .unwrap_or_default()
+            .is_empty()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let pid = pids.lock().expect("pids")[0];
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+        assert!(matches!(
+            run.result(|_| {}).await,
+            Err(SandboxError::StreamClosed)
+        ));
+        let reopened = pool
+            .channel(&key)
+            .await
+            .expect("reopens")
+            .expect("a channel");
+        let result = reopened
+            .exec(&long)
+            .await
+            .expect("sent")
+            .result(|_| {})
+            .await
+            .expect("attached");
+        assert!(result.recovered, "{result:?}");
+        assert_eq!(
+            (result.exit_code, result.stdout.as_str()),
+            (5, "start\nend\n")
+        );
+        assert_eq!(pool.metrics().opens.get(), 2);
+        let _ = std::fs::remove_dir_all(&workspace);
+    }
+}
