@@ -17,7 +17,11 @@ use serde_json::json;
 
 use crate::{
     crd::{Execution, Session},
-    sandbox::{HelperOutput, Process, Sandbox, SandboxError},
+    layout::SANDBOX_CONTAINER,
+    sandbox::{
+        ChannelKey, ChannelMetrics, ChannelPool, HelperOutput, PoolConfig, Process, Sandbox,
+        SandboxError,
+    },
     shared::{
         activity::ActivityWriter,
         kube_status::{is_quota_exceeded, is_status},
@@ -136,7 +140,9 @@ pub trait Cluster: Send + Sync + 'static {
         pod: &'a str,
         args: Vec<String>,
     ) -> BoxFuture<'a, Result<Box<dyn Upload>, SandboxError>>;
-    /// Follows a run's output: `kubexec-runner follow <runId>`.
+    /// Follows a run's output: `kubexec-runner follow <runId>`, as a request on the api's own
+    /// runner channel to the Pod (a one-shot exec when there is none). The api never asks the
+    /// operator: any api replica can follow any run, whichever operator replica runs it.
     fn follow<'a>(
         &'a self,
         ns: &'a str,
@@ -152,14 +158,32 @@ pub trait Cluster: Send + Sync + 'static {
 pub struct KubeCluster {
     client: Client,
     executions: Arc<ExecutionWaiters>,
+    /// The api's own runner channels, for `follow` (see [`Cluster::follow`]).
+    channels: ChannelPool,
 }
+
+/// A channel of the api's that nobody follows through for this long is closed. Streams come in
+/// bursts per session, and an idle channel costs a connection and a runner process.
+const FOLLOW_CHANNEL_IDLE: Duration = Duration::from_secs(60);
 
 impl KubeCluster {
     /// Wraps a client, and starts the shared watch of Executions (see [`super::informer`]).
     pub fn new(client: Client) -> Arc<Self> {
         let executions = Arc::new(ExecutionWaiters::default());
         tokio::spawn(executions.clone().run(client.clone()));
-        Arc::new(Self { client, executions })
+        let channels = ChannelPool::kube(
+            client.clone(),
+            PoolConfig {
+                idle: FOLLOW_CHANNEL_IDLE,
+                ..PoolConfig::default()
+            },
+            ChannelMetrics::default(),
+        );
+        Arc::new(Self {
+            client,
+            executions,
+            channels,
+        })
     }
 
     fn sessions(&self, ns: &str) -> Api<Session> {
@@ -460,6 +484,19 @@ impl Cluster for KubeCluster {
     ) -> BoxFuture<'a, Result<BoxStream<'static, Result<RunnerEvent, SandboxError>>, SandboxError>>
     {
         async move {
+            let key = ChannelKey {
+                namespace: ns.to_string(),
+                pod: pod.to_string(),
+                pod_uid: None,
+                container: SANDBOX_CONTAINER,
+            };
+            match self.channels.channel(&key).await {
+                Ok(Some(channel)) => return Ok(channel.follow(run_id).await?.into_events().boxed()),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, pod, "no runner channel; following with a one-shot exec");
+                }
+            }
             let run = Sandbox::new(self.client.clone(), ns, pod)
                 .start_framed(&["follow", run_id])
                 .await?;

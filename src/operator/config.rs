@@ -176,12 +176,39 @@ pub struct OperatorArgs {
     )]
     pub service_account: String,
 
+    /// How runs reach the runner: `channel` sends them over one long-lived
+    /// `kubexec-runner serve` exec per sandbox; `exec` opens one exec per run (the design before
+    /// channels, kept to compare the two).
+    #[arg(long, env = "KUBEXEC_EXEC_TRANSPORT", value_enum, default_value_t = ExecTransport::Channel)]
+    pub exec_transport: ExecTransport,
+
+    /// Seconds a runner channel without requests stays open.
+    #[arg(long, env = "KUBEXEC_CHANNEL_IDLE_SECONDS", default_value_t = 120)]
+    pub channel_idle_seconds: u64,
+
     /// The sandboxes' NetworkPolicies (boxed: many strings, read once).
     #[command(flatten)]
     pub network: Box<NetworkArgs>,
 }
 
+/// How the operator sends runs to the runner (`--exec-transport`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecTransport {
+    /// Many runs over one `kubexec-runner serve` exec per sandbox.
+    Channel,
+    /// One `kubexec-runner exec` per run.
+    Exec,
+}
+
 impl OperatorArgs {
+    /// The runner channels' settings; `None` with `--exec-transport exec`.
+    pub fn channel_config(&self) -> Option<crate::sandbox::PoolConfig> {
+        (self.exec_transport == ExecTransport::Channel).then(|| crate::sandbox::PoolConfig {
+            idle: std::time::Duration::from_secs(self.channel_idle_seconds.max(1)),
+            ..crate::sandbox::PoolConfig::default()
+        })
+    }
+
     /// Checks the flags and resolves the sandbox defaults.
     pub fn sandbox_config(&self) -> Result<SandboxConfig, Error> {
         let quantity = |flag: &'static str, value: &str| {
@@ -377,6 +404,27 @@ mod tests {
         assert_eq!(all.max_runs, 5);
         assert!(parse(&["--max-runs", "0"]).is_err());
         assert!(parse(&["--execution-events", "none"]).is_err());
+    }
+
+    #[test]
+    fn runs_go_over_channels_unless_asked_otherwise() {
+        let parse = |flags: &[&str]| {
+            Flags::try_parse_from(std::iter::once("operator").chain(flags.iter().copied()))
+                .expect("flags parse")
+                .operator
+        };
+        let defaults = parse(&[]);
+        assert_eq!(defaults.exec_transport, ExecTransport::Channel);
+        assert_eq!(
+            defaults.channel_config().map(|c| c.idle.as_secs()),
+            Some(120)
+        );
+        let short = parse(&["--channel-idle-seconds", "3"]);
+        assert_eq!(short.channel_config().map(|c| c.idle.as_secs()), Some(3));
+        assert!(parse(&["--exec-transport", "exec"])
+            .channel_config()
+            .is_none());
+        assert!(Flags::try_parse_from(["operator", "--exec-transport", "carrier-pigeon"]).is_err());
     }
 
     #[test]

@@ -7,6 +7,8 @@ use kube::{
     Client,
 };
 
+use crate::sandbox::ChannelPool;
+
 use super::{
     config::{ExecutionSettings, SandboxConfig},
     execution::{admission::RunLimits, observe::Caches, tracker::TrackerMetrics, Tracker},
@@ -35,6 +37,8 @@ pub struct Context {
     pub executions: ExecutionSettings,
     /// The controllers' caches of Sessions and sandbox Pods, read before a run starts.
     pub caches: Caches,
+    /// The runner channels runs go over; `None` with `--exec-transport exec` (one exec per run).
+    pub channels: Option<ChannelPool>,
     /// Consecutive failures per object, for error backoff.
     backoff: Backoff,
 }
@@ -58,6 +62,7 @@ impl Context {
             metrics,
             config,
             network_policies: None,
+            channels: None,
             backoff: Backoff::default(),
         }
     }
@@ -78,6 +83,12 @@ impl Context {
     /// Sets the caches the Execution controller reads Sessions and Pods from.
     pub fn with_caches(mut self, caches: Caches) -> Self {
         self.caches = caches;
+        self
+    }
+
+    /// Sends runs over `channels` (`None`: one exec per run).
+    pub fn with_channels(mut self, channels: Option<ChannelPool>) -> Self {
+        self.channels = channels;
         self
     }
 

@@ -12,6 +12,9 @@
 //! | `kubexec_executions_in_flight` | gauge (runs whose exec is in progress; at most `--max-runs`) | |
 //! | `kubexec_execution_queue_depth` | gauge (runs waiting for a slot under `--max-runs` or `--max-runs-per-session`) | |
 //! | `kubexec_execution_queue_wait_seconds` | histogram (how long each run that had to wait waited) | |
+//! | `kubexec_executions_in_flight` | gauge | |
+//! | `kubexec_runner_channels_open` | gauge (runner channels open now) | |
+//! | `kubexec_runner_channel_opens_total` | counter (runner channels opened) | |
 
 use std::time::Instant;
 
@@ -167,6 +170,20 @@ impl Metrics {
             started: Instant::now(),
         }
     }
+}
+
+/// Registers the runner channel pool's counters (with `--exec-transport channel`).
+pub fn register_channels(registry: &mut Registry, channels: &crate::sandbox::ChannelMetrics) {
+    registry.register(
+        "kubexec_runner_channels_open",
+        "Runner channels (one long-lived exec per sandbox) open now",
+        channels.open.clone(),
+    );
+    registry.register(
+        "kubexec_runner_channel_opens",
+        "Runner channels opened",
+        channels.opens.clone(),
+    );
 }
 
 /// Times one reconcile.

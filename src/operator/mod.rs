@@ -39,13 +39,19 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
     // Filled by the controllers' watches, read by the Execution controller before a run.
     let (session_cache, session_writer) = kube::runtime::reflector::store();
     let (pod_cache, pod_writer) = kube::runtime::reflector::store();
+    let channels = args.channel_config().map(|pool| {
+        let counters = crate::sandbox::ChannelMetrics::default();
+        metrics::register_channels(&mut registry, &counters);
+        crate::sandbox::ChannelPool::kube(client.clone(), pool, counters)
+    });
     let ctx = Context::new(client, metrics, config, args.identity.clone())
         .with_network_policies(policies)
         .with_execution_settings(args.execution_settings())
         .with_caches(execution::observe::Caches {
             sessions: session_cache,
             pods: pod_cache,
-        });
+        })
+        .with_channels(channels);
     let ctx = Arc::new(ctx);
 
     let (sessions, session_store) = session::controller(

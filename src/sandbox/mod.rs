@@ -9,11 +9,14 @@
 //!   stream of framed [`RunnerEvent`]s, with stdin kept open.
 //! - [`Sandbox::spawn`]: the raw [`Process`] underneath both, for callers that stream large
 //!   stdin (e.g. `write-files` of big uploads) themselves.
+//! - [`ChannelPool`] / [`Channel`]: many `exec` and `follow` requests over one long-lived
+//!   `kubexec-runner serve` exec per sandbox (see [`channel`]).
 //!
 //! Stdin is never closed before the command ends. The runner's protocol never waits for EOF,
 //! and on servers without the v5 exec protocol closing stdin closes the whole stream, which
 //! would lose the output.
 
+pub mod channel;
 mod error;
 mod exit;
 
@@ -35,6 +38,10 @@ use tokio::{
 };
 use tracing::warn;
 
+pub use channel::{
+    Channel, ChannelKey, ChannelMetrics, ChannelPool, ChannelRun, Connect, Connection, KubeConnect,
+    PoolConfig,
+};
 pub use error::SandboxError;
 pub use exit::exit_code;
 /// The runner's wire types, re-exported for callers of this client.
@@ -295,6 +302,12 @@ impl Process {
         })
     }
 
+    /// Takes the command's stdin, for a caller that writes it from elsewhere (a channel's
+    /// writer task); [`write_stdin`](Self::write_stdin) fails afterwards.
+    pub fn take_stdin(&mut self) -> Option<WriteHalf<SimplexStream>> {
+        self.stdin.take()
+    }
+
     /// Writes to the command's stdin (and flushes). Fails if stdin was not attached or the
     /// stream ended.
     pub async fn write_stdin(&mut self, data: &[u8]) -> Result<(), SandboxError> {
@@ -518,33 +531,19 @@ impl FramedRun {
     /// error.
     pub async fn result(
         mut self,
-        mut on_output: impl FnMut(&RunnerEvent),
+        on_output: impl FnMut(&RunnerEvent) + Send,
     ) -> Result<ExecResult, SandboxError> {
-        let mut rejected: Option<String> = None;
-        loop {
-            match self.next_event().await? {
-                Some(RunnerEvent::Result(result)) => {
-                    match self.expected.as_ref().and_then(|e| e.reject(&result)) {
-                        None => return Ok(result),
-                        Some(why) => {
-                            warn!(%why, "skipping a result that is not the runner's");
-                            rejected = Some(why);
-                        }
-                    }
-                }
-                Some(RunnerEvent::Error(error)) => return Err(error.into()),
-                Some(output) => on_output(&output),
-                None => {
-                    if let Some(why) = rejected {
-                        return Err(SandboxError::ResultRejected(why));
-                    }
-                    let exit = self.wait().await?;
-                    return Err(SandboxError::Protocol(format!(
-                        "the runner exited with {} without a result: {}",
-                        exit.code,
-                        String::from_utf8_lossy(&exit.stderr).trim()
-                    )));
-                }
+        let expected = self.expected.take();
+        match read_result(&mut self, expected.as_ref(), on_output).await? {
+            Ok(result) => Ok(result),
+            Err(Some(why)) => Err(SandboxError::ResultRejected(why)),
+            Err(None) => {
+                let exit = self.wait().await?;
+                Err(SandboxError::Protocol(format!(
+                    "the runner exited with {} without a result: {}",
+                    exit.code,
+                    String::from_utf8_lossy(&exit.stderr).trim()
+                )))
             }
         }
     }
@@ -552,6 +551,45 @@ impl FramedRun {
     /// Waits for the runner to exit (discarding unread events).
     pub async fn wait(self) -> Result<Exit, SandboxError> {
         self.process.wait().await
+    }
+}
+
+impl EventSource for FramedRun {
+    fn next_event(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<RunnerEvent>, SandboxError>> + Send {
+        FramedRun::next_event(self)
+    }
+}
+
+/// Where [`read_result`] reads events from: a one-shot exec or a channel request.
+trait EventSource {
+    fn next_event(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<RunnerEvent>, SandboxError>> + Send;
+}
+
+/// Reads events until the result or an error event. `Ok(Err(why))` when the events ended
+/// first: `why` says why the last result seen was rejected, if one was.
+async fn read_result<S: EventSource + Send>(
+    source: &mut S,
+    expected: Option<&Expected>,
+    mut on_output: impl FnMut(&RunnerEvent) + Send,
+) -> Result<Result<ExecResult, Option<String>>, SandboxError> {
+    let mut rejected: Option<String> = None;
+    loop {
+        match source.next_event().await? {
+            Some(RunnerEvent::Result(result)) => match expected.and_then(|e| e.reject(&result)) {
+                None => return Ok(Ok(result)),
+                Some(why) => {
+                    warn!(%why, "skipping a result that is not the runner's");
+                    rejected = Some(why);
+                }
+            },
+            Some(RunnerEvent::Error(error)) => return Err(error.into()),
+            Some(output) => on_output(&output),
+            None => return Ok(Err(rejected)),
+        }
     }
 }
 

@@ -1,18 +1,19 @@
-//! The exec task of one run: `kubexec-runner exec` in the sandbox Pod, then the final status.
-//! It runs outside the reconcile loop, so a long execution never holds a reconcile slot.
+//! The exec task of one run: the spec to the runner in the sandbox Pod (over the sandbox's
+//! runner channel, or a one-shot `kubexec-runner exec`), then the final status. It runs
+//! outside the reconcile loop, so a long execution never holds a reconcile slot.
 
 use std::{sync::Arc, time::Duration};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, ResourceExt};
-use kubexec_runner::protocol::{ErrorCode, ExecSpec};
+use kubexec_runner::protocol::{ErrorCode, ExecResult, ExecSpec};
 use tokio::time::Instant;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::crd::{Execution, ExecutionStatus};
 use crate::operator::{metrics::ExecutionResultLabels, Context};
-use crate::sandbox::{Sandbox, SandboxError};
+use crate::sandbox::{ChannelKey, Sandbox, SandboxError};
 use crate::shared::activity::ActivityWriter;
 
 use super::{
@@ -165,7 +166,7 @@ async fn exec(ctx: &Context, run: &Run) -> RunOutcome {
     }
     let mut retry = FIRST_RETRY;
     loop {
-        let attempt = async { sandbox.exec(&run.spec).await?.result(|_| {}).await };
+        let attempt = send(ctx, &sandbox, &namespace, run);
         let error = match tokio::time::timeout_at(run.deadline, attempt).await {
             Ok(Ok(result)) => return RunOutcome::from(result),
             Ok(Err(SandboxError::Runner {
@@ -203,6 +204,29 @@ async fn exec(ctx: &Context, run: &Run) -> RunOutcome {
         tokio::time::sleep(retry).await;
         retry = (retry * 2).min(MAX_RETRY);
     }
+}
+
+/// One attempt: over the sandbox's runner channel when the operator uses channels and the
+/// sandbox has one, else as a one-shot exec. Both reach the same runner code, so a retry over
+/// either attaches to a run the other started.
+async fn send(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    namespace: &str,
+    run: &Run,
+) -> Result<ExecResult, SandboxError> {
+    if let Some(pool) = &ctx.channels {
+        let key = ChannelKey {
+            namespace: namespace.to_string(),
+            pod: run.pod_name.clone(),
+            pod_uid: run.pod_uid.clone(),
+            container: run.container,
+        };
+        if let Some(channel) = pool.channel(&key).await? {
+            return channel.exec(&run.spec).await?.result(|_| {}).await;
+        }
+    }
+    sandbox.exec(&run.spec).await?.result(|_| {}).await
 }
 
 fn deadline_exceeded(run: &Run) -> RunOutcome {

@@ -16,7 +16,8 @@ use crate::run_dir::RunDir;
 use crate::sink::EventSink;
 use crate::write_files::WriteLimits;
 use crate::{
-    exec, init, install, listing, output_pipe, process, signals, staged, supervise, write_files,
+    exec, init, install, listing, output_pipe, process, serve, signals, staged, supervise,
+    write_files,
 };
 
 pub const USAGE: &str = "\
@@ -24,6 +25,7 @@ usage: kubexec-runner <command> [args]
 
   init                                    run as PID 1: reap, forward signals, stay up
   exec                                    run one framed ExecSpec from stdin; framed events on stdout
+  serve                                   many exec/follow requests over stdin/stdout (a channel)
   write-files [ROOT] [--max-file-bytes N] [--max-files N]
                                           streamed all-or-nothing upload from stdin
   stage NAME [--max-bytes N]              store stdin as staged code NAME for a later exec
@@ -48,6 +50,8 @@ pub enum Command {
         grace: Duration,
     },
     Exec,
+    Serve,
+    ServeExec,
     WriteFiles {
         root: PathBuf,
         limits: WriteLimits,
@@ -187,6 +191,14 @@ pub fn parse(args: &[String]) -> Result<Command> {
         "exec" => {
             parse(&[], &[])?.at_most(0)?;
             Command::Exec
+        }
+        "serve" => {
+            parse(&[], &[])?.at_most(0)?;
+            Command::Serve
+        }
+        crate::serve::SERVE_EXEC_COMMAND => {
+            parse(&[], &[])?.at_most(0)?;
+            Command::ServeExec
         }
         "write-files" => {
             let p = parse(&["workspace", "max-file-bytes", "max-files"], &[])?;
@@ -340,6 +352,11 @@ fn dispatch(command: Command) -> Result<()> {
             // The error frame is already on stdout; the non-zero exit tells the runner failed.
             exec::run(&mut stdin, &mut sink)
         }
+        Command::Serve => {
+            let mut stdin = BufReader::new(io::stdin().lock());
+            serve::serve(&mut stdin, io::stdout(), serve::own_binary())
+        }
+        Command::ServeExec => serve::serve_exec(),
         Command::WriteFiles { root, limits } => {
             let workspace = Workspace::open(&root)?;
             let mut stdin = BufReader::new(io::stdin().lock());
@@ -427,6 +444,7 @@ mod tests {
     #[test]
     fn parses_helpers() {
         assert_eq!(parse(&args("exec")).ok(), Some(Command::Exec));
+        assert_eq!(parse(&args("serve")).ok(), Some(Command::Serve));
         assert_eq!(
             parse(&args("kill 42 --signal KILL --group")).ok(),
             Some(Command::Kill {
@@ -491,6 +509,7 @@ mod tests {
             "ls --nope",
             "cat a --max-bytes",
             "exec extra",
+            "serve extra",
         ] {
             assert!(matches!(parse(&args(line)), Err(Error::Usage(_))), "{line}");
         }

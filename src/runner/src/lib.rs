@@ -1,7 +1,7 @@
 //! The in-sandbox runner of kubexec.
 //!
 //! One static binary with several roles: PID 1 of the sandbox (`init`), the entry point of one
-//! execution (`exec`), and small helpers for files and processes. The operator and the api use
+//! execution (`exec`), a channel of many executions (`serve`), and small helpers for files and processes. The operator and the api use
 //! this library for the wire types in [`protocol`] (framing, [`protocol::ExecSpec`],
 //! [`protocol::RunnerEvent`], [`protocol::FrameDecoder`]).
 
@@ -26,6 +26,7 @@ pub mod process;
 pub mod procfs;
 pub mod protocol;
 pub mod run_dir;
+pub mod serve;
 pub mod signals;
 pub mod sink;
 pub mod staged;

@@ -16,6 +16,10 @@
 //! - The same run ID never runs twice: a repeated exec reports the stored outcome (or waits for
 //!   the running one) with `recovered: true`.
 //!
+//! # `serve`
+//! Many `exec` and `follow` requests over one exec stream: see [`ChannelRequest`] (the
+//! envelope, flow control and limits are described in that module).
+//!
 //! # `write-files`
 //! - stdin: per file a [`WriteFilesFrame::File`] frame followed by exactly `size` raw bytes,
 //!   then a [`WriteFilesFrame::End`] frame. All files or none are renamed into place.
@@ -27,11 +31,13 @@
 //! `result` → [`RunStatus`], `cat` → raw bytes. Each prints one JSON line on
 //! stdout; a failure prints a [`RunnerError`] JSON line on stderr and exits non-zero.
 
+mod channel;
 mod exec;
 mod frame;
 mod helpers;
 mod seal;
 
+pub use channel::*;
 pub use exec::*;
 pub use frame::*;
 pub use helpers::*;
