@@ -303,7 +303,7 @@ pub async fn stage_code(
     let args = vec![
         "stage".to_string(),
         name.to_string(),
-        "--max-bytes".to_string(),
+        "--size".to_string(),
         code.len().to_string(),
     ];
     let output = within(transfer_deadline(code.len() as u64), async {
@@ -315,7 +315,8 @@ pub async fn stage_code(
             Ok(())
         }
         .await;
-        // The helper reads to the end of its stdin: `finish` closes it.
+        // The helper reads exactly `--size` bytes: it never waits for an EOF that an exec
+        // stream may not deliver.
         let output = upload.finish(1 << 20).await?.check()?;
         sent.map(|()| output)
     })

@@ -28,7 +28,7 @@ usage: kubexec-runner <command> [args]
   serve                                   many exec/follow requests over stdin/stdout (a channel)
   write-files [ROOT] [--max-file-bytes N] [--max-files N]
                                           streamed all-or-nothing upload from stdin
-  stage NAME [--max-bytes N]              store stdin as staged code NAME for a later exec
+  stage NAME --size N                     store N bytes of stdin as staged code NAME for a later exec
   ls [PATH] [--recursive]                 list files as JSON
   cat PATH [--offset N] [--max-bytes N]   print a file's bytes
   ps                                      list processes as JSON
@@ -59,7 +59,7 @@ pub enum Command {
     Stage {
         workspace: PathBuf,
         name: String,
-        max_bytes: u64,
+        size: u64,
     },
     Ls {
         workspace: PathBuf,
@@ -215,15 +215,14 @@ pub fn parse(args: &[String]) -> Result<Command> {
             Command::WriteFiles { root, limits }
         }
         "stage" => {
-            let p = parse(&["workspace", "max-bytes"], &[])?;
+            let p = parse(&["workspace", "size"], &[])?;
             p.at_most(1)?;
             Command::Stage {
                 workspace: p.workspace(),
                 name: p.positional(0, "NAME")?,
-                max_bytes: p
-                    .number("max-bytes")?
-                    .unwrap_or(staged::MAX_STAGED_BYTES)
-                    .min(staged::MAX_STAGED_BYTES),
+                size: p
+                    .number("size")?
+                    .ok_or_else(|| Error::Usage("missing --size".into()))?,
             }
         }
         "ls" => {
@@ -365,11 +364,11 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Stage {
             workspace,
             name,
-            max_bytes,
+            size,
         } => {
             let workspace = Workspace::open(&workspace)?;
             let mut stdin = io::stdin().lock();
-            print_json(&staged::stage(&workspace, &name, &mut stdin, max_bytes)?)
+            print_json(&staged::stage(&workspace, &name, &mut stdin, size)?)
         }
         Command::Ls {
             workspace,

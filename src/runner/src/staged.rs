@@ -36,22 +36,28 @@ fn staged_dir(workspace: &Workspace) -> Result<PathBuf> {
     Ok(resolved)
 }
 
-/// Stores stdin (at most `max_bytes`) as the staged code `name`, all or nothing.
+/// Stores exactly `size` bytes of `input` as the staged code `name`, all or nothing. The
+/// size is given up front because an exec stream's stdin may never deliver EOF.
 pub fn stage(
     workspace: &Workspace,
     name: &str,
     input: &mut impl Read,
-    max_bytes: u64,
+    size: u64,
 ) -> Result<Staged> {
     validate_run_id(name)?;
+    if size > MAX_STAGED_BYTES {
+        return Err(Error::LimitExceeded(format!(
+            "staged code {name} is {size} bytes, more than {MAX_STAGED_BYTES}"
+        )));
+    }
     let dir = staged_dir(workspace)?;
     remove_abandoned(&dir, SystemTime::now());
     let mut file = PendingFile::create(&dir.join(name), 0o600)?;
-    let size = io::copy(&mut input.take(max_bytes + 1), file.writer())
+    let copied = io::copy(&mut input.take(size), file.writer())
         .context(|| format!("receiving staged code {name}"))?;
-    if size > max_bytes {
-        return Err(Error::LimitExceeded(format!(
-            "staged code {name} is larger than {max_bytes} bytes"
+    if copied != size {
+        return Err(Error::InvalidSpec(format!(
+            "input ended after {copied} of {size} bytes of staged code {name}"
         )));
     }
     file.commit()?;
@@ -132,7 +138,7 @@ mod tests {
     fn staged_code_is_read_once_stored_and_refused_when_too_large() {
         let dir = TempDir::new("staged");
         let workspace = Workspace::open(dir.path()).expect("workspace");
-        let staged = stage(&workspace, "exe-1", &mut &b"console.log(1)"[..], 100).expect("stage");
+        let staged = stage(&workspace, "exe-1", &mut &b"console.log(1)"[..], 14).expect("stage");
         assert_eq!(staged.size, 14);
         assert_eq!(
             read(workspace.root(), "exe-1").expect("read"),
@@ -144,9 +150,13 @@ mod tests {
             Err(Error::InvalidSpec(_))
         ));
 
-        let big = [b'x'; 101];
+        let short = [b'x'; 10];
         assert!(matches!(
-            stage(&workspace, "exe-2", &mut &big[..], 100),
+            stage(&workspace, "exe-2", &mut &short[..], 100),
+            Err(Error::InvalidSpec(_))
+        ));
+        assert!(matches!(
+            stage(&workspace, "exe-2", &mut &short[..], MAX_STAGED_BYTES + 1),
             Err(Error::LimitExceeded(_))
         ));
         assert!(
