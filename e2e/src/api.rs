@@ -33,12 +33,35 @@ pub struct ApiServer {
     /// Where it listens.
     pub addr: SocketAddr,
     keys_namespace: String,
+    ns: String,
+    extra: Vec<String>,
 }
 
 impl ApiServer {
     /// Starts an api for the test namespace `ns`, its keys in `<ns>-keys`; extra flags are
     /// appended.
     pub fn start(ns: &str, extra: &[&str]) -> ApiServer {
+        let (child, addr) = Self::spawn(ns, extra);
+        ApiServer {
+            child,
+            addr,
+            keys_namespace: format!("{ns}-keys"),
+            ns: ns.to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Kills the api process and starts it again with the same flags (a new address).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let (child, addr) = Self::spawn(&self.ns, &extra);
+        self.child = child;
+        self.addr = addr;
+    }
+
+    fn spawn(ns: &str, extra: &[&str]) -> (Child, SocketAddr) {
         let keys_namespace = &format!("{ns}-keys");
         let made = crate::kubectl(&["create", "namespace", keys_namespace]);
         assert!(
@@ -75,6 +98,10 @@ impl ApiServer {
             ])
             .args(extra)
             .env("RUST_LOG", "info,kubexec=debug")
+            .env(
+                kubexec::shared::result_secret::RESULT_SECRET_ENV,
+                crate::E2E_RESULT_SECRET,
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -99,11 +126,7 @@ impl ApiServer {
             .expect("the api printed its address")
             .parse()
             .expect("a socket address");
-        ApiServer {
-            child,
-            addr,
-            keys_namespace: keys_namespace.to_string(),
-        }
+        (child, addr)
     }
 
     /// True while the api process has not exited (it never restarts on its own: an exit is a
@@ -257,6 +280,8 @@ pub struct SseEvent {
     pub event: String,
     /// The `data:` lines joined.
     pub data: String,
+    /// The `id:`, if any.
+    pub id: Option<String>,
 }
 
 /// A minimal HTTP/1.1 client (one connection per request).
@@ -396,16 +421,33 @@ impl Http {
         key: &str,
         body: &Value,
     ) -> (StatusCode, Vec<SseEvent>) {
-        let response = self
-            .send(
+        let (status, _, events) = self
+            .sse(
                 Method::POST,
                 path,
-                Some(key),
+                key,
                 &[],
                 body.to_string().into_bytes(),
+                None,
             )
             .await;
+        (status, events)
+    }
+
+    /// Sends a request and reads the response as Server-Sent Events: all of them, or only the
+    /// first `stop_after` (the connection is then dropped, as a client that went away).
+    pub async fn sse(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+        stop_after: Option<usize>,
+    ) -> (StatusCode, hyper::HeaderMap, Vec<SseEvent>) {
+        let response = self.send(method, path, Some(key), headers, body).await;
         let status = response.status();
+        let response_headers = response.headers().clone();
         let mut body = response.into_body();
         let mut buffer = String::new();
         let mut events = Vec::new();
@@ -420,9 +462,12 @@ impl Http {
                 let block: String = buffer.drain(..end + 2).collect();
                 let mut event = String::from("message");
                 let mut data = Vec::new();
+                let mut id = None;
                 for line in block.lines() {
                     if let Some(name) = line.strip_prefix("event:") {
                         event = name.trim().to_string();
+                    } else if let Some(value) = line.strip_prefix("id:") {
+                        id = Some(value.trim().to_string());
                     } else if let Some(line) = line.strip_prefix("data:") {
                         data.push(line.strip_prefix(' ').unwrap_or(line).to_string());
                     }
@@ -432,11 +477,15 @@ impl Http {
                         at,
                         event,
                         data: data.join("\n"),
+                        id,
                     });
                 }
             }
+            if stop_after.is_some_and(|n| events.len() >= n) {
+                break;
+            }
         }
-        (status, events)
+        (status, response_headers, events)
     }
 }
 

@@ -123,6 +123,7 @@ pub fn exec_spec(
         stream: false,
         attach_only,
         result_key,
+        name: execution.metadata.name.clone(),
     }
 }
 
