@@ -173,9 +173,20 @@ async fn persistent_workspace_survives_pod_loss_and_suspension() {
 #[tokio::test]
 async fn ttl_expiry_deletes_the_session() {
     let ns = TestNs::new("ses-ttl").await;
-    let session = create_session(&ns, "brief", json!({"ttlSeconds": 5})).await;
-    assert!(session.status.and_then(|s| s.expires_at).is_some());
-    wait_gone(&ns.api::<Session>(), "brief", Duration::from_secs(60)).await;
+    // Not waiting for Ready: on a busy node the 5 s may pass before the Pod is up, and the
+    // Session is then (rightly) gone before anyone saw it Ready.
+    let session: Session = serde_json::from_value(json!({
+        "apiVersion": "kubexec.dev/v1alpha1",
+        "kind": "Session",
+        "metadata": {"name": "brief"},
+        "spec": {"ttlSeconds": 5},
+    }))
+    .expect("session");
+    ns.api::<Session>()
+        .create(&Default::default(), &session)
+        .await
+        .expect("create session");
+    wait_gone(&ns.api::<Session>(), "brief", Duration::from_secs(90)).await;
 }
 
 #[tokio::test]
