@@ -133,30 +133,14 @@ impl TestNs {
         if external_operator() || self.operator.is_some() {
             return;
         }
-        let logs = repo_root().join("target/e2e-logs");
-        let _ = std::fs::create_dir_all(&logs);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(logs.join(format!("{}-operator.log", self.name)))
-            .expect("operator log file");
-        let err = log.try_clone().expect("operator log file");
-        let child = Command::new(operator_binary())
-            .args([
-                "operator",
-                "--namespace",
-                &self.name,
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ])
-            .envs(operator_env())
-            .envs(extra.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {:?}: {e} (cargo build first)", operator_binary()));
-        self.operator = Some(child);
+        self.operator = Some(spawn_operator(&self.name, "operator", extra));
+    }
+
+    /// Starts one more operator process for this namespace (a replica under leader election,
+    /// say), logging to `target/e2e-logs/<ns>-<log_name>.log`; it is killed when dropped.
+    /// `None` with an external operator.
+    pub fn spawn_replica(&self, log_name: &str, extra: &[(&str, &str)]) -> Option<Replica> {
+        (!external_operator()).then(|| Replica(spawn_operator(&self.name, log_name, extra)))
     }
 
     /// Waits until the operator exits on its own (a fault point stops it), and returns its exit
@@ -211,6 +195,56 @@ impl TestNs {
     pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
         kubectl(&[&["-n", &self.name], args].concat())
     }
+}
+
+/// An operator process started by [`TestNs::spawn_replica`]; killed (SIGKILL) when dropped.
+pub struct Replica(Child);
+
+impl Replica {
+    /// The process id, while it runs.
+    pub fn pid(&mut self) -> Option<u32> {
+        matches!(self.0.try_wait(), Ok(None)).then(|| self.0.id())
+    }
+
+    /// Kills the process abruptly (SIGKILL), as a crash or a node loss would.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `kubexec operator --namespace <ns>` with the local cluster's settings and `extra`
+/// environment, logging to `target/e2e-logs/<ns>-<log_name>.log`.
+fn spawn_operator(namespace: &str, log_name: &str, extra: &[(&str, &str)]) -> Child {
+    let logs = repo_root().join("target/e2e-logs");
+    let _ = std::fs::create_dir_all(&logs);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(logs.join(format!("{namespace}-{log_name}.log")))
+        .expect("operator log file");
+    let err = log.try_clone().expect("operator log file");
+    Command::new(operator_binary())
+        .args([
+            "operator",
+            "--namespace",
+            namespace,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .envs(operator_env())
+        .envs(extra.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {:?}: {e} (cargo build first)", operator_binary()))
 }
 
 impl Drop for TestNs {

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{ListParams, PostParams};
 use kubexec::crd::{Execution, ExecutionPhase, ExecutionStatus};
 use kubexec::layout::{RUNNER_PATH, SANDBOX_CONTAINER};
@@ -152,6 +153,110 @@ async fn five_hundred_executions_over_ten_sessions_complete_exactly_once() {
         10,
         "one channel per session"
     );
+}
+
+/// Two operator replicas under leader election. The leader is SIGKILLed (so its Lease is never
+/// released) while 300 executions run over 10 sessions at concurrency 30; the standby takes over
+/// once the Lease expires. Every execution finishes exactly once: the ledgers prove it.
+#[tokio::test]
+async fn a_leader_killed_under_load_loses_nothing_and_runs_nothing_twice() {
+    const TOTAL: usize = 300;
+    const KILL_AFTER: usize = 100;
+    let mut ns = TestNs::new("chan-leader").await;
+    ns.kill_operator();
+    let replica = |id: &'static str| {
+        let election = [
+            ("KUBEXEC_LEADER_ELECTION", "true"),
+            ("KUBEXEC_LEASE_NAMESPACE", ns.name.as_str()),
+            ("KUBEXEC_LEASE_DURATION", "6"),
+            ("KUBEXEC_POD_NAME", id),
+        ];
+        ns.spawn_replica(id, &election)
+            .expect("this test starts its own replicas (not with an external operator)")
+    };
+    let mut replicas = [replica("op-a"), replica("op-b")];
+    let sessions: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+    let created = futures::future::join_all(
+        sessions
+            .iter()
+            .map(|name| create_session(&ns, name, json!({}))),
+    )
+    .await;
+    let leases: kube::Api<Lease> = ns.api();
+    let holder = || async {
+        leases
+            .get_opt("kubexec-operator")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+    };
+
+    let finished = std::sync::atomic::AtomicUsize::new(0);
+    let load = futures::stream::iter(0..TOTAL)
+        .map(|i| {
+            let (ns, finished) = (&ns, &finished);
+            let session = sessions[i % sessions.len()].clone();
+            async move {
+                let name = format!("x{i}");
+                let command = format!(
+                    "echo {name} >> /workspace/ledger; echo out-{i}; exit {}",
+                    i % 7
+                );
+                let status = run(ns, &name, &session, json!({ "command": command })).await;
+                finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (i, status)
+            }
+        })
+        .buffer_unordered(30)
+        .collect::<Vec<_>>();
+    let kill = async {
+        wait_until(DONE_TIMEOUT, "the first executions to finish", || async {
+            finished.load(std::sync::atomic::Ordering::Relaxed) >= KILL_AFTER
+        })
+        .await;
+        let leader = holder().await.expect("a leader holds the Lease");
+        let index = usize::from(leader == "op-b");
+        replicas[index].kill();
+        let killed_at = Instant::now();
+        let at = finished.load(std::sync::atomic::Ordering::Relaxed);
+        wait_until(DONE_TIMEOUT, "the standby to take the Lease", || async {
+            holder().await.is_some_and(|h| h != leader)
+        })
+        .await;
+        println!(
+            "killed leader {leader} after {at} of {TOTAL} executions; the standby took over in {:.1} s",
+            killed_at.elapsed().as_secs_f64()
+        );
+        index
+    };
+    let (results, killed) = futures::join!(load, kill);
+    assert!(
+        replicas[1 - killed].pid().is_some(),
+        "the new leader still runs"
+    );
+
+    for (i, status) in &results {
+        assert_eq!(status.exit_code, Some((i % 7) as i32), "x{i}: {status:#?}");
+        assert_eq!(
+            status.stdout.as_deref(),
+            Some(format!("out-{i}\n").as_str()),
+            "x{i}"
+        );
+    }
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for (index, session) in created.iter().enumerate() {
+        let ledger = ns.sh(&pod_of(session), "cat /workspace/ledger");
+        for name in ledger.lines() {
+            let i: usize = name.trim_start_matches('x').parse().expect("a ledger line");
+            assert_eq!(i % 10, index, "{name} ran in the wrong session");
+            *seen.entry(name.to_string()).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "ran more than once: {twice:?}");
+    assert_eq!(seen.len(), TOTAL, "every execution ran");
 }
 
 #[tokio::test]

@@ -18,8 +18,12 @@ use crate::paths::Workspace;
 use crate::protocol::{write_frame, ErrorCode, RunStatus, RunnerError, RunnerEvent};
 use crate::run_dir::RunDir;
 
-/// How often the files and the run's state are looked at.
+/// The longest pause between looks at the files and the run's state.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(40);
+/// The first pause, and the pause after a look that found new output: a short run's output
+/// and result then reach the client within milliseconds, while a quiet one is looked at
+/// only every [`POLL_INTERVAL`].
+const FIRST_POLL_INTERVAL: Duration = Duration::from_millis(2);
 /// Default wait for a run that has not started yet.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
@@ -44,6 +48,7 @@ pub fn follow(workspace: &Path, run_id: &str, wait: Duration, out: impl Write) -
     };
     let deadline = Instant::now() + wait;
     let mut followers: Option<(OutputFollower, OutputFollower)> = None;
+    let mut pause = FIRST_POLL_INTERVAL;
     loop {
         // Read the state before the files: output written before the outcome is then never missed.
         let status = run_dir.status()?;
@@ -55,9 +60,11 @@ pub fn follow(workspace: &Path, run_id: &str, wait: Duration, out: impl Write) -
         }
         let finished = matches!(status, RunStatus::Finished(_));
         let mut failed_write = None;
+        let mut emitted = false;
         // Once finished, only up to the run's end is read, below.
         if let Some((stdout, stderr)) = followers.as_mut().filter(|_| !finished) {
             let mut emit = |event: RunnerEvent| {
+                emitted = true;
                 if failed_write.is_none() {
                     failed_write = frames.emit(&event).err();
                 }
@@ -85,7 +92,12 @@ pub fn follow(workspace: &Path, run_id: &str, wait: Duration, out: impl Write) -
                 message: format!("run {run_id} did not start within {}s", wait.as_secs()),
             }),
             RunStatus::Running { .. } | RunStatus::Unknown => {
-                std::thread::sleep(POLL_INTERVAL);
+                pause = if emitted {
+                    FIRST_POLL_INTERVAL
+                } else {
+                    (pause * 2).min(POLL_INTERVAL)
+                };
+                std::thread::sleep(pause);
                 continue;
             }
         };
