@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{ListParams, PostParams};
-use kubexec::crd::{Execution, ExecutionPhase, ExecutionStatus};
+use kubexec::crd::{Execution, ExecutionPhase, ExecutionStatus, Session};
 use kubexec::layout::{RUNNER_PATH, SANDBOX_CONTAINER};
 use kubexec::sandbox::protocol::{ExecResult, ExecSpec};
 use kubexec::sandbox::{ChannelKey, ChannelMetrics, ChannelPool, PoolConfig};
@@ -79,6 +79,43 @@ done; echo $n"#
     )
 }
 
+/// The command of load execution `x<i>`: one ledger line, one line of output, exit `i % 7`.
+fn ledger_command(i: usize) -> String {
+    format!(
+        "echo x{i} >> /workspace/ledger; echo out-{i}; exit {}",
+        i % 7
+    )
+}
+
+/// Each load execution's own exit code and output.
+fn check_results(results: &[(usize, ExecutionStatus)]) {
+    for (i, status) in results {
+        assert_eq!(status.exit_code, Some((i % 7) as i32), "x{i}: {status:#?}");
+        assert_eq!(
+            status.stdout.as_deref(),
+            Some(format!("out-{i}\n").as_str()),
+            "x{i}"
+        );
+    }
+}
+
+/// The ledgers of `sessions` (load execution `x<i>` runs in session `i % len`) hold each of
+/// `total` executions exactly once, each in its own session.
+fn check_ledgers(ns: &TestNs, sessions: &[Session], total: usize) {
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for (index, session) in sessions.iter().enumerate() {
+        let ledger = ns.sh(&pod_of(session), "cat /workspace/ledger");
+        for name in ledger.lines() {
+            let i: usize = name.trim_start_matches('x').parse().expect("a ledger line");
+            assert_eq!(i % sessions.len(), index, "{name} ran in the wrong session");
+            *seen.entry(name.to_string()).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "ran more than once: {twice:?}");
+    assert_eq!(seen.len(), total, "every execution ran");
+}
+
 #[tokio::test]
 async fn five_hundred_executions_over_ten_sessions_complete_exactly_once() {
     let ns = TestNs::new("chan-load").await;
@@ -96,10 +133,7 @@ async fn five_hundred_executions_over_ten_sessions_complete_exactly_once() {
             let session = sessions[i % sessions.len()].clone();
             async move {
                 let name = format!("x{i}");
-                let command = format!(
-                    "echo {name} >> /workspace/ledger; echo out-{i}; exit {}",
-                    i % 7
-                );
+                let command = ledger_command(i);
                 (
                     i,
                     run(ns, &name, &session, json!({ "command": command })).await,
@@ -115,14 +149,7 @@ async fn five_hundred_executions_over_ten_sessions_complete_exactly_once() {
         elapsed.as_secs_f64(),
         500.0 / elapsed.as_secs_f64()
     );
-    for (i, status) in &results {
-        assert_eq!(status.exit_code, Some((i % 7) as i32), "x{i}: {status:#?}");
-        assert_eq!(
-            status.stdout.as_deref(),
-            Some(format!("out-{i}\n").as_str()),
-            "x{i}"
-        );
-    }
+    check_results(&results);
     let running: Vec<String> = ns
         .api::<Execution>()
         .list(&ListParams::default())
@@ -136,18 +163,7 @@ async fn five_hundred_executions_over_ten_sessions_complete_exactly_once() {
     assert!(running.is_empty(), "not finished: {running:?}");
 
     // The ledgers: every execution ran exactly once, in its own session.
-    let mut seen = std::collections::BTreeMap::<String, usize>::new();
-    for (index, session) in created.iter().enumerate() {
-        let ledger = ns.sh(&pod_of(session), "cat /workspace/ledger");
-        for name in ledger.lines() {
-            let i: usize = name.trim_start_matches('x').parse().expect("a ledger line");
-            assert_eq!(i % 10, index, "{name} ran in the wrong session");
-            *seen.entry(name.to_string()).or_default() += 1;
-        }
-    }
-    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "ran more than once: {twice:?}");
-    assert_eq!(seen.len(), 500, "every execution ran");
+    check_ledgers(&ns, &created, 500);
     assert_eq!(
         operator_log_count(&ns, OPENED),
         10,
@@ -200,10 +216,7 @@ async fn a_leader_killed_under_load_loses_nothing_and_runs_nothing_twice() {
             let session = sessions[i % sessions.len()].clone();
             async move {
                 let name = format!("x{i}");
-                let command = format!(
-                    "echo {name} >> /workspace/ledger; echo out-{i}; exit {}",
-                    i % 7
-                );
+                let command = ledger_command(i);
                 let status = run(ns, &name, &session, json!({ "command": command })).await;
                 finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 (i, status)
@@ -237,26 +250,8 @@ async fn a_leader_killed_under_load_loses_nothing_and_runs_nothing_twice() {
         "the new leader still runs"
     );
 
-    for (i, status) in &results {
-        assert_eq!(status.exit_code, Some((i % 7) as i32), "x{i}: {status:#?}");
-        assert_eq!(
-            status.stdout.as_deref(),
-            Some(format!("out-{i}\n").as_str()),
-            "x{i}"
-        );
-    }
-    let mut seen = std::collections::BTreeMap::<String, usize>::new();
-    for (index, session) in created.iter().enumerate() {
-        let ledger = ns.sh(&pod_of(session), "cat /workspace/ledger");
-        for name in ledger.lines() {
-            let i: usize = name.trim_start_matches('x').parse().expect("a ledger line");
-            assert_eq!(i % 10, index, "{name} ran in the wrong session");
-            *seen.entry(name.to_string()).or_default() += 1;
-        }
-    }
-    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "ran more than once: {twice:?}");
-    assert_eq!(seen.len(), TOTAL, "every execution ran");
+    check_results(&results);
+    check_ledgers(&ns, &created, TOTAL);
 }
 
 #[tokio::test]

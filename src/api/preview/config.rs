@@ -48,68 +48,7 @@ pub enum PreviewConfigError {
     NoRandomness(#[from] crate::api::keys::NoRandomness),
 }
 
-/// An inclusive range of ports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PortRange {
-    /// The first port.
-    pub first: u16,
-    /// The last port.
-    pub last: u16,
-}
-
-impl PortRange {
-    /// True if `port` is in the range.
-    pub fn contains(&self, port: u16) -> bool {
-        (self.first..=self.last).contains(&port)
-    }
-
-    /// Parses `8080` or `8080-8090`; the range must hold the default preview port.
-    pub fn parse(text: &str) -> Result<Self, PreviewConfigError> {
-        let bad = |why: &str| PreviewConfigError::Ports {
-            text: text.to_string(),
-            why: why.to_string(),
-        };
-        let port = |part: &str| {
-            part.trim()
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| bad("ports are numbers from 1 to 65535"))
-        };
-        let range = match text.split_once('-') {
-            Some((first, last)) => PortRange {
-                first: port(first)?,
-                last: port(last)?,
-            },
-            None => {
-                let single = port(text)?;
-                PortRange {
-                    first: single,
-                    last: single,
-                }
-            }
-        };
-        if range.first > range.last {
-            return Err(bad("the first port is above the last"));
-        }
-        if !range.contains(PREVIEW_PORT) {
-            return Err(bad(&format!(
-                "must hold the preview port {PREVIEW_PORT}, which previewUrl opens"
-            )));
-        }
-        Ok(range)
-    }
-}
-
-impl std::fmt::Display for PortRange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.first == self.last {
-            write!(f, "{}", self.first)
-        } else {
-            write!(f, "{}-{}", self.first, self.last)
-        }
-    }
-}
+pub use crate::shared::ports::PortRange;
 
 /// Where preview origins live: `<scheme>://<label>.<domain>[:port]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -214,7 +153,12 @@ impl PreviewSettings {
         };
         Ok(Self {
             origin,
-            ports: PortRange::parse(&args.preview_ports)?,
+            ports: PortRange::parse_preview(&args.preview_ports).map_err(|why| {
+                PreviewConfigError::Ports {
+                    text: args.preview_ports.clone(),
+                    why,
+                }
+            })?,
             token_ttl: Duration::from_secs(args.preview_token_ttl),
             signer,
         })
@@ -224,10 +168,7 @@ impl PreviewSettings {
     pub fn local(port: u16, signer: Signer) -> Self {
         Self {
             origin: PreviewOrigin::local(port),
-            ports: PortRange {
-                first: PREVIEW_PORT,
-                last: PREVIEW_PORT,
-            },
+            ports: PortRange::single(PREVIEW_PORT),
             token_ttl: Duration::from_secs(3600),
             signer,
         }
@@ -248,30 +189,6 @@ impl PreviewOrigin {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn port_ranges_hold_the_preview_port() {
-        assert_eq!(
-            PortRange::parse("8000-8999").ok(),
-            Some(PortRange {
-                first: 8000,
-                last: 8999
-            })
-        );
-        assert_eq!(
-            PortRange::parse("8080").map(|r| r.to_string()).ok(),
-            Some("8080".into())
-        );
-        for bad in ["", "0", "x", "9000", "8090-8080", "1-70000"] {
-            let message = PortRange::parse(bad).err().map(|e| e.to_string());
-            assert!(
-                message
-                    .as_deref()
-                    .is_some_and(|m| m.contains("--preview-ports")),
-                "{bad}: {message:?}"
-            );
-        }
-    }
 
     #[test]
     fn origins_round_trip_through_the_host_header() {

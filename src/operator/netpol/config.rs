@@ -10,7 +10,6 @@ use std::{collections::BTreeMap, net::Ipv4Addr, str::FromStr};
 use clap::Args;
 use ipnet::Ipv4Net;
 
-use crate::layout::PREVIEW_PORT;
 use crate::operator::Error;
 
 /// Ranges sandboxes with egress `Allow` never reach unless told otherwise: RFC 1918,
@@ -98,14 +97,7 @@ pub struct PodPeer {
     pub labels: BTreeMap<String, String>,
 }
 
-/// An inclusive range of TCP ports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PortRange {
-    /// First port.
-    pub first: u16,
-    /// Last port (`first` for a single port).
-    pub last: u16,
-}
+pub use crate::shared::ports::PortRange;
 
 /// The checked network settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -297,36 +289,8 @@ fn namespace(flag: &str, text: &str) -> Result<String, Error> {
 
 /// Parses `8080` or `8080-8090`, which must hold the preview port the api proxies to.
 fn preview_ports(text: &str) -> Result<PortRange, Error> {
-    let bad = |why: &str| Error::Config(format!("--preview-ports {text:?}: {why}"));
-    let port = |part: &str| {
-        part.trim()
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| bad("ports are numbers from 1 to 65535"))
-    };
-    let range = match text.split_once('-') {
-        Some((first, last)) => PortRange {
-            first: port(first)?,
-            last: port(last)?,
-        },
-        None => {
-            let single = port(text)?;
-            PortRange {
-                first: single,
-                last: single,
-            }
-        }
-    };
-    if range.first > range.last {
-        return Err(bad("the first port is above the last"));
-    }
-    if !(range.first..=range.last).contains(&PREVIEW_PORT) {
-        return Err(bad(&format!(
-            "must hold the preview port {PREVIEW_PORT}, or previews cannot be reached"
-        )));
-    }
-    Ok(range)
+    PortRange::parse_preview(text)
+        .map_err(|why| Error::Config(format!("--preview-ports {text:?}: {why}")))
 }
 
 #[cfg(test)]
