@@ -149,6 +149,31 @@ pub trait Cluster: Send + Sync + 'static {
         pod: &'a str,
         run_id: &'a str,
     ) -> BoxFuture<'a, Result<BoxStream<'static, Result<RunnerEvent, SandboxError>>, SandboxError>>;
+    /// Sets one annotation of a Session (a merge patch). Without its own implementation, a
+    /// no-op.
+    fn annotate_session<'a>(
+        &'a self,
+        _ns: &'a str,
+        _name: &'a str,
+        _key: &'a str,
+        _value: &'a str,
+    ) -> BoxFuture<'a, ApiResult<()>> {
+        async { Ok(()) }.boxed()
+    }
+    /// Follows a run's output from byte offsets into its stdout and stderr (a resumed
+    /// stream): `kubexec-runner follow <runId> --stdout-offset N --stderr-offset M`. Without
+    /// its own implementation, offsets are ignored and the output comes from the start.
+    fn follow_from<'a>(
+        &'a self,
+        ns: &'a str,
+        pod: &'a str,
+        run_id: &'a str,
+        _stdout_offset: u64,
+        _stderr_offset: u64,
+    ) -> BoxFuture<'a, Result<BoxStream<'static, Result<RunnerEvent, SandboxError>>, SandboxError>>
+    {
+        self.follow(ns, pod, run_id)
+    }
     /// True when the apiserver answers.
     fn ping(&self) -> BoxFuture<'_, bool>;
 }
@@ -499,6 +524,51 @@ impl Cluster for KubeCluster {
             }
             let run = Sandbox::new(self.client.clone(), ns, pod)
                 .start_framed(&["follow", run_id])
+                .await?;
+            Ok(run.into_events().boxed())
+        }
+        .boxed()
+    }
+
+    fn annotate_session<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        key: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, ApiResult<()>> {
+        async move {
+            let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+            self.sessions(ns)
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(drop)
+                .map_err(ApiError::internal_from("annotate session"))
+        }
+        .boxed()
+    }
+
+    fn follow_from<'a>(
+        &'a self,
+        ns: &'a str,
+        pod: &'a str,
+        run_id: &'a str,
+        stdout_offset: u64,
+        stderr_offset: u64,
+    ) -> BoxFuture<'a, Result<BoxStream<'static, Result<RunnerEvent, SandboxError>>, SandboxError>>
+    {
+        async move {
+            let (stdout, stderr) = (stdout_offset.to_string(), stderr_offset.to_string());
+            let args = [
+                "follow",
+                run_id,
+                "--stdout-offset",
+                stdout.as_str(),
+                "--stderr-offset",
+                stderr.as_str(),
+            ];
+            let run = Sandbox::new(self.client.clone(), ns, pod)
+                .start_framed(&args)
                 .await?;
             Ok(run.into_events().boxed())
         }

@@ -10,7 +10,7 @@
 //! A client that disconnects stops the follow exec and the watch; the Execution itself runs to
 //! its end, and its result stays readable in its status and run directory.
 
-use std::{convert::Infallible, future::Future, time::Duration};
+use std::{convert::Infallible, future::Future, sync::Mutex, time::Duration};
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
@@ -28,6 +28,75 @@ use super::{
 
 /// How often an idle stream sends a keep-alive comment.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// How far a client has read a run's output: byte offsets into its stdout and stderr. The id
+/// of each `stdout`/`stderr` event is the offsets after it, `<stdout>-<stderr>`, so a client
+/// that lost the stream resumes with `Last-Event-ID` at any api replica (the offsets index the
+/// run's files in the workspace; no replica keeps state). The offsets count the bytes of the
+/// text sent, which are the file's bytes for UTF-8 output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutputOffsets {
+    /// Bytes of stdout sent.
+    pub stdout: u64,
+    /// Bytes of stderr sent.
+    pub stderr: u64,
+}
+
+impl OutputOffsets {
+    /// Parses an event id.
+    pub fn parse(id: &str) -> Option<Self> {
+        let (stdout, stderr) = id.trim().split_once('-')?;
+        Some(Self {
+            stdout: stdout.parse().ok()?,
+            stderr: stderr.parse().ok()?,
+        })
+    }
+
+    fn advance(&mut self, stream: OutputStream, bytes: usize) {
+        let bytes = bytes as u64;
+        match stream {
+            OutputStream::Stdout => self.stdout += bytes,
+            OutputStream::Stderr => self.stderr += bytes,
+        }
+    }
+}
+
+impl std::fmt::Display for OutputOffsets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.stdout, self.stderr)
+    }
+}
+
+/// SSE output events, each with its offsets as its id.
+pub struct SseSink {
+    tx: mpsc::Sender<Event>,
+    offsets: Mutex<OutputOffsets>,
+}
+
+impl SseSink {
+    /// A sink that starts counting at `offsets`.
+    pub fn new(tx: mpsc::Sender<Event>, offsets: OutputOffsets) -> Self {
+        Self {
+            tx,
+            offsets: Mutex::new(offsets),
+        }
+    }
+}
+
+impl OutputSink for SseSink {
+    async fn output(&self, stream: OutputStream, data: &str) -> bool {
+        let id = {
+            let mut offsets = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+            offsets.advance(stream, data.len());
+            offsets.to_string()
+        };
+        let event = Event::default()
+            .id(id)
+            .event(stream.as_str())
+            .data(json!({ "data": data }).to_string());
+        self.tx.send(event).await.is_ok()
+    }
+}
 
 /// The SSE response for a started Execution.
 pub fn execution_events(
@@ -101,7 +170,8 @@ fn error_event(error: &ApiError) -> Event {
 }
 
 async fn pump(state: &AppState, namespace: &str, started: &Started, tx: &mpsc::Sender<Event>) {
-    let result = follow_then_finish(state, namespace, started, tx).await;
+    let sink = SseSink::new(tx.clone(), OutputOffsets::default());
+    let result = follow_then_finish(state, namespace, started, &sink).await;
     state.metrics.execution(outcome_label(&result));
     let event = match result {
         Ok(response) => Event::default()
@@ -136,7 +206,15 @@ pub async fn follow_then_finish(
     // The follow ends with the run; the deadline only bounds a follow that does not.
     let followed = tokio::time::timeout(
         started.result_timeout,
-        forward_output(state, namespace, &pod, &run_id, &started.name, sink),
+        forward_output(
+            state,
+            namespace,
+            &pod,
+            &run_id,
+            &started.name,
+            OutputOffsets::default(),
+            sink,
+        ),
     )
     .await;
     if followed.is_err() {
@@ -161,9 +239,18 @@ async fn forward_output(
     pod: &str,
     run_id: &str,
     execution: &str,
+    from: OutputOffsets,
     sink: &impl OutputSink,
 ) {
-    let mut events = match state.cluster.follow(namespace, pod, run_id).await {
+    let followed = if from == OutputOffsets::default() {
+        state.cluster.follow(namespace, pod, run_id).await
+    } else {
+        state
+            .cluster
+            .follow_from(namespace, pod, run_id, from.stdout, from.stderr)
+            .await
+    };
+    let mut events = match followed {
         Ok(events) => events,
         Err(e) => {
             tracing::warn!(error = %e, execution, "cannot follow the run's output; sending the result only");
@@ -185,4 +272,103 @@ async fn forward_output(
             return;
         }
     }
+}
+
+/// The SSE response of a stream resumed with `Last-Event-ID` (or started late) at
+/// `GET /executions/{id}/events`: the output after `from`, then the result, read as
+/// `GET /executions/{id}` reads it.
+pub fn resumed_events(
+    state: AppState,
+    caller: crate::api::auth::Caller,
+    located: crate::api::routes::executions::Located,
+    from: OutputOffsets,
+    slot: StreamSlot,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let (tx, rx) = mpsc::channel::<Event>(64);
+    tokio::spawn(async move {
+        let _slot = slot;
+        let id = located.id();
+        tokio::select! {
+            () = tx.closed() => {
+                tracing::info!(execution = %id, "resumed stream client went away");
+            }
+            () = pump_resumed(&state, &caller, &located, from, &tx) => {}
+        }
+    });
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|event| (Ok(event), rx))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+async fn pump_resumed(
+    state: &AppState,
+    caller: &crate::api::auth::Caller,
+    located: &crate::api::routes::executions::Located,
+    from: OutputOffsets,
+    tx: &mpsc::Sender<Event>,
+) {
+    let sink = SseSink::new(tx.clone(), from);
+    let event = match follow_resumed(state, caller, located, from, &sink).await {
+        Ok(response) => Event::default()
+            .event("result")
+            .data(serde_json::to_string(&response).unwrap_or_default()),
+        Err(error) => error_event(&error),
+    };
+    let _ = tx.send(event).await;
+}
+
+async fn follow_resumed(
+    state: &AppState,
+    caller: &crate::api::auth::Caller,
+    located: &crate::api::routes::executions::Located,
+    from: OutputOffsets,
+    sink: &SseSink,
+) -> ApiResult<ExecuteResponse> {
+    use crate::api::routes::executions::{locate, record_of, Found, Keeping};
+    let ns = caller.namespace.as_str();
+    let id = located.id();
+    let wait = crate::shared::deadlines::result_wait(u64::from(
+        crate::crd::MAX_TIMEOUT_SECONDS.unsigned_abs(),
+    ));
+    let (pod, run_id) = match &located.found {
+        Found::Live(execution) => {
+            let running = state
+                .cluster
+                .wait_execution(ns, &located.name, wait, is_started)
+                .await?
+                .ok_or_else(|| ApiError::internal("stream", "execution deleted"))?;
+            let pod = running
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_name.clone())
+                .unwrap_or_default();
+            (pod, execution.metadata.uid.clone().unwrap_or_default())
+        }
+        Found::Stored { run_id, .. } => (located.pod.clone().unwrap_or_default(), run_id.clone()),
+    };
+    let followed = tokio::time::timeout(
+        wait,
+        forward_output(state, ns, &pod, &run_id, &id, from, sink),
+    )
+    .await;
+    if followed.is_err() {
+        tracing::warn!(execution = %id, "following the run's output passed its deadline");
+    }
+    if matches!(located.found, Found::Live(_)) {
+        if let Some(finished) = state
+            .cluster
+            .wait_execution(ns, &located.name, wait, is_finished)
+            .await?
+        {
+            if is_finished(&finished) {
+                return outcome(&finished, &[]);
+            }
+        }
+    }
+    // The Execution is gone (or went while we followed): the run directory answers.
+    let again = locate(state, caller, &id).await?;
+    let now = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
+    record_of(&again, ns, Keeping::of(state), now)?
+        .ok_or(ApiError::ExecutionTimeout(wait.as_secs()))
 }

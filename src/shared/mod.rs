@@ -7,7 +7,8 @@
 //! - [`shutdown`]: the SIGTERM/SIGINT signal every long-running command waits on;
 //! - [`metrics`]: rendering a Prometheus registry as text;
 //! - [`deadlines`]: how long a run may take before its result is given up on;
-//! - [`kube_status`]: reading the apiserver's status codes out of client errors.
+//! - [`kube_status`]: reading the apiserver's status codes out of client errors;
+//! - [`result_secret`]: the secret that run result keys are derived from.
 //!
 //! The exec client, [`crate::sandbox`], belongs to this layer too.
 
@@ -16,6 +17,7 @@ pub mod cache;
 pub mod deadlines;
 pub mod kube_status;
 pub mod metrics;
+pub mod result_secret;
 pub mod shutdown;
 
 pub use shutdown::Shutdown;
