@@ -13,13 +13,13 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use serde::Deserialize;
 
-use super::{state::AppState, tiers::TierLimits};
+use super::{cluster::Cluster, tiers::TierLimits};
 
 /// Annotation on a Session: bytes of full run output its workspace holds, as last collected.
 pub const RUN_OUTPUT_ANNOTATION: &str = "kubexec.dev/run-output-bytes";
@@ -80,33 +80,38 @@ struct GcReport {
     removed: Vec<String>,
 }
 
+/// When and how a session's run directories are collected: the api's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Collecting {
+    /// `--run-gc-interval`; `None`: never.
+    pub interval: Option<Duration>,
+    /// `--result-retention`.
+    pub retention: Duration,
+}
+
 /// Collects the session's run directories in the background, when it is due.
 pub fn maybe_collect(
-    state: &AppState,
-    namespace: &str,
+    cluster: &Arc<dyn Cluster>,
+    gc: &RunGc,
+    collecting: Collecting,
     limits: &TierLimits,
-    session: &str,
-    pod: &str,
+    (namespace, session, pod): (&str, &str, &str),
 ) {
-    let Some(interval) = state.settings.run_gc_interval else {
+    let Some(interval) = collecting.interval else {
         return;
     };
-    if !state
-        .run_gc
-        .due(namespace, session, interval, Instant::now())
-    {
+    if !gc.due(namespace, session, interval, Instant::now()) {
         return;
     }
-    let args = gc_args(limits, state.settings.result_retention);
-    let (state, namespace, session, pod) = (
-        state.clone(),
+    let args = gc_args(limits, collecting.retention);
+    let (cluster, namespace, session, pod) = (
+        cluster.clone(),
         namespace.to_string(),
         session.to_string(),
         pod.to_string(),
     );
     tokio::spawn(async move {
-        let report = state
-            .cluster
+        let report = cluster
             .helper(&namespace, &pod, args, 64 << 10)
             .await
             .and_then(|o| o.json::<GcReport>());
@@ -121,8 +126,7 @@ pub fn maybe_collect(
                     "run directories collected"
                 );
                 let bytes = report.output_bytes.to_string();
-                if let Err(e) = state
-                    .cluster
+                if let Err(e) = cluster
                     .annotate_session(&namespace, &session, RUN_OUTPUT_ANNOTATION, &bytes)
                     .await
                 {

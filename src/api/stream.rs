@@ -158,7 +158,8 @@ impl OutputSink for mpsc::Sender<Event> {
     }
 }
 
-fn error_event(error: &ApiError) -> Event {
+/// The `error` event of a stream that failed after it started.
+pub fn error_event(error: &ApiError) -> Event {
     // Logged like any other error response; the body is the same shape.
     let body = error.body();
     if matches!(error, ApiError::Internal { .. }) {
@@ -233,7 +234,7 @@ pub async fn follow_then_finish(
 
 /// Forwards the run's output chunks as events until the run's result, an error, or a client
 /// that went away.
-async fn forward_output(
+pub async fn forward_output(
     state: &AppState,
     namespace: &str,
     pod: &str,
@@ -272,103 +273,4 @@ async fn forward_output(
             return;
         }
     }
-}
-
-/// The SSE response of a stream resumed with `Last-Event-ID` (or started late) at
-/// `GET /executions/{id}/events`: the output after `from`, then the result, read as
-/// `GET /executions/{id}` reads it.
-pub fn resumed_events(
-    state: AppState,
-    caller: crate::api::auth::Caller,
-    located: crate::api::routes::executions::Located,
-    from: OutputOffsets,
-    slot: StreamSlot,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let (tx, rx) = mpsc::channel::<Event>(64);
-    tokio::spawn(async move {
-        let _slot = slot;
-        let id = located.id();
-        tokio::select! {
-            () = tx.closed() => {
-                tracing::info!(execution = %id, "resumed stream client went away");
-            }
-            () = pump_resumed(&state, &caller, &located, from, &tx) => {}
-        }
-    });
-    let events = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|event| (Ok(event), rx))
-    });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-}
-
-async fn pump_resumed(
-    state: &AppState,
-    caller: &crate::api::auth::Caller,
-    located: &crate::api::routes::executions::Located,
-    from: OutputOffsets,
-    tx: &mpsc::Sender<Event>,
-) {
-    let sink = SseSink::new(tx.clone(), from);
-    let event = match follow_resumed(state, caller, located, from, &sink).await {
-        Ok(response) => Event::default()
-            .event("result")
-            .data(serde_json::to_string(&response).unwrap_or_default()),
-        Err(error) => error_event(&error),
-    };
-    let _ = tx.send(event).await;
-}
-
-async fn follow_resumed(
-    state: &AppState,
-    caller: &crate::api::auth::Caller,
-    located: &crate::api::routes::executions::Located,
-    from: OutputOffsets,
-    sink: &SseSink,
-) -> ApiResult<ExecuteResponse> {
-    use crate::api::routes::executions::{locate, record_of, Found, Keeping};
-    let ns = caller.namespace.as_str();
-    let id = located.id();
-    let wait = crate::shared::deadlines::result_wait(u64::from(
-        crate::crd::MAX_TIMEOUT_SECONDS.unsigned_abs(),
-    ));
-    let (pod, run_id) = match &located.found {
-        Found::Live(execution) => {
-            let running = state
-                .cluster
-                .wait_execution(ns, &located.name, wait, is_started)
-                .await?
-                .ok_or_else(|| ApiError::internal("stream", "execution deleted"))?;
-            let pod = running
-                .status
-                .as_ref()
-                .and_then(|s| s.pod_name.clone())
-                .unwrap_or_default();
-            (pod, execution.metadata.uid.clone().unwrap_or_default())
-        }
-        Found::Stored { run_id, .. } => (located.pod.clone().unwrap_or_default(), run_id.clone()),
-    };
-    let followed = tokio::time::timeout(
-        wait,
-        forward_output(state, ns, &pod, &run_id, &id, from, sink),
-    )
-    .await;
-    if followed.is_err() {
-        tracing::warn!(execution = %id, "following the run's output passed its deadline");
-    }
-    if matches!(located.found, Found::Live(_)) {
-        if let Some(finished) = state
-            .cluster
-            .wait_execution(ns, &located.name, wait, is_finished)
-            .await?
-        {
-            if is_finished(&finished) {
-                return outcome(&finished, &[]);
-            }
-        }
-    }
-    // The Execution is gone (or went while we followed): the run directory answers.
-    let again = locate(state, caller, &id).await?;
-    let now = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
-    record_of(&again, ns, Keeping::of(state), now)?
-        .ok_or(ApiError::ExecutionTimeout(wait.as_secs()))
 }

@@ -387,7 +387,17 @@ pub async fn start_execution(
     let ttl =
         std::time::Duration::from_secs(u64::try_from(state.settings.execution_ttl).unwrap_or(0));
     let charge = reservation.created(result_timeout, ttl, Instant::now());
-    crate::api::run_gc::maybe_collect(state, ns, &caller.limits, &plan.session, &ready.pod);
+    let collecting = crate::api::run_gc::Collecting {
+        interval: state.settings.run_gc_interval,
+        retention: state.settings.result_retention,
+    };
+    crate::api::run_gc::maybe_collect(
+        &state.cluster,
+        &state.run_gc,
+        collecting,
+        &caller.limits,
+        (ns, &plan.session, &ready.pod),
+    );
     tracing::info!(
         execution = %name,
         session = %plan.session,
@@ -669,7 +679,7 @@ async fn replay(
     );
     if let Some(slot) = slot {
         let offsets = resume_offsets(headers)?;
-        let events = crate::api::stream::resumed_events(
+        let events = super::executions::resumed_events(
             state.clone(),
             caller.clone(),
             located,

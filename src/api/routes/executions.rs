@@ -12,17 +12,22 @@
 //! 410 `EXECUTION_EXPIRED`. A session that is gone took its workspace, and its results, with
 //! it: 404 `EXECUTION_NOT_FOUND`.
 
-use std::time::Duration;
+use std::{convert::Infallible, time::Duration};
 
 use axum::{
     body::Body,
     extract::{Path, State},
     http::{header, HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
+    response::{
+        sse::{Event, KeepAlive, Sse},
+        IntoResponse, Response,
+    },
     Json,
 };
+use futures::Stream;
 use jiff::Timestamp;
 use kubexec_runner::protocol::{ExecResult, NamedRun, ResultKey, RunList, RunStatus, RunSummary};
+use tokio::sync::mpsc;
 
 use super::ready_session;
 use crate::{
@@ -37,9 +42,10 @@ use crate::{
         outcome::{
             execution_id, is_finished, is_started, outcome, parse_execution_id, stored_outcome,
         },
+        quota::StreamSlot,
         sandbox_errors::from_sandbox,
         state::AppState,
-        stream::{self, OutputOffsets},
+        stream::{error_event, forward_output, OutputOffsets, SseSink, KEEP_ALIVE},
     },
     crd::Execution,
     shared::result_secret::result_secret,
@@ -601,10 +607,105 @@ pub async fn execution_events(
     // Fails here, before the stream starts, when the result is expired or forged.
     record_of(&located, &caller.namespace, Keeping::of(&state), now_ms())?;
     let slot = state.quotas.open_stream(&caller.key_id, &caller.limits)?;
-    Ok(
-        stream::resumed_events(state.clone(), caller.clone(), located, offsets, slot)
-            .into_response(),
+    Ok(resumed_events(state.clone(), caller.clone(), located, offsets, slot).into_response())
+}
+
+/// The SSE response of a stream resumed with `Last-Event-ID` (or started late) at
+/// `GET /executions/{id}/events`: the output after `from`, then the result, read as
+/// `GET /executions/{id}` reads it.
+pub fn resumed_events(
+    state: AppState,
+    caller: Caller,
+    located: Located,
+    from: OutputOffsets,
+    slot: StreamSlot,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let (tx, rx) = mpsc::channel::<Event>(64);
+    tokio::spawn(async move {
+        let _slot = slot;
+        let id = located.id();
+        tokio::select! {
+            () = tx.closed() => {
+                tracing::info!(execution = %id, "resumed stream client went away");
+            }
+            () = pump_resumed(&state, &caller, &located, from, &tx) => {}
+        }
+    });
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|event| (Ok(event), rx))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+async fn pump_resumed(
+    state: &AppState,
+    caller: &Caller,
+    located: &Located,
+    from: OutputOffsets,
+    tx: &mpsc::Sender<Event>,
+) {
+    let sink = SseSink::new(tx.clone(), from);
+    let event = match follow_resumed(state, caller, located, from, &sink).await {
+        Ok(response) => Event::default()
+            .event("result")
+            .data(serde_json::to_string(&response).unwrap_or_default()),
+        Err(error) => error_event(&error),
+    };
+    let _ = tx.send(event).await;
+}
+
+async fn follow_resumed(
+    state: &AppState,
+    caller: &Caller,
+    located: &Located,
+    from: OutputOffsets,
+    sink: &SseSink,
+) -> ApiResult<ExecuteResponse> {
+    let ns = caller.namespace.as_str();
+    let id = located.id();
+    let wait = crate::shared::deadlines::result_wait(u64::from(
+        crate::crd::MAX_TIMEOUT_SECONDS.unsigned_abs(),
+    ));
+    let (pod, run_id) = match &located.found {
+        Found::Live(execution) => {
+            let running = state
+                .cluster
+                .wait_execution(ns, &located.name, wait, is_started)
+                .await?
+                .ok_or_else(|| ApiError::internal("stream", "execution deleted"))?;
+            let pod = running
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_name.clone())
+                .unwrap_or_default();
+            (pod, execution.metadata.uid.clone().unwrap_or_default())
+        }
+        Found::Stored { run_id, .. } => (located.pod.clone().unwrap_or_default(), run_id.clone()),
+    };
+    let followed = tokio::time::timeout(
+        wait,
+        forward_output(state, ns, &pod, &run_id, &id, from, sink),
     )
+    .await;
+    if followed.is_err() {
+        tracing::warn!(execution = %id, "following the run's output passed its deadline");
+    }
+    if matches!(located.found, Found::Live(_)) {
+        if let Some(finished) = state
+            .cluster
+            .wait_execution(ns, &located.name, wait, is_finished)
+            .await?
+        {
+            if is_finished(&finished) {
+                return outcome(&finished, &[]);
+            }
+        }
+    }
+    // The Execution is gone (or went while we followed): the run directory answers.
+    let again = locate(state, caller, &id).await?;
+    let now = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
+    record_of(&again, ns, Keeping::of(state), now)?
+        .ok_or(ApiError::ExecutionTimeout(wait.as_secs()))
 }
 
 #[cfg(test)]
