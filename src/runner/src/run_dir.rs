@@ -44,7 +44,12 @@ pub fn record_name(workspace_root: &Path, name: &str, run_id: &str) -> Result<()
     }
     let dir = names_root(workspace_root);
     std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
-    write_atomically(&dir.join(name), run_id.as_bytes(), 0o644)
+    // Renamed into place whole, but not synced: an entry lost in a crash only makes the run
+    // unfindable by name, and every execution would otherwise pay two more fsyncs.
+    let aside = dir.join(format!(".{name}.{}", std::process::id()));
+    std::fs::write(&aside, run_id.as_bytes())
+        .and_then(|()| std::fs::rename(&aside, dir.join(name)))
+        .context(|| format!("recording the name {name}"))
 }
 
 /// The run id recorded for `name`, if any. The index is writable by user code: a caller that
@@ -80,7 +85,14 @@ pub fn prune_names(workspace_root: &Path) -> usize {
     };
     let mut pruned = 0;
     for entry in entries.flatten() {
-        let run = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        // The index is writable by user code: nothing larger than a run id is read.
+        let small = entry
+            .metadata()
+            .is_ok_and(|m| m.is_file() && m.len() <= MAX_RUN_ID_BYTES);
+        let run = match small {
+            true => std::fs::read_to_string(entry.path()).unwrap_or_default(),
+            false => String::new(),
+        };
         let run = run.trim();
         if validate_run_id(run).is_err() || !runs.join(run).is_dir() {
             pruned += usize::from(std::fs::remove_file(entry.path()).is_ok());
@@ -100,6 +112,9 @@ pub fn list_named(workspace_root: &Path) -> RunList {
     };
     let mut list = RunList::default();
     for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
         if list.runs.len() == MAX_LISTED_RUNS {
             list.truncated = true;
             break;
