@@ -100,6 +100,12 @@ async fn results_are_found_again_resumed_and_run_once() {
     f.api.restart();
     let http = f.api.client();
     f.http = http;
+    wait_until(
+        Duration::from_secs(30),
+        "the restarted api to know the key",
+        || async { http.get("/sessions", Some(&f.key)).await.status == 200 },
+    )
+    .await;
     let (status, _, again) = resume(http, f.key.clone(), id.clone(), last_id).await;
     assert_eq!(status, 200);
     assert_eq!(stdout_of(&again), "two\n", "{again:?}");
