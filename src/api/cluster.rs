@@ -161,7 +161,8 @@ pub trait Cluster: Send + Sync + 'static {
         async { Ok(()) }.boxed()
     }
     /// Follows a run's output from byte offsets into its stdout and stderr (a resumed
-    /// stream): `kubexec-runner follow <runId> --stdout-offset N --stderr-offset M`. Without
+    /// stream): `kubexec-runner follow <runId> --stdout-offset N --stderr-offset M`, over the
+    /// runner channel as [`Cluster::follow`] is. Without
     /// its own implementation, offsets are ignored and the output comes from the start.
     fn follow_from<'a>(
         &'a self,
@@ -251,6 +252,25 @@ impl ExecutionWatch for SharedExecutionWatch {
                 .map_err(ApiError::internal_from("get execution"))
         }
         .boxed()
+    }
+}
+
+/// Waits until the Execution `name`, which may exist already, satisfies `done` or `timeout`
+/// passes; returns its last version (`None`: there is none). Subscribes before it looks, so a
+/// version between the look and the wait is not missed. A zero `timeout` is one look.
+pub async fn wait_execution(
+    cluster: &dyn Cluster,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+    done: fn(&Execution) -> bool,
+) -> ApiResult<Option<Execution>> {
+    let mut watch = cluster.watch_execution(ns, name);
+    match watch.until(Duration::ZERO, done).await? {
+        Some(execution) if !done(&execution) && !timeout.is_zero() => {
+            watch.until(timeout, done).await
+        }
+        other => Ok(other),
     }
 }
 
@@ -508,26 +528,7 @@ impl Cluster for KubeCluster {
         run_id: &'a str,
     ) -> BoxFuture<'a, Result<BoxStream<'static, Result<RunnerEvent, SandboxError>>, SandboxError>>
     {
-        async move {
-            let key = ChannelKey {
-                namespace: ns.to_string(),
-                pod: pod.to_string(),
-                pod_uid: None,
-                container: SANDBOX_CONTAINER,
-            };
-            match self.channels.channel(&key).await {
-                Ok(Some(channel)) => return Ok(channel.follow(run_id).await?.into_events().boxed()),
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(%error, pod, "no runner channel; following with a one-shot exec");
-                }
-            }
-            let run = Sandbox::new(self.client.clone(), ns, pod)
-                .start_framed(&["follow", run_id])
-                .await?;
-            Ok(run.into_events().boxed())
-        }
-        .boxed()
+        self.follow_from(ns, pod, run_id, 0, 0)
     }
 
     fn annotate_session<'a>(
@@ -558,15 +559,29 @@ impl Cluster for KubeCluster {
     ) -> BoxFuture<'a, Result<BoxStream<'static, Result<RunnerEvent, SandboxError>>, SandboxError>>
     {
         async move {
+            let key = ChannelKey {
+                namespace: ns.to_string(),
+                pod: pod.to_string(),
+                pod_uid: None,
+                container: SANDBOX_CONTAINER,
+            };
+            match self.channels.channel(&key).await {
+                Ok(Some(channel)) => {
+                    let run = channel
+                        .follow_from(run_id, stdout_offset, stderr_offset)
+                        .await?;
+                    return Ok(run.into_events().boxed());
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, pod, "no runner channel; following with a one-shot exec");
+                }
+            }
             let (stdout, stderr) = (stdout_offset.to_string(), stderr_offset.to_string());
-            let args = [
-                "follow",
-                run_id,
-                "--stdout-offset",
-                stdout.as_str(),
-                "--stderr-offset",
-                stderr.as_str(),
-            ];
+            let mut args = vec!["follow", run_id];
+            if stdout_offset > 0 || stderr_offset > 0 {
+                args.extend(["--stdout-offset", &stdout, "--stderr-offset", &stderr]);
+            }
             let run = Sandbox::new(self.client.clone(), ns, pod)
                 .start_framed(&args)
                 .await?;

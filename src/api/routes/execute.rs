@@ -628,10 +628,14 @@ async fn replay(
     slot: Option<StreamSlot>,
 ) -> ApiResult<Replay> {
     let name = idempotent.name.as_str();
-    let existing = state
-        .cluster
-        .wait_execution(&caller.namespace, name, std::time::Duration::ZERO, |_| true)
-        .await?;
+    let existing = crate::api::cluster::wait_execution(
+        &*state.cluster,
+        &caller.namespace,
+        name,
+        std::time::Duration::ZERO,
+        |_| true,
+    )
+    .await?;
     let located = match existing {
         Some(execution) => {
             let stored_hash = execution
@@ -691,15 +695,14 @@ async fn replay(
     drop(reservation);
     if let Found::Live(execution) = &located.found {
         if !is_finished(execution) {
-            let finished = state
-                .cluster
-                .wait_execution(
-                    &caller.namespace,
-                    name,
-                    result_wait(u64::from(crate::crd::MAX_TIMEOUT_SECONDS.unsigned_abs())),
-                    is_finished,
-                )
-                .await?;
+            let finished = crate::api::cluster::wait_execution(
+                &*state.cluster,
+                &caller.namespace,
+                name,
+                result_wait(u64::from(crate::crd::MAX_TIMEOUT_SECONDS.unsigned_abs())),
+                is_finished,
+            )
+            .await?;
             return match finished {
                 Some(execution) if is_finished(&execution) => Ok(Replay::Answered(
                     Json(outcome(&execution, &[])?).into_response(),

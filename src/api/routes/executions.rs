@@ -124,10 +124,14 @@ pub async fn live_execution(
     name: &str,
     session: &str,
 ) -> ApiResult<Option<Execution>> {
-    let current = state
-        .cluster
-        .wait_execution(&caller.namespace, name, Duration::ZERO, |_| true)
-        .await?;
+    let current = crate::api::cluster::wait_execution(
+        &*state.cluster,
+        &caller.namespace,
+        name,
+        Duration::ZERO,
+        |_| true,
+    )
+    .await?;
     Ok(current.filter(|e| e.spec.session_ref.name == session))
 }
 
@@ -668,11 +672,15 @@ async fn follow_resumed(
     ));
     let (pod, run_id) = match &located.found {
         Found::Live(execution) => {
-            let running = state
-                .cluster
-                .wait_execution(ns, &located.name, wait, is_started)
-                .await?
-                .ok_or_else(|| ApiError::internal("stream", "execution deleted"))?;
+            let running = crate::api::cluster::wait_execution(
+                &*state.cluster,
+                ns,
+                &located.name,
+                wait,
+                is_started,
+            )
+            .await?
+            .ok_or_else(|| ApiError::internal("stream", "execution deleted"))?;
             let pod = running
                 .status
                 .as_ref()
@@ -691,10 +699,14 @@ async fn follow_resumed(
         tracing::warn!(execution = %id, "following the run's output passed its deadline");
     }
     if matches!(located.found, Found::Live(_)) {
-        if let Some(finished) = state
-            .cluster
-            .wait_execution(ns, &located.name, wait, is_finished)
-            .await?
+        if let Some(finished) = crate::api::cluster::wait_execution(
+            &*state.cluster,
+            ns,
+            &located.name,
+            wait,
+            is_finished,
+        )
+        .await?
         {
             if is_finished(&finished) {
                 return outcome(&finished, &[]);

@@ -638,11 +638,14 @@ mod tests {
             METADATA_JSON_ANNOTATION.to_string(),
             json_typed_keys(&request).expect("some keys are typed"),
         )]));
-        assert_eq!(session_response(&session, "http://api").metadata, given);
+        assert_eq!(
+            session_response(&session, &PreviewLinks::new(None, "k1", 0)).metadata,
+            given
+        );
         // Without the annotation (a kubectl Session, or one made before it), all are strings.
         session.metadata.annotations = None;
         assert_eq!(
-            session_response(&session, "http://api").metadata["n"],
+            session_response(&session, &PreviewLinks::new(None, "k1", 0)).metadata["n"],
             serde_json::json!("3")
         );
     }
