@@ -107,7 +107,7 @@ fn run_claimed(
     started_at: u64,
     sink: &mut EventSink<impl Write>,
 ) -> Result<ExecResult> {
-    let since = crate::changed_files::coarse_now();
+    let tracker = crate::changed_files::Tracker::start(workspace.root());
     let files_written = write_spec_files(workspace, &spec.files)?;
     let working_dir = resolve_working_dir(spec.working_dir.as_deref(), workspace)?;
     let mut result = ExecResult {
@@ -232,12 +232,7 @@ fn run_claimed(
     let sigkilled =
         outcome.killed_by == Some(libc::SIGKILL) || outcome.exit_code == 128 + libc::SIGKILL;
     result.oom_killed = cgroup::was_oom_killed(sigkilled, oom_kills_before, oom_kills_after);
-    let changed = crate::changed_files::changed_since(
-        workspace.root(),
-        since,
-        crate::changed_files::MAX_WALK_ENTRIES,
-        crate::changed_files::MAX_LISTED,
-    );
+    let changed = tracker.finish(workspace.root(), crate::changed_files::MAX_LISTED);
     let (files, truncated) =
         crate::changed_files::merge(std::mem::take(&mut result.files_written), changed);
     result.files_written = files;
