@@ -122,7 +122,7 @@ fn run_claimed(
         Some(name) => Some(staged::read(workspace.root(), name)?),
         None => None,
     };
-    let (invocation, _entry) = match (spec.code.as_ref().or(staged.as_ref()), &spec.command) {
+    let (invocation, entry) = match (spec.code.as_ref().or(staged.as_ref()), &spec.command) {
         (Some(code), _) => prepare_code(code, &working_dir, run_dir, &spec.run_id)?,
         (None, Some(command)) => (invocation::shell(command), None),
         (None, None) => {
@@ -232,6 +232,8 @@ fn run_claimed(
     let sigkilled =
         outcome.killed_by == Some(libc::SIGKILL) || outcome.exit_code == 128 + libc::SIGKILL;
     result.oom_killed = cgroup::was_oom_killed(sigkilled, oom_kills_before, oom_kills_after);
+    // The code's entry file is the runner's, not the run's: removed before the listing.
+    drop(entry);
     let changed = tracker.finish(workspace.root(), crate::changed_files::MAX_LISTED);
     let (files, truncated) =
         crate::changed_files::merge(std::mem::take(&mut result.files_written), changed);
