@@ -36,6 +36,9 @@ pub struct ApiServer {
     /// `<session>-<port>.preview.localhost:<this port>`).
     pub preview_addr: SocketAddr,
     keys_namespace: String,
+    ns: String,
+    extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl ApiServer {
@@ -48,6 +51,39 @@ impl ApiServer {
     /// As [`ApiServer::start`], with extra environment variables for the api process (e.g. a
     /// `KUBECONFIG` that reaches the apiserver through a [`crate::proxy::CuttableProxy`]).
     pub fn start_with_env(ns: &str, extra: &[&str], env: &[(&str, &str)]) -> ApiServer {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, addr, preview_addr) = Self::spawn(ns, extra, &env);
+        ApiServer {
+            child,
+            addr,
+            preview_addr,
+            keys_namespace: format!("{ns}-keys"),
+            ns: ns.to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env,
+        }
+    }
+
+    /// Kills the api process and starts it again with the same flags and environment (new
+    /// addresses).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let (child, addr, preview_addr) = Self::spawn(&self.ns, &extra, &self.env);
+        self.child = child;
+        self.addr = addr;
+        self.preview_addr = preview_addr;
+    }
+
+    fn spawn(
+        ns: &str,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> (Child, SocketAddr, SocketAddr) {
         let keys_namespace = &format!("{ns}-keys");
         let made = crate::kubectl(&["create", "namespace", keys_namespace]);
         assert!(
@@ -85,8 +121,12 @@ impl ApiServer {
                 "127.0.0.1:0",
             ])
             .args(extra)
-            .envs(env.iter().copied())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info,kubexec=debug")
+            .env(
+                kubexec::shared::result_secret::RESULT_SECRET_ENV,
+                crate::E2E_RESULT_SECRET,
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -119,12 +159,11 @@ impl ApiServer {
                 _ => preview_addr = Some(found),
             }
         }
-        ApiServer {
+        (
             child,
-            addr: addr.expect("the api's address"),
-            preview_addr: preview_addr.expect("the preview address"),
-            keys_namespace: keys_namespace.to_string(),
-        }
+            addr.expect("the api's address"),
+            preview_addr.expect("the preview address"),
+        )
     }
 
     /// True while the api process has not exited (it never restarts on its own: an exit is a
@@ -278,6 +317,8 @@ pub struct SseEvent {
     pub event: String,
     /// The `data:` lines joined.
     pub data: String,
+    /// The `id:`, if any.
+    pub id: Option<String>,
 }
 
 /// A minimal HTTP/1.1 client (one connection per request).
@@ -417,16 +458,33 @@ impl Http {
         key: &str,
         body: &Value,
     ) -> (StatusCode, Vec<SseEvent>) {
-        let response = self
-            .send(
+        let (status, _, events) = self
+            .sse(
                 Method::POST,
                 path,
-                Some(key),
+                key,
                 &[],
                 body.to_string().into_bytes(),
+                None,
             )
             .await;
+        (status, events)
+    }
+
+    /// Sends a request and reads the response as Server-Sent Events: all of them, or only the
+    /// first `stop_after` (the connection is then dropped, as a client that went away).
+    pub async fn sse(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+        stop_after: Option<usize>,
+    ) -> (StatusCode, hyper::HeaderMap, Vec<SseEvent>) {
+        let response = self.send(method, path, Some(key), headers, body).await;
         let status = response.status();
+        let response_headers = response.headers().clone();
         let mut body = response.into_body();
         let mut buffer = String::new();
         let mut events = Vec::new();
@@ -441,9 +499,12 @@ impl Http {
                 let block: String = buffer.drain(..end + 2).collect();
                 let mut event = String::from("message");
                 let mut data = Vec::new();
+                let mut id = None;
                 for line in block.lines() {
                     if let Some(name) = line.strip_prefix("event:") {
                         event = name.trim().to_string();
+                    } else if let Some(value) = line.strip_prefix("id:") {
+                        id = Some(value.trim().to_string());
                     } else if let Some(line) = line.strip_prefix("data:") {
                         data.push(line.strip_prefix(' ').unwrap_or(line).to_string());
                     }
@@ -453,11 +514,15 @@ impl Http {
                         at,
                         event,
                         data: data.join("\n"),
+                        id,
                     });
                 }
             }
+            if stop_after.is_some_and(|n| events.len() >= n) {
+                break;
+            }
         }
-        (status, events)
+        (status, response_headers, events)
     }
 }
 

@@ -47,8 +47,16 @@ pub fn operator_env() -> Vec<(&'static str, String)> {
         ("KUBEXEC_POD_CIDRS", "10.244.0.0/24".into()),
         ("KUBEXEC_SERVICE_CIDRS", "10.96.0.0/24".into()),
         ("KUBEXEC_NODE_CIDRS", host_addresses().join(",")),
+        (
+            kubexec::shared::result_secret::RESULT_SECRET_ENV,
+            E2E_RESULT_SECRET.into(),
+        ),
     ]
 }
+
+/// The result secret the tests' operators and apis share (as the chart's Secret does), so
+/// that results outlive their Executions.
+pub const E2E_RESULT_SECRET: &str = "kubexec-e2e-result-secret-0123456789abcdef";
 
 /// The host's global IPv4 addresses as /32s (`ip -4 -o addr show scope global`).
 pub fn host_addresses() -> Vec<String> {

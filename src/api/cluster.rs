@@ -149,6 +149,32 @@ pub trait Cluster: Send + Sync + 'static {
         pod: &'a str,
         run_id: &'a str,
     ) -> BoxFuture<'a, Result<BoxStream<'static, Result<RunnerEvent, SandboxError>>, SandboxError>>;
+    /// Sets one annotation of a Session (a merge patch). Without its own implementation, a
+    /// no-op.
+    fn annotate_session<'a>(
+        &'a self,
+        _ns: &'a str,
+        _name: &'a str,
+        _key: &'a str,
+        _value: &'a str,
+    ) -> BoxFuture<'a, ApiResult<()>> {
+        async { Ok(()) }.boxed()
+    }
+    /// Follows a run's output from byte offsets into its stdout and stderr (a resumed
+    /// stream): `kubexec-runner follow <runId> --stdout-offset N --stderr-offset M`, over the
+    /// runner channel as [`Cluster::follow`] is. Without
+    /// its own implementation, offsets are ignored and the output comes from the start.
+    fn follow_from<'a>(
+        &'a self,
+        ns: &'a str,
+        pod: &'a str,
+        run_id: &'a str,
+        _stdout_offset: u64,
+        _stderr_offset: u64,
+    ) -> BoxFuture<'a, Result<BoxStream<'static, Result<RunnerEvent, SandboxError>>, SandboxError>>
+    {
+        self.follow(ns, pod, run_id)
+    }
     /// True when the apiserver answers.
     fn ping(&self) -> BoxFuture<'_, bool>;
 }
@@ -226,6 +252,25 @@ impl ExecutionWatch for SharedExecutionWatch {
                 .map_err(ApiError::internal_from("get execution"))
         }
         .boxed()
+    }
+}
+
+/// Waits until the Execution `name`, which may exist already, satisfies `done` or `timeout`
+/// passes; returns its last version (`None`: there is none). Subscribes before it looks, so a
+/// version between the look and the wait is not missed. A zero `timeout` is one look.
+pub async fn wait_execution(
+    cluster: &dyn Cluster,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+    done: fn(&Execution) -> bool,
+) -> ApiResult<Option<Execution>> {
+    let mut watch = cluster.watch_execution(ns, name);
+    match watch.until(Duration::ZERO, done).await? {
+        Some(execution) if !done(&execution) && !timeout.is_zero() => {
+            watch.until(timeout, done).await
+        }
+        other => Ok(other),
     }
 }
 
@@ -483,6 +528,36 @@ impl Cluster for KubeCluster {
         run_id: &'a str,
     ) -> BoxFuture<'a, Result<BoxStream<'static, Result<RunnerEvent, SandboxError>>, SandboxError>>
     {
+        self.follow_from(ns, pod, run_id, 0, 0)
+    }
+
+    fn annotate_session<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        key: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, ApiResult<()>> {
+        async move {
+            let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+            self.sessions(ns)
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(drop)
+                .map_err(ApiError::internal_from("annotate session"))
+        }
+        .boxed()
+    }
+
+    fn follow_from<'a>(
+        &'a self,
+        ns: &'a str,
+        pod: &'a str,
+        run_id: &'a str,
+        stdout_offset: u64,
+        stderr_offset: u64,
+    ) -> BoxFuture<'a, Result<BoxStream<'static, Result<RunnerEvent, SandboxError>>, SandboxError>>
+    {
         async move {
             let key = ChannelKey {
                 namespace: ns.to_string(),
@@ -491,14 +566,24 @@ impl Cluster for KubeCluster {
                 container: SANDBOX_CONTAINER,
             };
             match self.channels.channel(&key).await {
-                Ok(Some(channel)) => return Ok(channel.follow(run_id).await?.into_events().boxed()),
+                Ok(Some(channel)) => {
+                    let run = channel
+                        .follow_from(run_id, stdout_offset, stderr_offset)
+                        .await?;
+                    return Ok(run.into_events().boxed());
+                }
                 Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(%error, pod, "no runner channel; following with a one-shot exec");
                 }
             }
+            let (stdout, stderr) = (stdout_offset.to_string(), stderr_offset.to_string());
+            let mut args = vec!["follow", run_id];
+            if stdout_offset > 0 || stderr_offset > 0 {
+                args.extend(["--stdout-offset", &stdout, "--stderr-offset", &stderr]);
+            }
             let run = Sandbox::new(self.client.clone(), ns, pod)
-                .start_framed(&["follow", run_id])
+                .start_framed(&args)
                 .await?;
             Ok(run.into_events().boxed())
         }

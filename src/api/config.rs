@@ -12,6 +12,10 @@ pub const DEFAULT_NAMESPACE_PREFIX: &str = "kubexec-";
 /// result back (`GET /executions/{id}`), short enough that a flood of requests does not pile
 /// up finished objects in etcd. The run's output stays in the workspace's run directory.
 pub const DEFAULT_EXECUTION_TTL: i32 = 300;
+/// Default `--result-retention`: a day.
+pub const DEFAULT_RESULT_RETENTION: u64 = 24 * 3600;
+/// Default `--run-gc-interval`.
+pub const DEFAULT_RUN_GC_INTERVAL: u64 = 60;
 /// Default namespace of the key Secrets.
 pub const DEFAULT_KEYS_NAMESPACE: &str = "kubexec-system";
 
@@ -136,6 +140,17 @@ pub struct ApiArgs {
     /// Upper bound of any non-streaming request, in seconds.
     #[arg(long, env = "KUBEXEC_REQUEST_TIMEOUT", default_value_t = 420)]
     pub request_timeout: u64,
+
+    /// Seconds a finished execution's result can be looked up (`GET /executions/{id}`) and its
+    /// `Idempotency-Key` is remembered; later, 410 `EXECUTION_EXPIRED`. Needs the cluster's
+    /// result secret (`KUBEXEC_RESULT_SECRET`) beyond the Execution's own TTL.
+    #[arg(long, env = "KUBEXEC_RESULT_RETENTION", default_value_t = DEFAULT_RESULT_RETENTION)]
+    pub result_retention: u64,
+
+    /// Least seconds between two collections of one session's run directories (run after an
+    /// execute; 0: after every one).
+    #[arg(long, env = "KUBEXEC_RUN_GC_INTERVAL", default_value_t = DEFAULT_RUN_GC_INTERVAL)]
+    pub run_gc_interval: u64,
 
     /// PEM certificate chain to serve HTTPS with (with `--tls-key`). Without both: plain HTTP,
     /// for a cluster whose ingress or mesh terminates TLS.

@@ -81,6 +81,12 @@ pub mod codes {
     pub const RESPONSE_TOO_LARGE: &str = "RESPONSE_TOO_LARGE";
     /// The whole request took longer than the server allows.
     pub const REQUEST_TIMEOUT: &str = "REQUEST_TIMEOUT";
+    /// No such execution for this key (another tenant's looks the same).
+    pub const EXECUTION_NOT_FOUND: &str = "EXECUTION_NOT_FOUND";
+    /// The execution finished longer ago than results are kept (`--result-retention`).
+    pub const EXECUTION_EXPIRED: &str = "EXECUTION_EXPIRED";
+    /// The execution's full output was collected (its run's output limits); its result stays.
+    pub const OUTPUT_COLLECTED: &str = "OUTPUT_COLLECTED";
     /// The api's copy of the API keys is stale (its watch is broken): no key can be checked.
     pub const KEYS_STALE: &str = "KEYS_STALE";
 }
@@ -137,6 +143,14 @@ pub enum ApiError {
         /// One of [`codes`].
         code: &'static str,
         /// What conflicts.
+        message: String,
+    },
+    /// 410: it existed, and is no longer kept.
+    #[error("{message}")]
+    Gone {
+        /// One of [`codes`].
+        code: &'static str,
+        /// What is gone, and why.
         message: String,
     },
     /// 413.
@@ -272,6 +286,7 @@ impl ApiError {
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::SessionNotFound(_) | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -314,6 +329,7 @@ impl ApiError {
             | ApiError::Denied { code, message }
             | ApiError::Forbidden { code, message }
             | ApiError::Conflict { code, message }
+            | ApiError::Gone { code, message }
             | ApiError::Unprocessable { code, message } => (code, message.clone(), json!({})),
             ApiError::Unavailable {
                 code,

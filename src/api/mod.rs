@@ -5,7 +5,7 @@
 //! Modules: [`server`] (router and middleware), [`routes`] (handlers), [`auth`] (bearer keys),
 //! [`rate_limit`] (the per-key request rate), [`quota`] (per-tenant quotas), [`keys`] (key storage), [`tiers`] (limits),
 //! [`body_limit`] (per-route body caps), [`errors`] (the error type), [`extract`] (JSON extractors), [`files`] (validation and
-//! streamed delivery), [`file_read`] (`/files/read` in constant memory), [`outcome`] (an Execution's result as the api reports it), [`stream`]
+//! streamed delivery), [`file_read`] (`/files/read` in constant memory), [`outcome`] (an Execution's result as the api reports it), [`run_gc`] (bounded run outputs), [`stream`]
 //! (SSE), [`openapi`], [`metrics`], [`cluster`] (the Kubernetes seam), [`state`], [`config`],
 //! [`startup`] (`kubexec api` itself), [`keys_cli`] (`kubexec keys`), [`mcp`] (the MCP server
 //! at `/mcp`), [`preview`] (browser-ready previews on origins of their own).
@@ -30,6 +30,7 @@ pub mod preview;
 pub mod quota;
 pub mod rate_limit;
 pub mod routes;
+pub mod run_gc;
 pub mod sandbox_errors;
 pub mod server;
 pub mod startup;

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 pub struct CreateSessionRequest {
     /// Lifetime in seconds (default 86400, at most 604800).
     pub ttl: Option<i64>,
-    /// Free-form metadata, returned as given (string values; others are stored as JSON text).
+    /// Free-form metadata, returned as given, JSON types included.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<BTreeMap<String, serde_json::Value>>,
     /// Resource limits of the sandbox.
@@ -153,8 +153,82 @@ pub struct ExecuteResponse {
     pub cpu_time: i64,
     /// Whether the timeout killed it.
     pub timed_out: bool,
-    /// Paths of the files written for this request.
+    /// Whether the kernel's OOM killer ended it (the session's memory limit); its `exitCode`
+    /// is then 137. A kubexec extension.
+    pub oom_killed: bool,
+    /// Files created or modified under `/workspace` by the execution (and the files sent with
+    /// it), relative to `/workspace`, without kubexec's `.kubexec/`; at most 1000.
     pub files_written: Vec<String>,
+    /// True when `filesWritten` lists only some of them. A kubexec extension.
+    pub files_written_truncated: bool,
+    /// The id to find this execution again (`GET /executions/{id}`). A kubexec extension.
+    pub execution_id: String,
+}
+
+/// `GET /executions/{id}`: an execution's result in the shape of `POST /execute`'s response,
+/// with its session and state; `202` and empty result fields while it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionRecord {
+    /// `running` or `finished`.
+    pub status: String,
+    /// Its session.
+    pub session_id: String,
+    /// The result (empty while it runs).
+    #[serde(flatten)]
+    pub result: ExecuteResponse,
+}
+
+/// `GET /executions` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct ListExecutionsQuery {
+    /// The session.
+    pub session_id: String,
+    /// Most entries per page (1 to 100, default 20).
+    pub limit: Option<usize>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One entry of `GET /executions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionSummary {
+    /// Its id.
+    pub execution_id: String,
+    /// `running`, `finished`, `failed`, `lost` or `unknown`.
+    pub status: String,
+    /// When it started (RFC 3339), if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When it finished (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Its exit code, once finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+/// The result of `GET /executions`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionList {
+    /// Newest first.
+    pub executions: Vec<ExecutionSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /executions/{id}/output` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct OutputQuery {
+    /// `stdout` (default) or `stderr`.
+    pub stream: Option<String>,
 }
 
 /// `POST /files/write`.

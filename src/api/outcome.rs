@@ -10,6 +10,7 @@ use super::{
     errors::{codes, ApiError, ApiResult},
     model::ExecuteResponse,
 };
+
 use crate::crd::{conditions, find_condition, Execution, ExecutionPhase};
 
 /// An Execution that exists, with what was delivered before it.
@@ -110,7 +111,11 @@ pub fn outcome(execution: &Execution, streamed_files: &[String]) -> ApiResult<Ex
         });
     }
     let mut files_written = streamed_files.to_vec();
-    files_written.extend(status.files_written.iter().cloned());
+    for file in &status.files_written {
+        if !files_written.contains(file) {
+            files_written.push(file.clone());
+        }
+    }
     Ok(ExecuteResponse {
         stdout: status.stdout.unwrap_or_default(),
         stderr: status.stderr.unwrap_or_default(),
@@ -119,8 +124,58 @@ pub fn outcome(execution: &Execution, streamed_files: &[String]) -> ApiResult<Ex
         memory_used: status.memory_used_bytes.unwrap_or(0),
         cpu_time: status.cpu_time_ms.unwrap_or(0),
         timed_out: status.timed_out.unwrap_or(false),
+        oom_killed: status.oom_killed.unwrap_or(false),
         files_written,
+        files_written_truncated: status.files_written_truncated.unwrap_or(false),
+        execution_id: execution_id(
+            &execution.metadata.name.clone().unwrap_or_default(),
+            &execution.spec.session_ref.name,
+        ),
     })
+}
+
+/// The REST id of an Execution: `<name>.<session>`. The session is part of it because the
+/// run's stored result lives in that session's workspace, which is where a lookup goes once
+/// the Execution object is gone. Execution names made by the api never hold a dot.
+pub fn execution_id(name: &str, session: &str) -> String {
+    format!("{name}.{session}")
+}
+
+/// The (Execution name, session) of a REST execution id; `None` when it is not one.
+pub fn parse_execution_id(id: &str) -> Option<(&str, &str)> {
+    let (name, session) = id.split_once('.')?;
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    (label(name) && label(session)).then_some((name, session))
+}
+
+/// The response for a run's stored result (read from its run directory, its MAC checked by
+/// the caller): the same fields as [`outcome`] makes from a status. Output is capped as the
+/// operator caps it for the status.
+pub fn stored_outcome(
+    result: &kubexec_runner::protocol::ExecResult,
+    id: String,
+) -> ExecuteResponse {
+    let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    ExecuteResponse {
+        stdout: result.stdout.clone(),
+        stderr: result.stderr.clone(),
+        exit_code: result.exit_code,
+        execution_time: ms(result.execution_time_ms),
+        memory_used: ms(result.memory_used_bytes),
+        cpu_time: ms(result.cpu_time_ms),
+        timed_out: result.timed_out,
+        oom_killed: result.oom_killed,
+        files_written: result.files_written.clone(),
+        files_written_truncated: result.files_written_truncated,
+        execution_id: id,
+    }
 }
 
 /// Metric label of an outcome.
@@ -130,5 +185,28 @@ pub fn outcome_label(result: &ApiResult<ExecuteResponse>) -> &'static str {
         Ok(_) => "ok",
         Err(ApiError::ExecutionFailed { .. }) => "failed",
         Err(_) => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn execution_ids_round_trip_and_refuse_anything_else() {
+        let id = execution_id("exe-abc", "ses-1");
+        assert_eq!(id, "exe-abc.ses-1");
+        assert_eq!(parse_execution_id(&id), Some(("exe-abc", "ses-1")));
+        for bad in [
+            "exe-abc",
+            ".ses",
+            "exe.",
+            "EXE.ses",
+            "exe/x.ses",
+            "exe.ses.x",
+            "-a.b",
+        ] {
+            assert_eq!(parse_execution_id(bad), None, "{bad}");
+        }
     }
 }

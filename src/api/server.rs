@@ -28,7 +28,7 @@ use super::{
     mcp,
     metrics::track,
     openapi::openapi_json,
-    routes::{execute, files, health, preview, processes, sessions},
+    routes::{execute, executions, files, health, preview, processes, sessions},
     state::AppState,
 };
 
@@ -81,6 +81,30 @@ pub fn routes() -> Vec<Route> {
             true,
         ),
         route(Method::POST, "/execute", post(execute::execute), true),
+        route(
+            Method::GET,
+            "/executions",
+            get(executions::list_executions),
+            true,
+        ),
+        route(
+            Method::GET,
+            "/executions/{id}",
+            get(executions::get_execution),
+            true,
+        ),
+        route(
+            Method::GET,
+            "/executions/{id}/output",
+            get(executions::execution_output),
+            true,
+        ),
+        route(
+            Method::GET,
+            "/executions/{id}/events",
+            get(executions::execution_events),
+            true,
+        ),
         route(Method::POST, "/files/write", post(files::write_files), true),
         route(Method::GET, "/files/list", get(files::list_files), true),
         route(Method::GET, "/files/read", get(files::read_file), true),

@@ -126,6 +126,8 @@ fn settings(args: &ApiArgs) -> Settings {
         public_url: args.public_url(),
         execution_ttl: args.execution_ttl,
         request_timeout: Duration::from_secs(args.request_timeout),
+        result_retention: Duration::from_secs(args.result_retention),
+        run_gc_interval: Some(Duration::from_secs(args.run_gc_interval)),
     }
 }
 

@@ -21,6 +21,12 @@ pub struct Settings {
     pub execution_ttl: i32,
     /// Upper bound of a non-streaming request.
     pub request_timeout: Duration,
+    /// How long a finished execution's result can be looked up (`--result-retention`).
+    pub result_retention: Duration,
+    /// Least time between two collections of one session's run directories
+    /// (`--run-gc-interval`); `None`: never collected (the default here, for route tests;
+    /// `kubexec api` always sets it).
+    pub run_gc_interval: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -34,6 +40,8 @@ impl Default for Settings {
             public_url: None,
             execution_ttl: super::config::DEFAULT_EXECUTION_TTL,
             request_timeout: Duration::from_secs(420),
+            result_retention: Duration::from_secs(super::config::DEFAULT_RESULT_RETENTION),
+            run_gc_interval: None,
         }
     }
 }
@@ -57,6 +65,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Previews (`None`: this api serves none, and `previewUrl` is empty).
     pub previews: Option<Arc<Previews>>,
+    /// When each session's run directories were last collected (see [`crate::api::run_gc`]).
+    pub run_gc: Arc<crate::api::run_gc::RunGc>,
 }
 
 impl AppState {
@@ -77,6 +87,7 @@ impl AppState {
             metrics,
             settings: Arc::new(settings),
             previews: None,
+            run_gc: Arc::default(),
         }
     }
 

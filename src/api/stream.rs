@@ -10,7 +10,7 @@
 //! A client that disconnects stops the follow exec and the watch; the Execution itself runs to
 //! its end, and its result stays readable in its status and run directory.
 
-use std::{convert::Infallible, future::Future, time::Duration};
+use std::{convert::Infallible, future::Future, sync::Mutex, time::Duration};
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
@@ -28,6 +28,75 @@ use super::{
 
 /// How often an idle stream sends a keep-alive comment.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// How far a client has read a run's output: byte offsets into its stdout and stderr. The id
+/// of each `stdout`/`stderr` event is the offsets after it, `<stdout>-<stderr>`, so a client
+/// that lost the stream resumes with `Last-Event-ID` at any api replica (the offsets index the
+/// run's files in the workspace; no replica keeps state). The offsets count the bytes of the
+/// text sent, which are the file's bytes for UTF-8 output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutputOffsets {
+    /// Bytes of stdout sent.
+    pub stdout: u64,
+    /// Bytes of stderr sent.
+    pub stderr: u64,
+}
+
+impl OutputOffsets {
+    /// Parses an event id.
+    pub fn parse(id: &str) -> Option<Self> {
+        let (stdout, stderr) = id.trim().split_once('-')?;
+        Some(Self {
+            stdout: stdout.parse().ok()?,
+            stderr: stderr.parse().ok()?,
+        })
+    }
+
+    fn advance(&mut self, stream: OutputStream, bytes: usize) {
+        let bytes = bytes as u64;
+        match stream {
+            OutputStream::Stdout => self.stdout += bytes,
+            OutputStream::Stderr => self.stderr += bytes,
+        }
+    }
+}
+
+impl std::fmt::Display for OutputOffsets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.stdout, self.stderr)
+    }
+}
+
+/// SSE output events, each with its offsets as its id.
+pub struct SseSink {
+    tx: mpsc::Sender<Event>,
+    offsets: Mutex<OutputOffsets>,
+}
+
+impl SseSink {
+    /// A sink that starts counting at `offsets`.
+    pub fn new(tx: mpsc::Sender<Event>, offsets: OutputOffsets) -> Self {
+        Self {
+            tx,
+            offsets: Mutex::new(offsets),
+        }
+    }
+}
+
+impl OutputSink for SseSink {
+    async fn output(&self, stream: OutputStream, data: &str) -> bool {
+        let id = {
+            let mut offsets = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+            offsets.advance(stream, data.len());
+            offsets.to_string()
+        };
+        let event = Event::default()
+            .id(id)
+            .event(stream.as_str())
+            .data(json!({ "data": data }).to_string());
+        self.tx.send(event).await.is_ok()
+    }
+}
 
 /// The SSE response for a started Execution.
 pub fn execution_events(
@@ -89,7 +158,8 @@ impl OutputSink for mpsc::Sender<Event> {
     }
 }
 
-fn error_event(error: &ApiError) -> Event {
+/// The `error` event of a stream that failed after it started.
+pub fn error_event(error: &ApiError) -> Event {
     // Logged like any other error response; the body is the same shape.
     let body = error.body();
     if matches!(error, ApiError::Internal { .. }) {
@@ -101,7 +171,8 @@ fn error_event(error: &ApiError) -> Event {
 }
 
 async fn pump(state: &AppState, namespace: &str, started: &Started, tx: &mpsc::Sender<Event>) {
-    let result = follow_then_finish(state, namespace, started, tx).await;
+    let sink = SseSink::new(tx.clone(), OutputOffsets::default());
+    let result = follow_then_finish(state, namespace, started, &sink).await;
     state.metrics.execution(outcome_label(&result));
     let event = match result {
         Ok(response) => Event::default()
@@ -136,7 +207,15 @@ pub async fn follow_then_finish(
     // The follow ends with the run; the deadline only bounds a follow that does not.
     let followed = tokio::time::timeout(
         started.result_timeout,
-        forward_output(state, namespace, &pod, &run_id, &started.name, sink),
+        forward_output(
+            state,
+            namespace,
+            &pod,
+            &run_id,
+            &started.name,
+            OutputOffsets::default(),
+            sink,
+        ),
     )
     .await;
     if followed.is_err() {
@@ -155,15 +234,24 @@ pub async fn follow_then_finish(
 
 /// Forwards the run's output chunks as events until the run's result, an error, or a client
 /// that went away.
-async fn forward_output(
+pub async fn forward_output(
     state: &AppState,
     namespace: &str,
     pod: &str,
     run_id: &str,
     execution: &str,
+    from: OutputOffsets,
     sink: &impl OutputSink,
 ) {
-    let mut events = match state.cluster.follow(namespace, pod, run_id).await {
+    let followed = if from == OutputOffsets::default() {
+        state.cluster.follow(namespace, pod, run_id).await
+    } else {
+        state
+            .cluster
+            .follow_from(namespace, pod, run_id, from.stdout, from.stderr)
+            .await
+    };
+    let mut events = match followed {
         Ok(events) => events,
         Err(e) => {
             tracing::warn!(error = %e, execution, "cannot follow the run's output; sending the result only");

@@ -91,6 +91,11 @@ pub struct TierLimits {
     pub stored_bytes: u64,
     /// Most Server-Sent Event streams one key may have open at once (per api replica).
     pub concurrent_streams: usize,
+    /// Most bytes of full run output a session keeps in `.kubexec/runs/` (finished runs'
+    /// output is collected oldest first beyond it; a running run's never).
+    pub run_output_bytes: u64,
+    /// Seconds a finished run's full output is kept.
+    pub run_output_max_age_seconds: u64,
 }
 
 impl Default for TierLimits {
@@ -116,6 +121,8 @@ impl TierLimits {
             live_executions: 10,
             stored_bytes: 8 << 20,
             concurrent_streams: 5,
+            run_output_bytes: 64 << 20,
+            run_output_max_age_seconds: 3600,
         }
     }
 
@@ -135,6 +142,7 @@ impl TierLimits {
             live_executions: 1000,
             stored_bytes: 256 << 20,
             concurrent_streams: 500,
+            run_output_bytes: 1 << 30,
             ..Self::paid()
         }
     }
@@ -208,6 +216,8 @@ impl TierLimits {
             live_executions: 100,
             stored_bytes: 64 << 20,
             concurrent_streams: 50,
+            run_output_bytes: 256 << 20,
+            run_output_max_age_seconds: 24 * 3600,
         }
     }
 }

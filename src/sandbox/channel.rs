@@ -323,9 +323,22 @@ impl Channel {
 
     /// Follows run `run_id`'s output, as `kubexec-runner follow`.
     pub async fn follow(&self, run_id: &str) -> Result<ChannelRun, SandboxError> {
+        self.follow_from(run_id, 0, 0).await
+    }
+
+    /// Follows run `run_id`'s output from byte offsets into its stdout and stderr (a resumed
+    /// stream), as `kubexec-runner follow --stdout-offset N --stderr-offset M`.
+    pub async fn follow_from(
+        &self,
+        run_id: &str,
+        stdout_offset: u64,
+        stderr_offset: u64,
+    ) -> Result<ChannelRun, SandboxError> {
         let op = ChannelOp::Follow {
             run_id: run_id.to_string(),
             wait_seconds: None,
+            stdout_offset,
+            stderr_offset,
         };
         self.request(op, None).await
     }

@@ -8,7 +8,8 @@
 //! - [`metrics`]: rendering a Prometheus registry as text;
 //! - [`deadlines`]: how long a run may take before its result is given up on;
 //! - [`kube_status`]: reading the apiserver's status codes out of client errors;
-//! - [`ports`]: the preview port range both the api and the NetworkPolicies use.
+//! - [`ports`]: the preview port range both the api and the NetworkPolicies use;
+//! - [`result_secret`]: the secret that run result keys are derived from.
 //!
 //! The exec client, [`crate::sandbox`], belongs to this layer too.
 
@@ -18,6 +19,7 @@ pub mod deadlines;
 pub mod kube_status;
 pub mod metrics;
 pub mod ports;
+pub mod result_secret;
 pub mod shutdown;
 
 pub use shutdown::Shutdown;

@@ -49,3 +49,14 @@ securityContext:
   readOnlyRootFilesystem: true
   capabilities: {drop: [ALL]}
 {{- end -}}
+
+{{/* The Secret holding the result secret (see values.yaml `results`). */}}
+{{- define "kubexec.resultsSecret" -}}
+{{- .Values.results.secretName | default (printf "%s-results" (include "kubexec.fullname" .)) -}}
+{{- end -}}
+
+{{/* The result secret as an env entry; optional, so that without it results live only as long as their Execution. */}}
+{{- define "kubexec.resultsSecretEnv" -}}
+- name: KUBEXEC_RESULT_SECRET
+  valueFrom: {secretKeyRef: {name: {{ include "kubexec.resultsSecret" . }}, key: secret, optional: true}}
+{{- end -}}

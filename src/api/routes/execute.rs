@@ -7,13 +7,18 @@ use std::{collections::BTreeMap, time::Instant};
 use axum::{
     body::Bytes,
     extract::{FromRequest, Request, State},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::{api::ObjectMeta, Resource};
 
-use super::ready_session;
+use super::{
+    executions::{record_of, resume_offsets, stored_run, Found, Keeping, Located},
+    ready_session,
+    sessions::{idempotency_key, REQUEST_HASH_ANNOTATION},
+};
 use crate::{
     api::{
         auth::Caller,
@@ -24,10 +29,10 @@ use crate::{
             choose_delivery, code_delivery, inline_specs, plan_files, stage_code, stream_files,
             Delivery, PlannedFile,
         },
-        keys::random_name_suffix,
+        keys::{random_name_suffix, sha256_hex},
         model::{ExecuteRequest, ExecuteResponse},
         outcome::{is_finished, outcome, outcome_label, Started},
-        quota::{stored_bytes, Reservation},
+        quota::{stored_bytes, Reservation, StreamSlot},
         state::AppState,
         stream,
         tiers::TierLimits,
@@ -41,6 +46,8 @@ use crate::{
     shared::deadlines::result_wait,
 };
 
+/// Response header of a streamed execute: the execution's id (`GET /executions/{id}`).
+pub const EXECUTION_ID_HEADER: &str = "x-execution-id";
 /// Label naming the key that created an Execution.
 pub const KEY_LABEL: &str = "kubexec.dev/api-key-id";
 /// Label naming the Execution an env Secret belongs to.
@@ -73,6 +80,44 @@ pub struct ExecutePlan<'r> {
     pub env: &'r BTreeMap<String, String>,
     /// Stream the output.
     pub stream: bool,
+    /// With an `Idempotency-Key`: the Execution's name derived from it, and the request's hash.
+    pub idempotent: Option<Idempotent>,
+}
+
+/// An execute with an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotent {
+    /// The Execution's name: `exe-` + 24 hex digits of SHA-256(tenant, key), so that two
+    /// requests with one key cannot make two Executions.
+    pub name: String,
+    /// SHA-256 of what the request asks for (session, code or command, files, env, timeout,
+    /// working directory); a retry with another is 409 `IDEMPOTENCY_CONFLICT`.
+    pub request_hash: String,
+}
+
+impl Idempotent {
+    /// The name and hash for `key`, sent by `caller` with `request`.
+    pub fn of(caller: &Caller, key: &str, request: &ExecuteRequest<'_>) -> Self {
+        let digest = sha256_hex(format!("execute\0{}\0{key}", caller.tenant).as_bytes());
+        let files: Vec<_> = request
+            .files
+            .iter()
+            .map(|f| serde_json::json!([f.path, sha256_hex(f.content.as_bytes()), f.encoding]))
+            .collect();
+        let asked = serde_json::json!({
+            "sessionId": request.session_id,
+            "code": request.code,
+            "command": request.command,
+            "files": files,
+            "env": request.env,
+            "timeout": request.timeout,
+            "workingDir": request.working_dir,
+        });
+        Self {
+            name: format!("exe-{}", &digest[..24]),
+            request_hash: sha256_hex(asked.to_string().as_bytes()),
+        }
+    }
 }
 
 /// Validates a request against the caller's tier. Nothing is created by this; every 400 and
@@ -105,6 +150,7 @@ pub fn plan_execute<'r>(
         code_delivery,
         env: &request.env,
         stream: request.stream,
+        idempotent: None,
     })
 }
 
@@ -288,12 +334,21 @@ pub async fn start_execution(
     let ready = ready_session(state, caller, &plan.session).await?;
     let ready_after = begun.elapsed();
     let ns = caller.namespace.as_str();
-    let name = format!(
-        "exe-{}",
-        random_name_suffix(12).map_err(ApiError::internal_from("random name"))?
-    );
-    let (execution, env_secret) =
+    let name = match &plan.idempotent {
+        Some(idempotent) => idempotent.name.clone(),
+        None => format!(
+            "exe-{}",
+            random_name_suffix(12).map_err(ApiError::internal_from("random name"))?
+        ),
+    };
+    let (mut execution, env_secret) =
         build_execution(&name, caller, plan, state.settings.execution_ttl);
+    if let Some(idempotent) = &plan.idempotent {
+        execution.metadata.annotations = Some(BTreeMap::from([(
+            REQUEST_HASH_ANNOTATION.to_string(),
+            idempotent.request_hash.clone(),
+        )]));
+    }
     // The same checks the apiserver's schema makes; a failure here is a bug, not bad input.
     validate_execution(&execution.spec).map_err(ApiError::internal_from("execution spec"))?;
     // Charged before anything is created: a refusal leaves nothing behind.
@@ -332,6 +387,17 @@ pub async fn start_execution(
     let ttl =
         std::time::Duration::from_secs(u64::try_from(state.settings.execution_ttl).unwrap_or(0));
     let charge = reservation.created(result_timeout, ttl, Instant::now());
+    let collecting = crate::api::run_gc::Collecting {
+        interval: state.settings.run_gc_interval,
+        retention: state.settings.result_retention,
+    };
+    crate::api::run_gc::maybe_collect(
+        &state.cluster,
+        &state.run_gc,
+        collecting,
+        &caller.limits,
+        (ns, &plan.session, &ready.pod),
+    );
     tracing::info!(
         execution = %name,
         session = %plan.session,
@@ -412,9 +478,10 @@ async fn own_env_secret(
 pub async fn execute(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     ExecuteBody { reservation, body }: ExecuteBody,
 ) -> Response {
-    match execute_inner(&state, &caller, reservation, body).await {
+    match execute_inner(&state, &caller, &headers, reservation, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -469,31 +536,66 @@ impl FromRequest<AppState> for ExecuteBody {
 async fn execute_inner(
     state: &AppState,
     caller: &Caller,
+    headers: &HeaderMap,
     reservation: Reservation,
     body: Bytes,
 ) -> ApiResult<Response> {
     let begun = std::time::Instant::now();
     let request: ExecuteRequest<'_> = parse_json_bounded(&body, item_limits(&caller.limits))?;
-    let plan = plan_execute(&request, &caller.limits)?;
+    let mut plan = plan_execute(&request, &caller.limits)?;
+    plan.idempotent = idempotency_key(headers)?.map(|key| Idempotent::of(caller, &key, &request));
     let stream_slot = match plan.stream {
         true => Some(state.quotas.open_stream(&caller.key_id, &caller.limits)?),
         false => None,
     };
-    let started = start_execution(state, caller, &plan, reservation).await?;
+    let (started, stream_slot) = match &plan.idempotent {
+        Some(idempotent) => {
+            match replay(
+                state,
+                caller,
+                headers,
+                &plan,
+                idempotent,
+                reservation,
+                stream_slot,
+            )
+            .await?
+            {
+                Replay::Answered(response) => return Ok(response),
+                Replay::Fresh(reservation, slot) => (
+                    start_execution(state, caller, &plan, reservation).await,
+                    slot,
+                ),
+            }
+        }
+        None => (
+            start_execution(state, caller, &plan, reservation).await,
+            stream_slot,
+        ),
+    };
+    let started = started?;
     let created_after = begun.elapsed();
     let wants_stream = plan.stream;
+    let session = plan.session.clone();
     // The request body (possibly large files) is no longer needed while the run is awaited.
     drop(plan);
     drop(request);
     drop(body);
     if wants_stream {
-        return Ok(stream::execution_events(
+        let id = crate::api::outcome::execution_id(&started.name, &session);
+        let mut response = stream::execution_events(
             state.clone(),
             caller.namespace.clone(),
             started,
             stream_slot,
         )
-        .into_response());
+        .into_response();
+        // The stream's client learns the id at once, to look the execution up (or resume
+        // its stream at `GET /executions/{id}/events`) if the connection drops.
+        if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+            response.headers_mut().insert(EXECUTION_ID_HEADER, value);
+        }
+        return Ok(response);
     }
     let result = await_outcome(state, &started).await;
     tracing::debug!(
@@ -503,6 +605,128 @@ async fn execute_inner(
         "execution answered"
     );
     Ok(Json(result?).into_response())
+}
+
+/// What an idempotent execute found.
+enum Replay {
+    /// The key's execution exists (or existed): this is its answer.
+    Answered(Response),
+    /// The key is new: create the execution, with the reservation and stream slot.
+    Fresh(Reservation, Option<StreamSlot>),
+}
+
+/// The answer of a retried execute: the same execution, never a second run. While its
+/// Execution exists, it is waited for (or streamed, from `Last-Event-ID`) like a new one;
+/// after that, the run directory answers, as `GET /executions/{id}` does.
+async fn replay(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    plan: &ExecutePlan<'_>,
+    idempotent: &Idempotent,
+    reservation: Reservation,
+    slot: Option<StreamSlot>,
+) -> ApiResult<Replay> {
+    let name = idempotent.name.as_str();
+    let existing = crate::api::cluster::wait_execution(
+        &*state.cluster,
+        &caller.namespace,
+        name,
+        std::time::Duration::ZERO,
+        |_| true,
+    )
+    .await?;
+    let located = match existing {
+        Some(execution) => {
+            let stored_hash = execution
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(REQUEST_HASH_ANNOTATION));
+            if stored_hash != Some(&idempotent.request_hash)
+                || execution.spec.session_ref.name != plan.session
+            {
+                return Err(ApiError::Conflict {
+                    code: codes::IDEMPOTENCY_CONFLICT,
+                    message: "this Idempotency-Key was used for a different request".into(),
+                });
+            }
+            Located {
+                name: name.into(),
+                session: plan.session.clone(),
+                pod: None,
+                found: Found::Live(Box::new(execution)),
+            }
+        }
+        None => {
+            let ready = ready_session(state, caller, &plan.session).await?;
+            let named = stored_run(state, caller, &ready.pod, name).await?;
+            match named.run_id {
+                Some(run_id) if named.status != kubexec_runner::protocol::RunStatus::Unknown => {
+                    Located {
+                        name: name.into(),
+                        session: plan.session.clone(),
+                        pod: Some(ready.pod),
+                        found: Found::Stored {
+                            run_id,
+                            status: Box::new(named.status),
+                        },
+                    }
+                }
+                _ => return Ok(Replay::Fresh(reservation, slot)),
+            }
+        }
+    };
+    tracing::info!(
+        execution = name,
+        "idempotent execute answered with the existing execution"
+    );
+    if let Some(slot) = slot {
+        let offsets = resume_offsets(headers)?;
+        let events = super::executions::resumed_events(
+            state.clone(),
+            caller.clone(),
+            located,
+            offsets,
+            slot,
+        );
+        return Ok(Replay::Answered(events.into_response()));
+    }
+    drop(reservation);
+    if let Found::Live(execution) = &located.found {
+        if !is_finished(execution) {
+            let finished = crate::api::cluster::wait_execution(
+                &*state.cluster,
+                &caller.namespace,
+                name,
+                result_wait(u64::from(crate::crd::MAX_TIMEOUT_SECONDS.unsigned_abs())),
+                is_finished,
+            )
+            .await?;
+            return match finished {
+                Some(execution) if is_finished(&execution) => Ok(Replay::Answered(
+                    Json(outcome(&execution, &[])?).into_response(),
+                )),
+                _ => Err(ApiError::ExecutionTimeout(
+                    crate::crd::MAX_TIMEOUT_SECONDS.unsigned_abs().into(),
+                )),
+            };
+        }
+    }
+    let now = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
+    match record_of(&located, &caller.namespace, Keeping::of(state), now)? {
+        Some(result) => Ok(Replay::Answered(Json(result).into_response())),
+        None => Ok(Replay::Answered(
+            (
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({
+                    "executionId": located.id(),
+                    "status": "running",
+                })),
+            )
+                .into_response(),
+        )),
+    }
 }
 
 /// Waits (by watching) for a started Execution's result and counts its outcome: the answer

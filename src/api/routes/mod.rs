@@ -2,6 +2,7 @@
 //! session and waiting for it to be ready.
 
 pub mod execute;
+pub mod executions;
 pub mod files;
 pub mod health;
 pub mod preview;

@@ -137,6 +137,50 @@ fn sandbox_size(
     })
 }
 
+/// Annotation listing (as a JSON array) the metadata keys whose values are not strings: the
+/// Session's `spec.metadata` holds strings, so those are stored as JSON text and parsed back
+/// when the session is read, keeping numbers, booleans, null, arrays and objects as given.
+pub const METADATA_JSON_ANNOTATION: &str = "kubexec.dev/metadata-json-keys";
+
+/// The metadata keys whose values are not strings, as [`METADATA_JSON_ANNOTATION`] holds them;
+/// `None` when every value is a string.
+fn json_typed_keys(request: &CreateSessionRequest) -> Option<String> {
+    let keys: Vec<&String> = request
+        .metadata
+        .iter()
+        .flatten()
+        .filter(|(_, v)| !v.is_string())
+        .map(|(k, _)| k)
+        .collect();
+    (!keys.is_empty()).then(|| serde_json::to_string(&keys).unwrap_or_default())
+}
+
+/// A stored metadata map back as the client gave it (see [`METADATA_JSON_ANNOTATION`]).
+fn metadata_as_given(session: &Session) -> BTreeMap<String, serde_json::Value> {
+    let json_keys: Vec<String> = session
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(METADATA_JSON_ANNOTATION))
+        .and_then(|keys| serde_json::from_str(keys).ok())
+        .unwrap_or_default();
+    session
+        .spec
+        .metadata
+        .iter()
+        .map(|(k, v)| {
+            let typed = json_keys
+                .contains(k)
+                .then(|| serde_json::from_str(v).ok())
+                .flatten();
+            (
+                k.clone(),
+                typed.unwrap_or_else(|| serde_json::Value::String(v.clone())),
+            )
+        })
+        .collect()
+}
+
 /// The request's metadata as the Session stores it: strings as given, other values as JSON text.
 fn metadata_as_strings(request: &CreateSessionRequest) -> BTreeMap<String, String> {
     request
@@ -231,12 +275,7 @@ pub fn session_response(session: &Session, links: &PreviewLinks) -> SessionRespo
                 .unwrap_or(30),
             disk: mib(Some(&session.spec.workspace.size), DEFAULT_DISK_MB),
         },
-        metadata: session
-            .spec
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect(),
+        metadata: metadata_as_given(session),
     }
 }
 
@@ -276,7 +315,13 @@ pub async fn create_session(
             return replay(&state, &caller, &existing, &spec_hash);
         }
     }
-    let session = new_session(&name, &caller, spec, &spec_hash);
+    let mut session = new_session(&name, &caller, spec, &spec_hash);
+    if let (Some(keys), Some(annotations)) = (
+        json_typed_keys(&request),
+        session.metadata.annotations.as_mut(),
+    ) {
+        annotations.insert(METADATA_JSON_ANNOTATION.to_string(), keys);
+    }
     match create_within_limit(&state, &caller, &session).await? {
         Created::New(created) => {
             tracing::info!(session = %name, tenant = %caller.tenant, "session created");
@@ -298,7 +343,7 @@ pub async fn create_session(
 }
 
 /// The `Idempotency-Key` header, if the request has one.
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let key = headers
         .get(IDEMPOTENCY_KEY)
         .map(|v| v.to_str().map(str::to_string))
@@ -572,6 +617,36 @@ mod tests {
                 timeout: 20,
                 disk: 2048
             }
+        );
+    }
+
+    #[test]
+    fn metadata_keeps_its_json_types() {
+        let given = BTreeMap::from([
+            ("s".to_string(), serde_json::json!("3")),
+            ("n".to_string(), serde_json::json!(3)),
+            ("b".to_string(), serde_json::json!(true)),
+            ("o".to_string(), serde_json::json!({"a": [1, null]})),
+        ]);
+        let request = CreateSessionRequest {
+            metadata: Some(given.clone()),
+            ..Default::default()
+        };
+        let spec = session_spec(&request, &TierLimits::free()).expect("valid");
+        let mut session = Session::new("ses-x", spec);
+        session.metadata.annotations = Some(BTreeMap::from([(
+            METADATA_JSON_ANNOTATION.to_string(),
+            json_typed_keys(&request).expect("some keys are typed"),
+        )]));
+        assert_eq!(
+            session_response(&session, &PreviewLinks::new(None, "k1", 0)).metadata,
+            given
+        );
+        // Without the annotation (a kubectl Session, or one made before it), all are strings.
+        session.metadata.annotations = None;
+        assert_eq!(
+            session_response(&session, &PreviewLinks::new(None, "k1", 0)).metadata["n"],
+            serde_json::json!("3")
         );
     }
 

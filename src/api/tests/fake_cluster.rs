@@ -334,6 +334,9 @@ impl Cluster for FakeCluster {
                 {"pid": 7, "ppid": 1, "command": "bun run server.ts", "startedAt": 0, "rssBytes": 1, "state": "S"}]}).to_string(),
             Some("kill") => json!({"pid": 7, "signal": 15, "group": false}).to_string(),
             Some("cat") => "hi".to_string(),
+            // No run directories: every execution is answered from its Execution.
+            Some("result") => json!({"runId": null, "status": {"state": "unknown"}}).to_string(),
+            Some("runs") => json!({"runs": []}).to_string(),
             _ => String::new(),
         };
         async move {

@@ -8,6 +8,7 @@ mod harness;
 mod auth;
 mod errors;
 mod execute;
+mod executions;
 mod files;
 mod health;
 mod mcp;

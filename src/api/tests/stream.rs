@@ -39,10 +39,20 @@ async fn streaming_sends_chunks_then_the_result() {
         .collect();
     let kinds: Vec<&str> = events.iter().map(|(e, _)| *e).collect();
     assert_eq!(kinds, ["stdout", "stdout", "result"], "{}", reply.text);
-    let result: Value = serde_json::from_str(events[2].1).expect("json");
-    let plain = h
+    let mut result: Value = serde_json::from_str(events[2].1).expect("json");
+    let mut plain = h
         .post_json(&h.free_key, "/execute", execute_body(json!({})))
         .await;
+    // Two executions: everything but their ids is the same.
+    assert_eq!(
+        reply
+            .headers
+            .get("x-execution-id")
+            .and_then(|v| v.to_str().ok()),
+        result["executionId"].as_str()
+    );
+    result["executionId"] = Value::Null;
+    plain.body["executionId"] = Value::Null;
     assert_eq!(
         result, plain.body,
         "the result event equals the non-streaming response"

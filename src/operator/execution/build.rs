@@ -129,6 +129,7 @@ pub fn exec_spec(
         stream: false,
         attach_only,
         result_key,
+        name: execution.metadata.name.clone(),
     }
 }
 

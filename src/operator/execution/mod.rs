@@ -199,7 +199,7 @@ async fn start_run(
     };
     let mut snapshot = execution.clone();
     let result_key = if planned.mode == RunMode::Fresh {
-        let key = new_result_key()?;
+        let key = new_result_key(execution, uid)?;
         let running = running_status(
             execution,
             &planned.pod_name,
@@ -241,11 +241,18 @@ async fn start_run(
     Ok(Action::requeue(IN_FLIGHT_RECHECK))
 }
 
-/// A fresh run's result key. It lives in the Running status (the sandbox cannot read the
-/// Kubernetes API) rather than being derived from a secret of the operator's: nothing has to
-/// be shared between replicas or kept across restarts, there is no long-lived secret to leak
-/// or rotate, and the final status drops it. See docs/security.md.
-fn new_result_key() -> Result<kubexec_runner::protocol::ResultKey> {
+/// A fresh run's result key, recorded in the Running status (the sandbox cannot read the
+/// Kubernetes API). With the cluster's result secret it is derived from the secret and the
+/// run's identity, so that the api can still verify the stored result once the Execution is
+/// gone (results a client can find again, for the retention window); without it, random.
+/// See docs/security.md.
+fn new_result_key(execution: &Execution, uid: &str) -> Result<kubexec_runner::protocol::ResultKey> {
+    let namespace = execution.namespace().unwrap_or_default();
+    if let Some(key) =
+        crate::shared::result_secret::derived_key(&namespace, &execution.name_any(), uid)
+    {
+        return Ok(key);
+    }
     let mut bytes = [0; kubexec_runner::protocol::RESULT_KEY_BYTES];
     getrandom::fill(&mut bytes).map_err(Error::NoRandomness)?;
     Ok(kubexec_runner::protocol::ResultKey::from_bytes(bytes))

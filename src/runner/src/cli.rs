@@ -34,12 +34,16 @@ usage: kubexec-runner <command> [args]
   ps                                      list processes as JSON
   kill PID [--signal SIG] [--group]       signal a process (or its process group)
   install DEST                            copy this binary to DEST (mode 0755)
-  result RUN_ID                           stored outcome or state of a run as JSON
-  follow RUN_ID [--wait-seconds N]        a run's output from the start, then its result (framed)
+  result RUN_ID | --name NAME             stored outcome or state of a run as JSON (by name: with its runId)
+  follow RUN_ID [--wait-seconds N] [--stdout-offset N] [--stderr-offset N]
+                                          a run's output from the start (or the offsets), then its result (framed)
+  runs                                    the named runs of the workspace as JSON, newest first
+  gc --max-age-seconds N --max-bytes N --keep-seconds N
+                                          collect old run output and old run directories; report as JSON
   drain-output --to FILE --max-bytes N    (internal) append stdin to FILE up to N bytes, discard the rest
   --version
 
-ls, cat, result, follow, stage and write-files take --workspace DIR (default $KUBEXEC_WORKSPACE or /workspace).
+ls, cat, result, runs, follow, gc, stage and write-files take --workspace DIR (default $KUBEXEC_WORKSPACE or /workspace).
 Helpers print JSON on stdout; on failure they print {\"code\",\"message\"} JSON on stderr and exit
 non-zero (2 for usage errors).
 ";
@@ -85,10 +89,22 @@ pub enum Command {
         workspace: PathBuf,
         run_id: String,
     },
+    ResultByName {
+        workspace: PathBuf,
+        name: String,
+    },
     Follow {
         workspace: PathBuf,
         run_id: String,
         wait: Duration,
+        offsets: crate::follow_run::Offsets,
+    },
+    Gc {
+        workspace: PathBuf,
+        limits: crate::gc::GcLimits,
+    },
+    Runs {
+        workspace: PathBuf,
     },
     DrainOutput {
         to: PathBuf,
@@ -274,15 +290,34 @@ pub fn parse(args: &[String]) -> Result<Command> {
             }
         }
         "result" => {
-            let p = parse(&["workspace"], &[])?;
-            p.at_most(1)?;
-            Command::Result {
-                workspace: p.workspace(),
-                run_id: p.positional(0, "RUN_ID")?,
+            let p = parse(&["workspace", "name"], &[])?;
+            match p.options.get("name") {
+                Some(name) => {
+                    p.at_most(0)?;
+                    Command::ResultByName {
+                        workspace: p.workspace(),
+                        name: name.clone(),
+                    }
+                }
+                None => {
+                    p.at_most(1)?;
+                    Command::Result {
+                        workspace: p.workspace(),
+                        run_id: p.positional(0, "RUN_ID")?,
+                    }
+                }
             }
         }
         "follow" => {
-            let p = parse(&["workspace", "wait-seconds"], &[])?;
+            let p = parse(
+                &[
+                    "workspace",
+                    "wait-seconds",
+                    "stdout-offset",
+                    "stderr-offset",
+                ],
+                &[],
+            )?;
             p.at_most(1)?;
             Command::Follow {
                 workspace: p.workspace(),
@@ -290,6 +325,36 @@ pub fn parse(args: &[String]) -> Result<Command> {
                 wait: p
                     .number("wait-seconds")?
                     .map_or(crate::follow_run::DEFAULT_WAIT, Duration::from_secs),
+                offsets: crate::follow_run::Offsets {
+                    stdout: p.number("stdout-offset")?.unwrap_or(0),
+                    stderr: p.number("stderr-offset")?.unwrap_or(0),
+                },
+            }
+        }
+        "runs" => {
+            let p = parse(&["workspace"], &[])?;
+            p.at_most(0)?;
+            Command::Runs {
+                workspace: p.workspace(),
+            }
+        }
+        "gc" => {
+            let p = parse(
+                &["workspace", "max-age-seconds", "max-bytes", "keep-seconds"],
+                &[],
+            )?;
+            p.at_most(0)?;
+            let required = |name: &str| -> Result<u64> {
+                p.number(name)?
+                    .ok_or_else(|| Error::Usage(format!("missing --{name}")))
+            };
+            Command::Gc {
+                workspace: p.workspace(),
+                limits: crate::gc::GcLimits {
+                    max_age: Duration::from_secs(required("max-age-seconds")?),
+                    max_bytes: required("max-bytes")?,
+                    keep: Duration::from_secs(required("keep-seconds")?),
+                },
             }
         }
         output_pipe::DRAIN_COMMAND => {
@@ -402,11 +467,35 @@ fn dispatch(command: Command) -> Result<()> {
             let workspace = Workspace::open(&workspace)?;
             print_json(&RunDir::new(workspace.root(), &run_id)?.status()?)
         }
+        Command::ResultByName { workspace, name } => {
+            let workspace = Workspace::open(&workspace)?;
+            let run_id = crate::run_dir::lookup_name(workspace.root(), &name)?;
+            let status = match &run_id {
+                Some(run_id) => RunDir::new(workspace.root(), run_id)?.status()?,
+                None => crate::protocol::RunStatus::Unknown,
+            };
+            print_json(&crate::protocol::NamedRun { run_id, status })
+        }
         Command::Follow {
             workspace,
             run_id,
             wait,
-        } => crate::follow_run::follow(&workspace, &run_id, wait, io::stdout().lock()),
+            offsets,
+        } => {
+            crate::follow_run::follow_from(&workspace, &run_id, wait, offsets, io::stdout().lock())
+        }
+        Command::Runs { workspace } => {
+            let workspace = Workspace::open(&workspace)?;
+            print_json(&crate::run_dir::list_named(workspace.root()))
+        }
+        Command::Gc { workspace, limits } => {
+            let workspace = Workspace::open(&workspace)?;
+            print_json(&crate::gc::collect(
+                workspace.root(),
+                limits,
+                crate::clock::now_unix_ms(),
+            )?)
+        }
         Command::DrainOutput { to, max_bytes } => {
             output_pipe::drain(&mut io::stdin().lock(), &to, max_bytes)
         }

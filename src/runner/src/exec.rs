@@ -65,6 +65,12 @@ pub fn execute(spec: &ExecSpec, sink: &mut EventSink<impl Write>) -> Result<Exec
     if run_dir.claim(started_at)? == Claim::AlreadyClaimed {
         return attach(&run_dir, spec, sink);
     }
+    if let Some(name) = &spec.name {
+        // Only lookups by name need it; the run goes on without it.
+        if let Err(error) = crate::run_dir::record_name(workspace.root(), name, &spec.run_id) {
+            let _ = writeln!(std::io::stderr(), "kubexec-runner: {error}");
+        }
+    }
     if spec.attach_only {
         // Claimed only to refuse it: the stored error makes every later exec replay the refusal.
         let refused = Error::NotStarted(spec.run_id.clone());
@@ -101,6 +107,7 @@ fn run_claimed(
     started_at: u64,
     sink: &mut EventSink<impl Write>,
 ) -> Result<ExecResult> {
+    let tracker = crate::changed_files::Tracker::start(workspace.root());
     let files_written = write_spec_files(workspace, &spec.files)?;
     let working_dir = resolve_working_dir(spec.working_dir.as_deref(), workspace)?;
     let mut result = ExecResult {
@@ -115,7 +122,7 @@ fn run_claimed(
         Some(name) => Some(staged::read(workspace.root(), name)?),
         None => None,
     };
-    let (invocation, _entry) = match (spec.code.as_ref().or(staged.as_ref()), &spec.command) {
+    let (invocation, entry) = match (spec.code.as_ref().or(staged.as_ref()), &spec.command) {
         (Some(code), _) => prepare_code(code, &working_dir, run_dir, &spec.run_id)?,
         (None, Some(command)) => (invocation::shell(command), None),
         (None, None) => {
@@ -225,6 +232,13 @@ fn run_claimed(
     let sigkilled =
         outcome.killed_by == Some(libc::SIGKILL) || outcome.exit_code == 128 + libc::SIGKILL;
     result.oom_killed = cgroup::was_oom_killed(sigkilled, oom_kills_before, oom_kills_after);
+    // The code's entry file is the runner's, not the run's: removed before the listing.
+    drop(entry);
+    let changed = tracker.finish(workspace.root(), crate::changed_files::MAX_LISTED);
+    let (files, truncated) =
+        crate::changed_files::merge(std::mem::take(&mut result.files_written), changed);
+    result.files_written = files;
+    result.files_written_truncated |= truncated;
     result.finished_at = now_unix_ms();
     Ok(result)
 }

@@ -15,6 +15,8 @@ const MAX_BYTES_PER_POLL: usize = 4 << 20;
 
 pub struct OutputFollower {
     file: File,
+    /// Byte of the file the follower started at.
+    start: u64,
     capture: HeadTailCapture,
     chunker: Utf8Chunker,
     buffer: Vec<u8>,
@@ -22,9 +24,20 @@ pub struct OutputFollower {
 
 impl OutputFollower {
     pub fn open(path: &Path, cap_bytes: u64) -> Result<Self> {
-        let file = File::open(path).context(|| format!("opening {}", path.display()))?;
+        Self::open_at(path, cap_bytes, 0)
+    }
+
+    /// [`Self::open`], starting at byte `start` of the file (a resumed stream).
+    pub fn open_at(path: &Path, cap_bytes: u64, start: u64) -> Result<Self> {
+        let mut file = File::open(path).context(|| format!("opening {}", path.display()))?;
+        if start > 0 {
+            use std::io::Seek;
+            file.seek(io::SeekFrom::Start(start))
+                .context(|| format!("seeking in {}", path.display()))?;
+        }
         Ok(Self {
             file,
+            start,
             capture: HeadTailCapture::new(cap_bytes),
             chunker: Utf8Chunker::default(),
             buffer: vec![0; CHUNK_BYTES],
@@ -40,7 +53,7 @@ impl OutputFollower {
     fn poll_up_to(&mut self, end: u64, mut emit: impl FnMut(String)) -> io::Result<()> {
         let mut read_now = 0;
         while read_now < MAX_BYTES_PER_POLL {
-            let left = end.saturating_sub(self.capture.total_bytes());
+            let left = end.saturating_sub(self.start + self.capture.total_bytes());
             let want = usize::try_from(left).unwrap_or(usize::MAX).min(CHUNK_BYTES);
             if want == 0 {
                 break;
@@ -111,5 +124,19 @@ mod tests {
         assert_eq!(captured.total_bytes, 7);
         assert!(captured.truncated);
         assert!(captured.text.starts_with("ab") && captured.text.ends_with("f"));
+    }
+
+    #[test]
+    fn starts_at_an_offset_and_still_ends_at_the_run_end() {
+        let dir = TempDir::new("follow-offset");
+        let path = dir.path().join("out");
+        std::fs::write(&path, "0123456789late").expect("write");
+        let follower = OutputFollower::open_at(&path, 100, 4).expect("open");
+        let mut streamed = String::new();
+        let captured = follower
+            .finish_at(10, |t| streamed.push_str(&t))
+            .expect("finish");
+        assert_eq!(streamed, "456789");
+        assert_eq!(captured.total_bytes, 6);
     }
 }

@@ -37,8 +37,27 @@ impl<W: Write> Frames<W> {
     }
 }
 
-/// Follows run `run_id` of `workspace`, writing frames to `out`.
+/// Where a follow starts: byte offsets into the run's stdout and stderr (0 and 0 from the
+/// start; a resumed stream passes what its client has already seen).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offsets {
+    pub stdout: u64,
+    pub stderr: u64,
+}
+
+/// Follows run `run_id` of `workspace` from the start, writing frames to `out`.
 pub fn follow(workspace: &Path, run_id: &str, wait: Duration, out: impl Write) -> Result<()> {
+    follow_from(workspace, run_id, wait, Offsets::default(), out)
+}
+
+/// [`follow`] from `offsets`: output before them is not sent again.
+pub fn follow_from(
+    workspace: &Path,
+    run_id: &str,
+    wait: Duration,
+    offsets: Offsets,
+    out: impl Write,
+) -> Result<()> {
     let workspace = Workspace::open(workspace)?;
     let run_dir = RunDir::new(workspace.root(), run_id)?;
     let mut frames = Frames(out);
@@ -54,8 +73,8 @@ pub fn follow(workspace: &Path, run_id: &str, wait: Duration, out: impl Write) -
         let status = run_dir.status()?;
         if followers.is_none() {
             // The output files appear when the process is spawned, after the claim.
-            let stdout = OutputFollower::open(&run_dir.stdout_path(), 0);
-            let stderr = OutputFollower::open(&run_dir.stderr_path(), 0);
+            let stdout = OutputFollower::open_at(&run_dir.stdout_path(), 0, offsets.stdout);
+            let stderr = OutputFollower::open_at(&run_dir.stderr_path(), 0, offsets.stderr);
             followers = stdout.ok().zip(stderr.ok());
         }
         let finished = matches!(status, RunStatus::Finished(_));
@@ -160,6 +179,44 @@ mod tests {
                 },
                 RunnerEvent::Stderr {
                     data: "oops\n".into()
+                },
+                RunnerEvent::Result(result),
+            ]
+        );
+    }
+
+    #[test]
+    fn resumes_from_offsets() {
+        let ws = TempDir::new("follow-resume");
+        let run = RunDir::new(ws.path(), "run-4").expect("valid id");
+        assert_eq!(run.claim(1).ok(), Some(crate::run_dir::Claim::Claimed));
+        std::fs::write(run.stdout_path(), "one\ntwo\n").expect("stdout");
+        std::fs::write(run.stderr_path(), "oops\n").expect("stderr");
+        let result = ExecResult {
+            run_id: "run-4".into(),
+            stdout_bytes: 8,
+            stderr_bytes: 5,
+            ..Default::default()
+        };
+        run.write_result(&result).expect("result");
+        let mut out = Vec::new();
+        let offsets = Offsets {
+            stdout: 4,
+            stderr: 5,
+        };
+        follow_from(
+            ws.path(),
+            "run-4",
+            Duration::from_secs(1),
+            offsets,
+            &mut out,
+        )
+        .expect("follows");
+        assert_eq!(
+            events(&out),
+            vec![
+                RunnerEvent::Stdout {
+                    data: "two\n".into()
                 },
                 RunnerEvent::Result(result),
             ]

@@ -8,6 +8,7 @@
 pub mod base64;
 pub mod capture;
 pub mod cgroup;
+pub mod changed_files;
 pub mod cli;
 pub mod clock;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod exec;
 pub mod files;
 pub mod follow;
 pub mod follow_run;
+pub mod gc;
 pub mod init;
 pub mod install;
 pub mod invocation;

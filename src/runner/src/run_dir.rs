@@ -12,11 +12,152 @@ use crate::error::{Error, IoContext, Result};
 use crate::files::{write_atomically, PendingFile};
 use crate::paths::RESERVED_DIR;
 use crate::procfs;
-use crate::protocol::{validate_run_id, ExecResult, RunStatus, RunnerError, MAX_FRAME_BYTES};
+use crate::protocol::{
+    validate_run_id, ExecResult, RunList, RunStatus, RunSummary, RunnerError, MAX_FRAME_BYTES,
+};
 
 const STARTED: &str = "started";
 const RESULT: &str = "result.json";
 const ERROR: &str = "error.json";
+/// The files that describe a run (its claim and outcome); everything else in a run directory
+/// is its output and inputs, which the collector may remove (see [`crate::gc`]).
+pub const KEPT_FILES: [&str; 3] = [STARTED, RESULT, ERROR];
+/// `.kubexec/runs/`: one directory per run id.
+pub const RUNS_DIR: &str = "runs";
+/// `.kubexec/names/<name>`: the run id of the Execution called `<name>` (the name index).
+pub const NAMES_DIR: &str = "names";
+
+/// The runs directory of a workspace.
+pub fn runs_root(workspace_root: &Path) -> PathBuf {
+    workspace_root.join(RESERVED_DIR).join(RUNS_DIR)
+}
+
+fn names_root(workspace_root: &Path) -> PathBuf {
+    workspace_root.join(RESERVED_DIR).join(NAMES_DIR)
+}
+
+/// Records that the Execution `name` is run `run_id`. Names follow the run id charset; any
+/// other name is not indexed (the run is then found by its id only).
+pub fn record_name(workspace_root: &Path, name: &str, run_id: &str) -> Result<()> {
+    if validate_run_id(name).is_err() {
+        return Ok(());
+    }
+    let dir = names_root(workspace_root);
+    std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
+    // Renamed into place whole, but not synced: an entry lost in a crash only makes the run
+    // unfindable by name, and every execution would otherwise pay two more fsyncs.
+    let aside = dir.join(format!(".{name}.{}", std::process::id()));
+    std::fs::write(&aside, run_id.as_bytes())
+        .and_then(|()| std::fs::rename(&aside, dir.join(name)))
+        .context(|| format!("recording the name {name}"))
+}
+
+/// The run id recorded for `name`, if any. The index is writable by user code: a caller that
+/// must trust the answer checks the run's result against a key bound to the name (see
+/// [`crate::protocol::ResultKey::derive`]).
+pub fn lookup_name(workspace_root: &Path, name: &str) -> Result<Option<String>> {
+    validate_run_id(name)?;
+    let path = names_root(workspace_root).join(name);
+    let mut text = String::new();
+    match std::fs::File::open(&path) {
+        Ok(file) => file
+            .take(MAX_RUN_ID_BYTES + 1)
+            .read_to_string(&mut text)
+            .context(|| format!("reading {}", path.display()))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(Error::Io {
+                context: format!("reading {}", path.display()),
+                source,
+            })
+        }
+    };
+    Ok(validate_run_id(text.trim())
+        .ok()
+        .map(|()| text.trim().to_string()))
+}
+
+/// Removes index entries whose run directory is gone; returns how many.
+pub fn prune_names(workspace_root: &Path) -> usize {
+    let runs = runs_root(workspace_root);
+    let Ok(entries) = std::fs::read_dir(names_root(workspace_root)) else {
+        return 0;
+    };
+    let mut pruned = 0;
+    for entry in entries.flatten() {
+        // The index is writable by user code: nothing larger than a run id is read.
+        let small = entry
+            .metadata()
+            .is_ok_and(|m| m.is_file() && m.len() <= MAX_RUN_ID_BYTES);
+        let run = match small {
+            true => std::fs::read_to_string(entry.path()).unwrap_or_default(),
+            false => String::new(),
+        };
+        let run = run.trim();
+        if validate_run_id(run).is_err() || !runs.join(run).is_dir() {
+            pruned += usize::from(std::fs::remove_file(entry.path()).is_ok());
+        }
+    }
+    pruned
+}
+
+const MAX_RUN_ID_BYTES: u64 = 128;
+/// Most runs `runs` lists.
+pub const MAX_LISTED_RUNS: usize = 10_000;
+
+/// The named runs of a workspace, newest first (at most [`MAX_LISTED_RUNS`]).
+pub fn list_named(workspace_root: &Path) -> RunList {
+    let Ok(entries) = std::fs::read_dir(names_root(workspace_root)) else {
+        return RunList::default();
+    };
+    let mut list = RunList::default();
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if list.runs.len() == MAX_LISTED_RUNS {
+            list.truncated = true;
+            break;
+        }
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let Ok(Some(run_id)) = lookup_name(workspace_root, &name) else {
+            continue;
+        };
+        let Ok(run) = RunDir::new(workspace_root, &run_id) else {
+            continue;
+        };
+        let modified = std::fs::metadata(run.path())
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64);
+        let (state, started_at, finished_at, exit_code) = match run.status() {
+            Ok(RunStatus::Finished(r)) => (
+                "finished",
+                r.started_at,
+                Some(r.finished_at),
+                Some(r.exit_code),
+            ),
+            Ok(RunStatus::Running { started_at, .. }) => ("running", started_at, None, None),
+            Ok(RunStatus::Failed(_)) => ("failed", modified, Some(modified), None),
+            Ok(RunStatus::Lost) => ("lost", modified, Some(modified), None),
+            Ok(RunStatus::Unknown) | Err(_) => ("unknown", modified, None, None),
+        };
+        list.runs.push(RunSummary {
+            name,
+            run_id,
+            state: state.into(),
+            started_at,
+            finished_at,
+            exit_code,
+        });
+    }
+    list.runs
+        .sort_by(|a, b| (b.started_at, &b.name).cmp(&(a.started_at, &a.name)));
+    list
+}
 
 /// Contents of the `started` marker: identifies the runner process that owns the run, so a
 /// later exec can tell "still running" from "runner died" even if the pid was reused.
@@ -45,7 +186,7 @@ impl RunDir {
     pub fn new(workspace_root: &Path, run_id: &str) -> Result<Self> {
         validate_run_id(run_id)?;
         Ok(Self {
-            dir: workspace_root.join(RESERVED_DIR).join("runs").join(run_id),
+            dir: runs_root(workspace_root).join(run_id),
         })
     }
 
@@ -281,6 +422,31 @@ mod tests {
         huge.resize(MAX_FRAME_BYTES + 10, b'x');
         std::fs::write(run.path().join(RESULT), huge).expect("result");
         assert!(matches!(run.status(), Err(Error::Io { .. })));
+    }
+
+    #[test]
+    fn names_index_runs_and_prune_with_them() {
+        let dir = TempDir::new("rundir-names");
+        let run = RunDir::new(dir.path(), "uid-1").expect("valid id");
+        run.claim(1).expect("claimed");
+        record_name(dir.path(), "exe-a", "uid-1").expect("recorded");
+        record_name(dir.path(), "not/a name", "uid-1").expect("skipped, not failed");
+        assert_eq!(
+            lookup_name(dir.path(), "exe-a").ok(),
+            Some(Some("uid-1".into()))
+        );
+        assert_eq!(lookup_name(dir.path(), "exe-b").ok(), Some(None));
+        assert!(lookup_name(dir.path(), "../x").is_err());
+        let listed = list_named(dir.path());
+        assert_eq!(listed.runs.len(), 1);
+        assert_eq!(
+            (listed.runs[0].name.as_str(), listed.runs[0].state.as_str()),
+            ("exe-a", "running")
+        );
+        assert_eq!(prune_names(dir.path()), 0);
+        std::fs::remove_dir_all(run.path()).expect("removed");
+        assert_eq!(prune_names(dir.path()), 1);
+        assert_eq!(lookup_name(dir.path(), "exe-a").ok(), Some(None));
     }
 
     #[test]

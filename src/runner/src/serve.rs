@@ -159,7 +159,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 enum Job {
     Exec(Box<ExecSpec>),
-    Follow { run_id: String, wait_seconds: u32 },
+    Follow {
+        run_id: String,
+        wait_seconds: u32,
+        stdout_offset: u64,
+        stderr_offset: u64,
+    },
 }
 
 impl<W: Write + Send + 'static> Shared<W> {
@@ -221,10 +226,14 @@ impl<W: Write + Send + 'static> Shared<W> {
             ChannelOp::Follow {
                 run_id,
                 wait_seconds,
+                stdout_offset,
+                stderr_offset,
             } => match validate_run_id(&run_id) {
                 Ok(()) => Job::Follow {
                     run_id,
                     wait_seconds: wait_seconds.unwrap_or(DEFAULT_FOLLOW_WAIT_SECONDS),
+                    stdout_offset,
+                    stderr_offset,
                 },
                 Err(error) => return self.refuse(id, error.code(), error.to_string()),
             },
@@ -293,11 +302,20 @@ impl<W: Write + Send + 'static> Shared<W> {
             Job::Follow {
                 run_id,
                 wait_seconds,
+                stdout_offset,
+                stderr_offset,
             } => {
                 command
                     .args(["follow", run_id, "--wait-seconds"])
                     .arg(wait_seconds.to_string())
                     .stdin(Stdio::null());
+                if *stdout_offset > 0 || *stderr_offset > 0 {
+                    command
+                        .arg("--stdout-offset")
+                        .arg(stdout_offset.to_string())
+                        .arg("--stderr-offset")
+                        .arg(stderr_offset.to_string());
+                }
                 None
             }
         };

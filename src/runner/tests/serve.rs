@@ -185,6 +185,8 @@ fn bad_requests_are_refused_and_the_channel_goes_on() {
         ChannelOp::Follow {
             run_id: "no/such".into(),
             wait_seconds: None,
+            stdout_offset: 0,
+            stderr_offset: 0,
         },
     );
     assert!(matches!(
@@ -331,6 +333,8 @@ fn follow_on_a_channel_replays_a_run() {
         ChannelOp::Follow {
             run_id: "run-1".into(),
             wait_seconds: Some(5),
+            stdout_offset: 0,
+            stderr_offset: 0,
         },
     );
     let events = serve.collect(&[2]);
@@ -338,6 +342,32 @@ fn follow_on_a_channel_replays_a_run() {
         events[&2].first(),
         Some(&RunnerEvent::Stdout {
             data: "followed\n".into()
+        })
+    );
+    assert!(matches!(events[&2].last(), Some(RunnerEvent::Result(_))));
+}
+
+#[test]
+fn follow_on_a_channel_resumes_from_offsets() {
+    let ws = TempDir::new("serve-follow-offsets");
+    let key = ResultKey::from_bytes([9; 32]);
+    let mut serve = Serve::start(&ws);
+    serve.exec(1, &command_spec(&ws, "run-1", "echo followed", &key));
+    serve.collect(&[1]);
+    serve.send(
+        2,
+        ChannelOp::Follow {
+            run_id: "run-1".into(),
+            wait_seconds: Some(5),
+            stdout_offset: 3,
+            stderr_offset: 0,
+        },
+    );
+    let events = serve.collect(&[2]);
+    assert_eq!(
+        events[&2].first(),
+        Some(&RunnerEvent::Stdout {
+            data: "lowed\n".into()
         })
     );
     assert!(matches!(events[&2].last(), Some(RunnerEvent::Result(_))));

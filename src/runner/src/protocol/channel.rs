@@ -59,12 +59,19 @@ pub struct ChannelRequest {
 pub enum ChannelOp {
     /// Run a spec (or attach to its run), as `kubexec-runner exec`.
     Exec { spec: Box<ExecSpec> },
-    /// A run's output from the start, then its outcome, as `kubexec-runner follow`.
+    /// A run's output from the start (or from byte offsets into its stdout and stderr: a
+    /// resumed stream), then its outcome, as `kubexec-runner follow`. The offsets are
+    /// additive: a runner that predates them would send the output from the start, so a
+    /// client sends them only when they are not 0.
     #[serde(rename_all = "camelCase")]
     Follow {
         run_id: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         wait_seconds: Option<u32>,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        stdout_offset: u64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        stderr_offset: u64,
     },
     /// The client consumed `frames` more events of request `id`.
     Credit { frames: u32 },
@@ -73,6 +80,10 @@ pub enum ChannelOp {
     Cancel,
     /// Answered with [`ChannelReply::Pong`].
     Ping,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// One reply on the channel's stdout.
@@ -197,8 +208,27 @@ mod tests {
             follow.op,
             ChannelOp::Follow {
                 run_id: "r".into(),
-                wait_seconds: None
+                wait_seconds: None,
+                stdout_offset: 0,
+                stderr_offset: 0,
             }
+        );
+        // Offsets go on the wire only when set: a runner that predates them sees nothing new.
+        let resumed = ChannelRequest {
+            id: 3,
+            op: ChannelOp::Follow {
+                run_id: "r".into(),
+                wait_seconds: None,
+                stdout_offset: 5,
+                stderr_offset: 0,
+            },
+        };
+        let json = serde_json::to_value(&resumed).unwrap_or_default();
+        assert_eq!(json["stdoutOffset"], 5);
+        assert!(json.get("stderrOffset").is_none());
+        assert_eq!(
+            serde_json::from_value::<ChannelRequest>(json).ok(),
+            Some(resumed)
         );
         for (text, op) in [
             (
@@ -385,7 +415,12 @@ mod tests {
             fn requests_round_trip(id in any::<u64>(), frames in any::<u32>(), run_id in "[A-Za-z0-9-]{1,32}") {
                 for op in [
                     ChannelOp::Credit { frames },
-                    ChannelOp::Follow { run_id: run_id.clone(), wait_seconds: Some(frames) },
+                    ChannelOp::Follow {
+                        run_id: run_id.clone(),
+                        wait_seconds: Some(frames),
+                        stdout_offset: u64::from(frames),
+                        stderr_offset: 0,
+                    },
                     ChannelOp::Cancel,
                 ] {
                     let request = ChannelRequest { id, op };

@@ -87,6 +87,11 @@ pub struct ExecSpec {
     /// the runner's memory, never written to the run directory or passed to the user process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_key: Option<ResultKey>,
+    /// The Execution's name. The claim records it in the workspace's name index
+    /// (`.kubexec/names/<name>`), so that the run can be found by name after the Execution is
+    /// gone. Ignored unless it is a valid run id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -122,6 +127,7 @@ impl ExecSpec {
             stream: true,
             attach_only: false,
             result_key: None,
+            name: None,
         }
     }
 

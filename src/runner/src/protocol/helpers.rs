@@ -121,6 +121,43 @@ pub enum RunStatus {
     Unknown,
 }
 
+/// What `result --name <name>` knows: the run the name index points at, and its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamedRun {
+    /// `None` when the name is not in the index.
+    pub run_id: Option<String>,
+    pub status: RunStatus,
+}
+
+/// One run of `runs`: a named run of the workspace and how it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// The Execution's name (from the name index).
+    pub name: String,
+    pub run_id: String,
+    /// `finished`, `failed`, `running`, `lost` or `unknown`, as [`RunStatus`]'s tag.
+    pub state: String,
+    /// Unix ms; 0 when unknown.
+    pub started_at: u64,
+    /// Unix ms; absent until it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+/// What `runs` prints: the named runs of the workspace, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunList {
+    pub runs: Vec<RunSummary>,
+    /// True when there were more than the list holds.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,10 @@ type HmacSha256 = Hmac<Sha256>;
 pub const RESULT_KEY_BYTES: usize = 32;
 /// Domain separation: a MAC over a result can never be mistaken for a MAC over anything else.
 const MAC_CONTEXT: &[u8] = b"kubexec result mac v1\n";
+/// Domain separation of [`ResultKey::derive`].
+const DERIVE_CONTEXT: &[u8] = b"kubexec run key v1\n";
+/// Shortest cluster result secret [`ResultKey::derive`] accepts.
+pub const MIN_RESULT_SECRET_BYTES: usize = 32;
 
 /// A run's result key. Serialized as lowercase hex (in the spec frame only); its `Debug` never
 /// shows it.
@@ -94,6 +98,30 @@ impl<'a> From<&'a ExecResult> for MacInput<'a> {
 impl ResultKey {
     pub fn from_bytes(bytes: [u8; RESULT_KEY_BYTES]) -> Self {
         Self(bytes)
+    }
+
+    /// The key of one run, derived from a secret that the operator and the api share and the
+    /// sandbox never sees: HMAC-SHA256(secret, context, namespace, Execution name, run id).
+    /// Whoever holds the secret can verify a stored result after the Execution (and the key it
+    /// recorded) is gone; user code, without the secret, still cannot forge one. The name is
+    /// part of it so that a name that user code points at another run of the session (the
+    /// run directory's name index is writable) does not verify. `None` when the secret is
+    /// shorter than [`MIN_RESULT_SECRET_BYTES`].
+    pub fn derive(secret: &[u8], namespace: &str, name: &str, run_id: &str) -> Option<Self> {
+        if secret.len() < MIN_RESULT_SECRET_BYTES {
+            return None;
+        }
+        let mut mac = HmacSha256::new_from_slice(secret).ok()?;
+        mac.update(DERIVE_CONTEXT);
+        // Each part is length-prefixed: no two (namespace, name, run) triples share an input.
+        for part in [namespace, name, run_id] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        let digest = mac.finalize().into_bytes();
+        let mut bytes = [0; RESULT_KEY_BYTES];
+        bytes.copy_from_slice(&digest);
+        Some(Self(bytes))
     }
 
     /// Lowercase hex, as the key travels in the spec and is recorded by the operator.
@@ -223,6 +251,36 @@ mod tests {
             forge(&mut forged);
             assert!(!key(1).verify(&forged), "{what}");
         }
+    }
+
+    #[test]
+    fn derived_keys_differ_per_run_and_need_a_long_secret() {
+        let secret = [5u8; MIN_RESULT_SECRET_BYTES];
+        let derive = |ns: &str, name: &str, run: &str| ResultKey::derive(&secret, ns, name, run);
+        let one = derive("t", "exe-a", "uid-1").expect("derived");
+        assert_eq!(
+            derive("t", "exe-a", "uid-1"),
+            Some(one.clone()),
+            "deterministic"
+        );
+        for other in [
+            derive("t", "exe-a", "uid-2"),
+            derive("t", "exe-b", "uid-1"),
+            derive("u", "exe-a", "uid-1"),
+            derive("t", "exe-au", "id-1"),
+            ResultKey::derive(&[6u8; 32], "t", "exe-a", "uid-1"),
+        ] {
+            assert_ne!(other, Some(one.clone()));
+        }
+        assert!(ResultKey::derive(&[5u8; 31], "t", "exe-a", "uid-1").is_none());
+
+        // Without the secret, a result sealed under a guessed key never verifies.
+        let mut forged = result();
+        key(9).seal(&mut forged);
+        assert!(!one.verify(&forged));
+        let mut sealed = result();
+        one.seal(&mut sealed);
+        assert!(one.verify(&sealed));
     }
 
     #[test]
