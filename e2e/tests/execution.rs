@@ -753,7 +753,8 @@ async fn finished_executions_are_deleted_after_their_ttl() {
 }
 
 /// The Running window: an operator that stops right after recording Running (before the
-/// exec) leaves a run that the runner never claimed. The next operator must run it with its
+/// exec; with random result keys, Running is always stored first) leaves a run that the runner
+/// never claimed. The next operator must run it with its
 /// real env and its Session's default timeout, not with no env and the longest timeout.
 #[tokio::test]
 async fn a_run_never_started_before_an_operator_stopped_gets_its_real_env_and_timeout() {
@@ -761,7 +762,12 @@ async fn a_run_never_started_before_an_operator_stopped_gets_its_real_env_and_ti
     let mut ns = TestNs::new("exe-window").await;
     let session = create_session(&ns, "window", json!({"defaultTimeoutSeconds": 2})).await;
     ns.kill_operator();
-    ns.start_operator_with(&[(EXIT_AFTER_RUNNING_ENV, "1")]);
+    // Without the result secret (an empty one is ignored), keys are random and Running is
+    // stored before the spec leaves: the window this test stops in.
+    ns.start_operator_with(&[
+        (EXIT_AFTER_RUNNING_ENV, "1"),
+        (kubexec::shared::result_secret::RESULT_SECRET_ENV, ""),
+    ]);
     create_execution(
         &ns,
         "inputs",

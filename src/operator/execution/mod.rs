@@ -198,25 +198,25 @@ async fn start_run(
         Claim::Queued => return Ok(Action::requeue(QUEUE_RECHECK)),
     };
     let mut snapshot = execution.clone();
+    let attach_only = planned.mode == RunMode::AttachOnly;
+    let recovering = planned.mode != RunMode::Fresh;
+    let mut running = None;
     let result_key = if planned.mode == RunMode::Fresh {
-        let key = new_result_key(execution, uid)?;
-        let running = running_status(
+        let (key, derived) = new_result_key(execution, uid)?;
+        let status = running_status(
             execution,
             &planned.pod_name,
             planned.pod_uid.clone(),
             &key,
             now,
         );
-        // Recorded before the exec: if this write fails, nothing has run (the guard is dropped).
-        apply::write_status(&ctx.client, execution, &running).await?;
-        faults::after_running_recorded(&execution.name_any());
-        snapshot.status = Some(running);
+        snapshot.status = Some(status.clone());
+        running = Some((status, derived));
         Some(key)
     } else {
         // The key the first process recorded: the runner sealed (or will seal) with it.
         recorded_result_key(execution)
     };
-    let attach_only = planned.mode == RunMode::AttachOnly;
     let spec = exec_spec(
         execution,
         planned.timeout_seconds,
@@ -224,20 +224,42 @@ async fn start_run(
         attach_only,
         result_key,
     );
-    run::spawn(
-        ctx.clone(),
-        guard,
-        run::Run {
-            execution: snapshot,
-            spec,
-            pod_name: planned.pod_name,
-            pod_uid: planned.pod_uid,
-            container: planned.container,
-            timeout_seconds: planned.known_timeout_seconds,
-            deadline: Instant::now() + planned.deadline,
-            recovering: planned.mode != RunMode::Fresh,
-        },
-    );
+    let mut run = run::Run {
+        execution: snapshot,
+        spec,
+        pod_name: planned.pod_name,
+        pod_uid: planned.pod_uid,
+        container: planned.container,
+        timeout_seconds: planned.known_timeout_seconds,
+        deadline: Instant::now() + planned.deadline,
+        recovering,
+        running_stored: None,
+    };
+    match running {
+        None => run::spawn(ctx.clone(), guard, run),
+        // A derived key is the same for every operator process, so a process that finds this
+        // run still Pending (this one died before its write landed) sends the same spec with
+        // the same key, and the runner's claim attaches it to the run already going: the spec
+        // may leave before Running is stored. The final status waits for this write, so the
+        // two never land out of order.
+        Some((status, true)) => {
+            let (stored, stored_rx) = tokio::sync::oneshot::channel();
+            run.running_stored = Some(stored_rx);
+            run::spawn(ctx.clone(), guard, run);
+            let written = apply::write_status(&ctx.client, execution, &status).await;
+            let _ = stored.send(());
+            written?;
+            faults::after_running_recorded(&execution.name_any());
+        }
+        // A random key exists only in this process until Running (which holds it) is stored:
+        // recorded before the exec, so that if this write fails nothing has run (the guard
+        // is dropped).
+        Some((status, false)) => {
+            apply::write_status(&ctx.client, execution, &status).await?;
+            faults::after_running_recorded(&execution.name_any());
+            run::spawn(ctx.clone(), guard, run);
+        }
+    }
     Ok(Action::requeue(IN_FLIGHT_RECHECK))
 }
 
@@ -245,17 +267,23 @@ async fn start_run(
 /// Kubernetes API). With the cluster's result secret it is derived from the secret and the
 /// run's identity, so that the api can still verify the stored result once the Execution is
 /// gone (results a client can find again, for the retention window); without it, random.
-/// See docs/security.md.
-fn new_result_key(execution: &Execution, uid: &str) -> Result<kubexec_runner::protocol::ResultKey> {
+/// The flag says whether it was derived. See docs/security.md.
+fn new_result_key(
+    execution: &Execution,
+    uid: &str,
+) -> Result<(kubexec_runner::protocol::ResultKey, bool)> {
     let namespace = execution.namespace().unwrap_or_default();
     if let Some(key) =
         crate::shared::result_secret::derived_key(&namespace, &execution.name_any(), uid)
     {
-        return Ok(key);
+        return Ok((key, true));
     }
     let mut bytes = [0; kubexec_runner::protocol::RESULT_KEY_BYTES];
     getrandom::fill(&mut bytes).map_err(Error::NoRandomness)?;
-    Ok(kubexec_runner::protocol::ResultKey::from_bytes(bytes))
+    Ok((
+        kubexec_runner::protocol::ResultKey::from_bytes(bytes),
+        false,
+    ))
 }
 
 /// Fails the Execution without a result: status, metric, Event.

@@ -49,6 +49,9 @@ pub struct Run {
     /// True when a previous process recorded this run as Running (the exec replays, attaches,
     /// or starts a run that process never started).
     pub recovering: bool,
+    /// Set when the spec leaves while Running is still being stored: answered once that
+    /// write has landed (or failed), so that the final status never lands before it.
+    pub running_stored: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 /// Spawns the run; the guard is released when it ends.
@@ -63,7 +66,7 @@ pub fn spawn(ctx: Arc<Context>, guard: RunGuard, run: Run) {
     tokio::spawn(carry_out(ctx, guard, run).instrument(span));
 }
 
-async fn carry_out(ctx: Arc<Context>, guard: RunGuard, run: Run) {
+async fn carry_out(ctx: Arc<Context>, guard: RunGuard, mut run: Run) {
     let namespace = run.execution.namespace().unwrap_or_default();
     let session = run.execution.spec.session_ref.name.clone();
     if !run.recovering {
@@ -79,6 +82,9 @@ async fn carry_out(ctx: Arc<Context>, guard: RunGuard, run: Run) {
     }
 
     let outcome = exec(&ctx, &run).await;
+    if let Some(stored) = run.running_stored.take() {
+        let _ = stored.await;
+    }
     let status = outcome.status(&run.execution, run.timeout_seconds, Timestamp::now());
     if !write_final(&ctx, &run.execution, &status).await {
         // Forget the run: a later reconcile recovers it (the runner replays the result).
