@@ -34,7 +34,7 @@ pub fn candidates(desired: &DesiredPod, pool: &str, warm: Vec<Pod>, spread: u64)
         .filter(|p| desired.can_adopt(p, pool))
         .partition(kubelet_ready);
     for group in [&mut ready, &mut starting] {
-        group.sort_by(|a, b| a.name_any().cmp(&b.name_any()));
+        group.sort_by_key(|a| a.name_any());
         if !group.is_empty() {
             let by = (spread % group.len() as u64) as usize;
             group.rotate_left(by);
