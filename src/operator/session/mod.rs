@@ -112,13 +112,12 @@ async fn run_pipeline(session: &Session, ctx: &Context, now: Timestamp) -> Resul
             observed.adopted_from = Some(pool);
         }
     }
-    if pod_state::needs_ping(observed.pod.as_ref(), decide::answered_before(session)) {
-        let pod = observed
-            .pod
-            .as_ref()
-            .map(ResourceExt::name_any)
-            .unwrap_or_default();
-        observed.runner = probe::ping_until_answer(&ctx.client, &namespace, &pod).await;
+    if let Some(pod) = observed
+        .pod
+        .as_ref()
+        .filter(|pod| pod_state::needs_ping(Some(pod), decide::answered_before(session)))
+    {
+        observed.runner = probe::ping_until_answer(&ctx.client, ctx.channels.as_ref(), pod).await;
         debug!(runner = ?observed.runner, "pinged the runner");
     }
     // Adopting and pinging took time: decide at the time they ended.

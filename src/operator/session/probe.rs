@@ -1,16 +1,24 @@
-//! Readiness from the runner (IO): ping the sandbox's runner through exec until it answers.
+//! Readiness from the runner (IO): ping the sandbox's runner until it answers.
 //!
 //! The kubelet reports a started container only at its next relist (up to a second with the
 //! generic PLEG), while exec reaches the container as soon as it has started. So a bound Pod
-//! is pinged right away, at a bounded rate, and the first answer makes the Session Ready.
-//! The ping is `kubexec-runner version`: it starts the runner binary in the sandbox container
-//! and touches nothing else.
+//! is pinged, at a bounded rate, and the first answer makes the Session Ready.
+//!
+//! With the operator's runner channels (`--exec-transport channel`) a ping opens the sandbox's
+//! channel (`kubexec-runner serve` answers with its hello) and leaves it open in the
+//! operator's [`ChannelPool`](crate::sandbox::ChannelPool): the first execution finds it warm.
+//! Otherwise, or when the sandbox's runner has no channel, the ping is `kubexec-runner
+//! version` through exec, which starts the runner binary and touches nothing else.
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use tokio::time::{sleep, timeout, Instant};
+use tracing::debug;
 
-use crate::sandbox::Sandbox;
+use crate::layout::SANDBOX_CONTAINER;
+use crate::sandbox::{ChannelKey, ChannelPool, Sandbox};
 
 use super::pod_state::RunnerAnswer;
 
@@ -36,30 +44,68 @@ pub fn gap(elapsed: Duration) -> Duration {
     }
 }
 
-/// Pings the runner in `pod` until it answers or a [`ROUND`] has passed.
-pub async fn ping_until_answer(client: &kube::Client, namespace: &str, pod: &str) -> RunnerAnswer {
-    let sandbox = Sandbox::new(client.clone(), namespace, pod);
+/// Pings the runner in `pod` until it answers or a [`ROUND`] has passed: through `channels`
+/// when the operator has them, else through exec.
+pub async fn ping_until_answer(
+    client: &kube::Client,
+    channels: Option<&ChannelPool>,
+    pod: &Pod,
+) -> RunnerAnswer {
+    let namespace = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let sandbox = Sandbox::new(client.clone(), &namespace, &name).in_container(SANDBOX_CONTAINER);
+    let key = ChannelKey {
+        namespace: namespace.clone(),
+        pod: name,
+        pod_uid: pod.uid(),
+        container: SANDBOX_CONTAINER,
+    };
     let started = Instant::now();
+    let mut pings = 0u32;
     loop {
-        let why = match timeout(PING_DEADLINE, ping(&sandbox)).await {
-            Ok(Ok(())) => return RunnerAnswer::Answered,
+        pings += 1;
+        let why = match timeout(PING_DEADLINE, ping(&sandbox, channels, &key)).await {
+            Ok(Ok(via)) => {
+                debug!(pings, via, elapsed = ?started.elapsed(), "the runner answered");
+                return RunnerAnswer::Answered;
+            }
             Ok(Err(why)) => why,
             Err(_) => format!("no answer within {PING_DEADLINE:?}"),
         };
         let elapsed = started.elapsed();
+        if pings == 1 {
+            debug!(%why, "the runner did not answer the first ping");
+        }
         if elapsed >= ROUND {
+            debug!(pings, %why, "the runner stayed silent for a round");
             return RunnerAnswer::Silent { why };
         }
         sleep(gap(elapsed)).await;
     }
 }
 
-async fn ping(sandbox: &Sandbox) -> Result<(), String> {
+/// One ping; says how it was answered.
+async fn ping(
+    sandbox: &Sandbox,
+    channels: Option<&ChannelPool>,
+    key: &ChannelKey,
+) -> Result<&'static str, String> {
+    if let Some(pool) = channels {
+        // `None`: the pool is full, or this runner has no channel; exec answers then.
+        if pool
+            .channel(key)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            return Ok("channel");
+        }
+    }
     let output = sandbox
         .run_helper(&["version"], None, 4096)
         .await
         .map_err(|e| e.to_string())?;
-    output.check().map(|_| ()).map_err(|e| e.to_string())
+    output.check().map(|_| "exec").map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
