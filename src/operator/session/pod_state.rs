@@ -92,7 +92,7 @@ pub fn pod_state(
         PodState::Outdated { uid: pod.uid() }
     } else if let Some(detail) = runner_missing(pod) {
         PodState::RunnerMissing { detail }
-    } else if *runner == RunnerAnswer::Answered {
+    } else if *runner == RunnerAnswer::Answered && ip().is_some() {
         PodState::Ready {
             ip: ip(),
             just_answered: true,
@@ -105,7 +105,10 @@ pub fn pod_state(
     } else {
         let silent = match runner {
             RunnerAnswer::Silent { why } => Some(format!("the runner has not answered: {why}")),
-            _ => None,
+            // Ready names the Pod's IP (previews and clients connect to it); the kubelet
+            // reports it with its next status, usually with or before the container.
+            RunnerAnswer::Answered => Some("the runner answered; waiting for the Pod's IP".into()),
+            RunnerAnswer::NotAsked => None,
         };
         PodState::Starting {
             waiting: waiting_message(pod).or(silent),
@@ -333,14 +336,26 @@ mod tests {
             },
             "the kubelet's Ready is not enough"
         );
-        let starting = observed(PodStatus::default());
+        let starting = observed(PodStatus {
+            pod_ip: Some("10.0.0.8".into()),
+            ..PodStatus::default()
+        });
         assert_eq!(
             state(&starting, RunnerAnswer::Answered, false),
             PodState::Ready {
-                ip: None,
+                ip: Some("10.0.0.8".into()),
                 just_answered: true
             },
             "an answer before the kubelet reports the container counts"
+        );
+        let without_ip = observed(PodStatus::default());
+        assert_eq!(
+            state(&without_ip, RunnerAnswer::Answered, false),
+            PodState::Starting {
+                waiting: Some("the runner answered; waiting for the Pod's IP".into()),
+                ip: None
+            },
+            "Ready always names the Pod's IP"
         );
     }
 
