@@ -6,7 +6,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 use thiserror::Error;
 
-use crate::crd::{Execution, Session};
+use crate::crd::{Execution, Session, SessionPool};
 
 /// Why the CRDs could not be rendered or written.
 #[derive(Debug, Error)]
@@ -31,7 +31,7 @@ pub enum Error {
 
 /// Every CRD kubexec serves, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Session::crd(), Execution::crd()]
+    vec![Session::crd(), Execution::crd(), SessionPool::crd()]
 }
 
 /// One CRD as a YAML document (without the `---` separator).
@@ -102,7 +102,14 @@ mod tests {
     #[test]
     fn crds_have_names_short_names_and_columns() {
         let names: Vec<_> = crds().iter().map(crd_name).collect();
-        assert_eq!(names, ["sessions.kubexec.dev", "executions.kubexec.dev"]);
+        assert_eq!(
+            names,
+            [
+                "sessions.kubexec.dev",
+                "executions.kubexec.dev",
+                "sessionpools.kubexec.dev"
+            ]
+        );
         for crd in crds() {
             assert_eq!(crd.spec.scope, "Namespaced");
             assert!(crd

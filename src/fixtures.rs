@@ -91,17 +91,18 @@ pub struct ApiServerVerifier(Handle<Request<Body>, Response<Body>>);
 
 /// What a reconcile is expected to do, call by call.
 pub enum Scenario {
-    /// New Session, no Pod: GET pod (404), POST pod, POST event PodCreated, status Pending.
+    /// New Session, no Pod: GET pod (404), POST pod, status Pending, POST event PodCreated.
     Create(Session),
-    /// Pod Ready: GET pod, POST event Ready, status Ready.
+    /// Pod Ready to the kubelet, but not bound here, so its runner is not pinged: GET pod,
+    /// status Pending (readiness comes from the runner, never from the kubelet alone).
     BecomesReady(Session),
-    /// TTL passed: GET pod, POST event Expired, status Expired, DELETE session.
+    /// TTL passed: GET pod, status Expired, POST event Expired, DELETE session.
     Expire(Session),
-    /// spec.suspend: GET pod, DELETE pod, POST event Suspended, status Suspended.
+    /// spec.suspend: GET pod, DELETE pod, status Suspended, POST event Suspended.
     Suspend(Session),
-    /// Pod gone while Ready: GET pod (404), POST pod, POST Warning PodLost, status Pending.
+    /// Pod gone while Ready: GET pod (404), POST pod, status Pending, POST Warning PodLost.
     PodLost(Session),
-    /// Persistent workspace: GET pod (404), POST claim, POST pod, event, status.
+    /// Persistent workspace: GET pod (404), POST claim, POST pod, status, event.
     CreatePersistent(Session),
     /// Ready and unchanged: GET pod, nothing else.
     Steady(Session),
@@ -317,9 +318,9 @@ impl ApiServerVerifier {
                 Scenario::Create(session) => {
                     self.get_pod(None).await;
                     self.create_pod().await;
-                    self.event("PodCreated", "Normal").await;
                     let status = self.status(&session, SessionPhase::Pending).await;
                     assert_eq!(status.pod_name.as_deref(), Some(POD));
+                    self.event("PodCreated", "Normal").await;
                 }
                 Scenario::CreatePersistent(session) => {
                     self.get_pod(None).await;
@@ -330,36 +331,35 @@ impl ApiServerVerifier {
                         .persistent_volume_claim
                         .as_ref()
                         .is_some_and(|c| c.claim_name == "demo-workspace")));
-                    self.event("PodCreated", "Normal").await;
                     self.status(&session, SessionPhase::Pending).await;
+                    self.event("PodCreated", "Normal").await;
                 }
                 Scenario::BecomesReady(session) => {
                     self.get_pod(Some(ready_pod(&session))).await;
-                    self.event("Ready", "Normal").await;
-                    let status = self.status(&session, SessionPhase::Ready).await;
+                    let status = self.status(&session, SessionPhase::Pending).await;
                     assert_eq!(status.pod_ip.as_deref(), Some("10.1.2.3"));
-                    assert!(status.ready_at.is_some());
+                    assert!(status.ready_at.is_none());
                     let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
-                    assert_eq!(ready.map(|c| c.status.as_str()), Some("True"));
+                    assert_eq!(ready.map(|c| c.status.as_str()), Some("False"));
                 }
                 Scenario::Expire(session) => {
                     self.get_pod(Some(ready_pod(&session))).await;
-                    self.event("Expired", "Normal").await;
                     self.status(&session, SessionPhase::Expired).await;
+                    self.event("Expired", "Normal").await;
                     self.delete_session(&session).await;
                 }
                 Scenario::Suspend(session) => {
                     self.get_pod(Some(ready_pod(&session))).await;
                     self.delete_pod().await;
-                    self.event("Suspended", "Normal").await;
                     let status = self.status(&session, SessionPhase::Suspended).await;
                     assert_eq!(status.pod_name, None);
+                    self.event("Suspended", "Normal").await;
                 }
                 Scenario::PodLost(session) => {
                     self.get_pod(None).await;
                     self.create_pod().await;
-                    self.event("PodLost", "Warning").await;
                     self.status(&session, SessionPhase::Pending).await;
+                    self.event("PodLost", "Warning").await;
                 }
                 Scenario::Steady(session) => {
                     self.get_pod(Some(ready_pod(&session))).await;

@@ -79,7 +79,7 @@ pub mod conditions {
     /// Execution condition: the execution could not run or did not finish.
     pub const FAILED: &str = "Failed";
 
-    /// `Ready` reason: the Pod is ready.
+    /// `Ready` reason: the sandbox's runner answered: executions run at once.
     pub const REASON_POD_READY: &str = "PodReady";
     /// `Ready` reason: the Pod is being created or is starting.
     pub const REASON_POD_STARTING: &str = "PodStarting";
@@ -95,6 +95,8 @@ pub mod conditions {
     pub const REASON_TERMINATING: &str = "Terminating";
     /// `Ready` reason: the operator may not run sandboxes in the Session's namespace.
     pub const REASON_NAMESPACE_NOT_ENABLED: &str = "NamespaceNotEnabled";
+    /// `Ready` reason: the sandbox has no runner binary (its runner volume is empty).
+    pub const REASON_RUNNER_MISSING: &str = "RunnerMissing";
 
     /// Execution reason: the Session does not exist.
     pub const REASON_SESSION_NOT_FOUND: &str = "SessionNotFound";

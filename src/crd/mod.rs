@@ -1,4 +1,4 @@
-//! The `kubexec.dev/v1alpha1` resources: [`Session`] and [`Execution`].
+//! The `kubexec.dev/v1alpha1` resources: [`Session`], [`Execution`] and [`SessionPool`].
 //!
 //! The Rust types are the source of truth: `kubexec crdgen` prints the CRDs from them, and the
 //! schema carries the validation (OpenAPI bounds plus CEL rules) that the apiserver enforces.
@@ -6,6 +6,7 @@
 
 mod common;
 mod execution;
+mod pool;
 pub mod quantity;
 mod session;
 pub mod validate;
@@ -15,6 +16,7 @@ mod samples;
 
 pub use common::*;
 pub use execution::*;
+pub use pool::*;
 pub use session::*;
 
 /// The API group of every kubexec resource.
@@ -42,6 +44,14 @@ pub mod labels {
     /// operator's NetworkPolicies select on it, so changing egress is a label patch on the
     /// running Pod.
     pub const EGRESS: &str = "kubexec.dev/egress";
+    /// On a warm Pod of a SessionPool: the pool's name. Adoption removes it (and sets
+    /// [`SESSION`]); nothing else selects on it, the NetworkPolicies least of all.
+    pub const WARM_POOL: &str = "kubexec.dev/warm-pool";
+    /// On a Pod a SessionPool built: the pool's name, kept after adoption (the pool counts its
+    /// adopted Pods by it). Such a Pod's [`SPEC_HASH`](super::annotations::SPEC_HASH) hashes
+    /// only the fields that shape the Pod (no env), which is what an adopting Session's spec is
+    /// compared with.
+    pub const FROM_POOL: &str = "kubexec.dev/from-pool";
 }
 
 /// Well-known annotation keys.

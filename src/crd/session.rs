@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::EnvVar;
+use super::{EnvVar, PoolReference};
 
 /// Default `ttlSeconds`: one day.
 pub const DEFAULT_TTL_SECONDS: i64 = 86_400;
@@ -105,6 +105,13 @@ pub struct SessionSpec {
     #[x_kube(validation = Rule::new("self.all(k, size(k) <= 256 && size(self[k]) <= 16384) && self.map(k, size(k) + size(self[k])).sum() <= 16384")
         .message("metadata is limited to 16 KiB in total (keys plus values)"))]
     pub metadata: BTreeMap<String, String>,
+
+    /// A SessionPool in this namespace to take a warm Pod from: the Session adopts one (Ready
+    /// in milliseconds) when its image, resources and workspace match the pool's template,
+    /// and starts its own Pod otherwise, or when the pool is empty. The env reaches every
+    /// execution either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_ref: Option<PoolReference>,
 }
 
 impl Default for SessionSpec {
@@ -121,6 +128,7 @@ impl Default for SessionSpec {
             suspend: false,
             network: NetworkSpec::default(),
             metadata: BTreeMap::new(),
+            pool_ref: None,
         }
     }
 }

@@ -14,6 +14,31 @@ pub const DEFAULT_SANDBOX_IMAGE: &str = "localhost/kubexec-sandbox:dev";
 /// Default image the runner binary is copied from.
 pub const DEFAULT_RUNNER_IMAGE: &str = "localhost/kubexec-runner:dev";
 
+/// The chart value that chooses [`RunnerDelivery`], named where a sandbox lacks its runner.
+pub const RUNNER_DELIVERY_VALUE: &str = "sandbox.runnerDelivery";
+
+/// How the runner binary reaches a sandbox Pod.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RunnerDelivery {
+    /// The runner image is an image volume: nothing runs before the sandbox container.
+    #[default]
+    #[value(name = "imageVolume")]
+    ImageVolume,
+    /// An init container copies the runner from its image into an emptyDir (any cluster).
+    #[value(name = "initContainer")]
+    InitContainer,
+}
+
+impl RunnerDelivery {
+    /// The flag's (and the chart value's) spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunnerDelivery::ImageVolume => "imageVolume",
+            RunnerDelivery::InitContainer => "initContainer",
+        }
+    }
+}
+
 /// Default number of Executions reconciled at once (runs themselves are not limited by it).
 pub const DEFAULT_EXECUTION_CONCURRENCY: u16 = 64;
 
@@ -61,9 +86,16 @@ pub struct OperatorArgs {
     #[arg(long, env = "KUBEXEC_SANDBOX_IMAGE", default_value = DEFAULT_SANDBOX_IMAGE)]
     pub sandbox_image: String,
 
-    /// Image holding `/kubexec-runner`, copied into every sandbox by an init container.
+    /// Image holding `/kubexec-runner`: mounted into every sandbox as an image volume, or
+    /// copied in by an init container (see `--runner-delivery`).
     #[arg(long, env = "KUBEXEC_RUNNER_IMAGE", default_value = DEFAULT_RUNNER_IMAGE)]
     pub runner_image: String,
+
+    /// How the runner reaches a sandbox: `imageVolume` mounts the runner image read-only
+    /// (Kubernetes 1.33+ with the ImageVolume feature, containerd 2.1+), so the Pod starts
+    /// without an init container; `initContainer` copies it in first, on any cluster.
+    #[arg(long, env = "KUBEXEC_RUNNER_DELIVERY", value_enum, default_value_t = RunnerDelivery::ImageVolume)]
+    pub runner_delivery: RunnerDelivery,
 
     /// CPU limit of sandboxes whose Session sets none.
     #[arg(long, env = "KUBEXEC_DEFAULT_CPU", default_value = "1")]
@@ -239,6 +271,7 @@ impl OperatorArgs {
         Ok(SandboxConfig {
             sandbox_image: self.sandbox_image.clone(),
             runner_image: self.runner_image.clone(),
+            runner_delivery: self.runner_delivery,
             default_cpu: quantity("default-cpu", &self.default_cpu)?,
             default_memory: quantity("default-memory", &self.default_memory)?,
             default_storage: quantity("default-storage", &self.default_storage)?,
@@ -290,6 +323,8 @@ pub struct SandboxConfig {
     pub sandbox_image: String,
     /// Image holding the runner binary.
     pub runner_image: String,
+    /// How the runner reaches the sandbox.
+    pub runner_delivery: RunnerDelivery,
     /// Default CPU limit (a valid quantity).
     pub default_cpu: String,
     /// Default memory limit (a valid quantity).
@@ -313,6 +348,7 @@ impl Default for SandboxConfig {
         Self {
             sandbox_image: DEFAULT_SANDBOX_IMAGE.into(),
             runner_image: DEFAULT_RUNNER_IMAGE.into(),
+            runner_delivery: RunnerDelivery::ImageVolume,
             default_cpu: "1".into(),
             default_memory: "512Mi".into(),
             default_storage: "1Gi".into(),
@@ -425,6 +461,22 @@ mod tests {
             .channel_config()
             .is_none());
         assert!(Flags::try_parse_from(["operator", "--exec-transport", "carrier-pigeon"]).is_err());
+    }
+
+    #[test]
+    fn the_runner_comes_as_an_image_volume_unless_told() {
+        assert_eq!(
+            config(&[]).expect("valid").runner_delivery,
+            RunnerDelivery::ImageVolume
+        );
+        assert_eq!(
+            config(&["--runner-delivery", "initContainer"])
+                .expect("valid")
+                .runner_delivery,
+            RunnerDelivery::InitContainer
+        );
+        let args = ["operator", "--runner-delivery", "copy"];
+        assert!(Flags::try_parse_from(args).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod faults;
 pub mod leader;
 pub mod metrics;
 pub mod netpol;
+pub mod pool;
 pub mod reconciler;
 pub mod server;
 pub mod session;
@@ -69,6 +70,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         session_writer,
         shutdown.wait(),
     );
+    let pools = pool::controller(ctx.clone(), args.namespace.as_deref(), shutdown.wait());
     let network = ctx
         .network_policies
         .as_ref()
@@ -84,7 +86,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         .leader_config()
         .map(|config| leader::LeaderElector::new(ctx.client.clone(), config));
     let controllers = async {
-        tokio::join!(sessions, executions, OptionFuture::from(network));
+        tokio::join!(sessions, executions, pools, OptionFuture::from(network));
     };
     let work = async {
         let Some(elector) = &elector else {

@@ -160,7 +160,7 @@ pub async fn observe(
             }
             None => None,
         };
-        let env = resolve_env(client, &namespace, execution).await?;
+        let env = resolve_env(client, &namespace, execution, session.as_ref()).await?;
         return Ok(Observed {
             session,
             pod,
@@ -185,7 +185,7 @@ pub async fn observe(
         .and_then(|s| s.status.as_ref())
         .and_then(|s| s.pod_ip.as_deref());
     let pod = pod(caches, &pods, &namespace, &pod_name, has_ip(session_ip)).await?;
-    let env = resolve_env(client, &namespace, execution).await?;
+    let env = resolve_env(client, &namespace, execution, session.as_ref()).await?;
     Ok(Observed {
         session,
         pod,
@@ -194,20 +194,25 @@ pub async fn observe(
 }
 
 /// Resolves `env` (literal values and `secretKeyRef`s) over `envFrom` (every key of a Secret),
-/// as a container's env works: explicit entries win. Values never leave the returned [`Env`].
+/// as a container's env works: explicit entries win. Both go over the Session's own env, which
+/// every execution gets with its run (a Pod adopted from a pool was built without it). Values
+/// never leave the returned [`Env`].
 pub async fn resolve_env(
     client: &kube::Client,
     namespace: &str,
     execution: &Execution,
+    session: Option<&Session>,
 ) -> Result<EnvResolution> {
     let spec = &execution.spec;
+    let session_env = session.map(|s| s.spec.env.as_slice()).unwrap_or_default();
     let names: BTreeSet<&str> = spec
         .env_from
         .iter()
         .map(|from| from.secret_ref.name.as_str())
         .chain(
-            spec.env
+            session_env
                 .iter()
+                .chain(&spec.env)
                 .filter_map(|var| var.value_from.as_ref())
                 .map(|from| from.secret_key_ref.name.as_str()),
         )
@@ -226,7 +231,7 @@ pub async fn resolve_env(
             None => return Ok(EnvResolution::MissingSecret(name.to_string())),
         }
     }
-    Ok(merge_env(execution, &secrets))
+    Ok(merge_env(execution, session_env, &secrets))
 }
 
 fn secret_value(secret: &Secret, key: &str) -> Option<Result<String, ()>> {
@@ -240,10 +245,17 @@ fn secret_value(secret: &Secret, key: &str) -> Option<Result<String, ()>> {
         .map(|v| Ok(v.clone()))
 }
 
-/// The pure half of [`resolve_env`], given the Secrets by name.
-pub fn merge_env(execution: &Execution, secrets: &BTreeMap<String, Secret>) -> EnvResolution {
+/// The pure half of [`resolve_env`], given the Session's env and the Secrets by name.
+pub fn merge_env(
+    execution: &Execution,
+    session_env: &[crate::crd::EnvVar],
+    secrets: &BTreeMap<String, Secret>,
+) -> EnvResolution {
     let spec = &execution.spec;
     let mut env = BTreeMap::new();
+    if let Err(failed) = insert_vars(&mut env, session_env, secrets) {
+        return failed;
+    }
     if let Some(from) = &spec.env_from {
         let name = &from.secret_ref.name;
         let Some(secret) = secrets.get(name) else {
@@ -273,26 +285,41 @@ pub fn merge_env(execution: &Execution, secrets: &BTreeMap<String, Secret>) -> E
             }
         }
     }
-    for var in &spec.env {
+    if let Err(failed) = insert_vars(&mut env, &spec.env, secrets) {
+        return failed;
+    }
+    if env.values().any(|v| v.contains('\0')) {
+        return EnvResolution::Invalid("an environment value contains a NUL byte".into());
+    }
+    EnvResolution::Ready(Env(env))
+}
+
+/// Inserts `vars` (literal values and `secretKeyRef`s) into `env`, later ones winning.
+fn insert_vars(
+    env: &mut BTreeMap<String, String>,
+    vars: &[crate::crd::EnvVar],
+    secrets: &BTreeMap<String, Secret>,
+) -> Result<(), EnvResolution> {
+    for var in vars {
         let value = match (&var.value, &var.value_from) {
             (_, Some(from)) => {
                 let selector = &from.secret_key_ref;
                 let Some(secret) = secrets.get(&selector.name) else {
-                    return EnvResolution::MissingSecret(selector.name.clone());
+                    return Err(EnvResolution::MissingSecret(selector.name.clone()));
                 };
                 match secret_value(secret, &selector.key) {
                     Some(Ok(value)) => value,
                     Some(Err(())) => {
-                        return EnvResolution::Invalid(format!(
+                        return Err(EnvResolution::Invalid(format!(
                             "the value of key {:?} of Secret {} is not UTF-8",
                             selector.key, selector.name
-                        ))
+                        )))
                     }
                     None => {
-                        return EnvResolution::MissingKey {
+                        return Err(EnvResolution::MissingKey {
                             secret: selector.name.clone(),
                             key: selector.key.clone(),
-                        }
+                        })
                     }
                 }
             }
@@ -301,10 +328,7 @@ pub fn merge_env(execution: &Execution, secrets: &BTreeMap<String, Secret>) -> E
         };
         env.insert(var.name.clone(), value);
     }
-    if env.values().any(|v| v.contains('\0')) {
-        return EnvResolution::Invalid("an environment value contains a NUL byte".into());
-    }
-    EnvResolution::Ready(Env(env))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -370,7 +394,7 @@ mod tests {
             ),
             ("keys".to_string(), secret("keys", &[("token", "t0k")])),
         ]);
-        let EnvResolution::Ready(Env(env)) = merge_env(&e, &secrets) else {
+        let EnvResolution::Ready(Env(env)) = merge_env(&e, &[], &secrets) else {
             panic!("resolves");
         };
         assert_eq!(env.get("A").map(String::as_str), Some("literal"));
@@ -379,15 +403,41 @@ mod tests {
     }
 
     #[test]
+    fn the_sessions_env_comes_with_every_execution_under_its_own() {
+        let e = execution(vec![EnvVar::literal("A", "execution")], Some("bulk"));
+        let session_env = [
+            EnvVar::literal("A", "session"),
+            EnvVar::literal("C", "session"),
+            EnvVar::literal("S", "session"),
+            from_secret("T", "keys", "token"),
+        ];
+        let secrets = BTreeMap::from([
+            ("bulk".to_string(), secret("bulk", &[("C", "bulk")])),
+            ("keys".to_string(), secret("keys", &[("token", "t0k")])),
+        ]);
+        let EnvResolution::Ready(Env(env)) = merge_env(&e, &session_env, &secrets) else {
+            panic!("resolves");
+        };
+        assert_eq!(env.get("A").map(String::as_str), Some("execution"));
+        assert_eq!(env.get("C").map(String::as_str), Some("bulk"));
+        assert_eq!(env.get("S").map(String::as_str), Some("session"));
+        assert_eq!(env.get("T").map(String::as_str), Some("t0k"));
+        assert_eq!(
+            merge_env(&e, &session_env, &BTreeMap::new()),
+            EnvResolution::MissingSecret("keys".into())
+        );
+    }
+
+    #[test]
     fn missing_secrets_keys_and_bad_names_are_reported_without_values() {
         let e = execution(vec![from_secret("B", "keys", "nope")], None);
         assert_eq!(
-            merge_env(&e, &BTreeMap::new()),
+            merge_env(&e, &[], &BTreeMap::new()),
             EnvResolution::MissingSecret("keys".into())
         );
         let secrets = BTreeMap::from([("keys".to_string(), secret("keys", &[("token", "x")]))]);
         assert!(matches!(
-            merge_env(&e, &secrets),
+            merge_env(&e, &[], &secrets),
             EnvResolution::MissingKey { .. }
         ));
 
@@ -396,7 +446,7 @@ mod tests {
             "bulk".to_string(),
             secret("bulk", &[("BAD-NAME", "hunter2")]),
         )]);
-        let EnvResolution::Invalid(message) = merge_env(&e, &secrets) else {
+        let EnvResolution::Invalid(message) = merge_env(&e, &[], &secrets) else {
             panic!("invalid");
         };
         assert!(message.contains("BAD-NAME") && !message.contains("hunter2"));

@@ -88,11 +88,17 @@ impl SessionEvent {
                 "CreatePod",
                 format!("created sandbox Pod {}", crate::layout::pod_name(&name)),
             ),
+            SessionEvent::Adopted { pod, pool } => (
+                EventType::Normal,
+                "Adopted",
+                "AdoptPod",
+                format!("adopted warm Pod {pod} of SessionPool {pool}"),
+            ),
             SessionEvent::Ready => (
                 EventType::Normal,
                 "Ready",
                 "Observe",
-                "the sandbox is ready".into(),
+                "the sandbox's runner answered: the sandbox is ready".into(),
             ),
             SessionEvent::Suspended { idle: true } => (
                 EventType::Normal,
@@ -134,6 +140,12 @@ impl SessionEvent {
                 EventType::Warning,
                 "InvalidSpec",
                 "Validate",
+                detail.clone(),
+            ),
+            SessionEvent::RunnerMissing { detail } => (
+                EventType::Warning,
+                "RunnerMissing",
+                "Observe",
                 detail.clone(),
             ),
             SessionEvent::NamespaceNotEnabled { detail } => (

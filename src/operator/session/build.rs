@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::core::v1::{
         Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar as K8sEnvVar,
-        EnvVarSource as K8sEnvVarSource, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-        PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, ResourceRequirements,
-        SeccompProfile, SecretKeySelector as K8sSecretKeySelector, SecurityContext, Volume,
-        VolumeMount, VolumeResourceRequirements,
+        EnvVarSource as K8sEnvVarSource, ImageVolumeSource, PersistentVolumeClaim,
+        PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext,
+        PodSpec, ResourceRequirements, SeccompProfile, SecretKeySelector as K8sSecretKeySelector,
+        SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
     },
     apimachinery::pkg::api::resource::Quantity as K8sQuantity,
 };
@@ -24,7 +24,7 @@ use crate::layout::{
     pod_name, workspace_claim_name, INSTALL_CONTAINER, PIDS_LIMIT_ENV, PREVIEW_PORT, RUNNER_DIR,
     RUNNER_IMAGE_PATH, RUNNER_PATH, SANDBOX_CONTAINER, SANDBOX_UID, SESSION_ENV, WORKSPACE_DIR,
 };
-use crate::operator::config::SandboxConfig;
+use crate::operator::config::{RunnerDelivery, SandboxConfig};
 
 const RUNNER_VOLUME: &str = "runner-bin";
 const WORKSPACE_VOLUME: &str = "workspace";
@@ -117,14 +117,29 @@ pub fn owned_labels(session_name: &str, component: &str) -> BTreeMap<String, Str
 /// in [`annotations::SPEC_HASH`]; a different hash means the Pod must be replaced.
 /// `network` is not one of them: egress is the Pod's [`labels::EGRESS`] label, patched in place.
 pub fn pod_spec_hash(spec: &SessionSpec) -> String {
-    let relevant = serde_json::json!({
+    fnv_hex(&serde_json::json!({
         "image": spec.image,
         "resources": spec.resources,
         "workspace": spec.workspace,
         "env": spec.env,
-    });
+    }))
+}
+
+/// [`pod_spec_hash`] without the env: the shape of a Pod a SessionPool keeps warm. A warm Pod
+/// carries it in [`annotations::SPEC_HASH`] (with [`annotations::FROM_POOL`]); a Session may
+/// adopt the Pod when its own spec has the same shape, since its env reaches every execution
+/// on its own.
+pub fn pod_shape_hash(spec: &SessionSpec) -> String {
+    fnv_hex(&serde_json::json!({
+        "image": spec.image,
+        "resources": spec.resources,
+        "workspace": spec.workspace,
+    }))
+}
+
+fn fnv_hex(value: &serde_json::Value) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in relevant.to_string().bytes() {
+    for byte in value.to_string().bytes() {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -187,7 +202,10 @@ fn hardened_container(read_only_root: bool) -> SecurityContext {
 
 /// Builds the sandbox Pod of a Session.
 ///
-/// - `install-runner` (init, runner image) copies the runner into the `runner-bin` emptyDir.
+/// - The runner reaches `/kubexec/bin` through the `runner-bin` volume: the runner image
+///   itself, mounted read-only as an image volume (nothing runs before the sandbox), or, with
+///   [`RunnerDelivery::InitContainer`], an emptyDir that `install-runner` (init, runner image)
+///   copies it into.
 /// - `sandbox` (session image) runs `kubexec-runner init` as PID 1 in `/workspace`, with the
 ///   runner mounted read-only, the session's env, and limits that are always set.
 /// - Non-root (uid/gid 1000), no privilege escalation, all capabilities dropped,
@@ -195,23 +213,37 @@ fn hardened_container(read_only_root: bool) -> SecurityContext {
 /// - `restartPolicy: Always`: if PID 1 dies the sandbox comes back in the same Pod with the
 ///   same workspace.
 pub fn build_pod(session: &Session, config: &SandboxConfig) -> Result<Pod, ValidationError> {
-    let resources = sandbox_resources(&session.spec, config)?;
+    let name = session.name_any();
     Ok(Pod {
         metadata: pod_metadata(session),
-        spec: Some(PodSpec {
-            init_containers: Some(vec![install_container(config)]),
-            containers: vec![sandbox_container(session, config, &resources)],
-            volumes: Some(vec![workspace_volume(session), runner_volume()]),
-            restart_policy: Some("Always".into()),
-            termination_grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
-            automount_service_account_token: Some(false),
-            enable_service_links: Some(false),
-            security_context: Some(pod_security_context()),
-            // Unset (the host's users) unless the operator is told the cluster supports it.
-            host_users: config.user_namespaces.then_some(false),
-            ..PodSpec::default()
-        }),
+        spec: Some(sandbox_pod_spec(&session.spec, Some(&name), config)?),
         status: None,
+    })
+}
+
+/// The Pod spec of a sandbox for `spec`. `session` names the Session it is built for, whose
+/// env and name the container gets; a SessionPool's warm Pod (`None`) has neither.
+pub fn sandbox_pod_spec(
+    spec: &SessionSpec,
+    session: Option<&str>,
+    config: &SandboxConfig,
+) -> Result<PodSpec, ValidationError> {
+    let resources = sandbox_resources(spec, config)?;
+    Ok(PodSpec {
+        init_containers: match config.runner_delivery {
+            RunnerDelivery::ImageVolume => None,
+            RunnerDelivery::InitContainer => Some(vec![install_container(config)]),
+        },
+        containers: vec![sandbox_container(spec, session, config, &resources)],
+        volumes: Some(vec![workspace_volume(spec, session), runner_volume(config)]),
+        restart_policy: Some("Always".into()),
+        termination_grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(pod_security_context()),
+        // Unset (the host's users) unless the operator is told the cluster supports it.
+        host_users: config.user_namespaces.then_some(false),
+        ..PodSpec::default()
     })
 }
 
@@ -275,14 +307,15 @@ fn install_requirements() -> ResourceRequirements {
     }
 }
 
-/// The workspace: the Session's claim when it is persistent, else a sized emptyDir.
-fn workspace_volume(session: &Session) -> Volume {
-    let workspace = &session.spec.workspace;
-    if workspace.persistent {
+/// The workspace: the Session's claim when it is persistent, else a sized emptyDir (always,
+/// for a warm Pod, which no Session owns yet).
+fn workspace_volume(spec: &SessionSpec, session: Option<&str>) -> Volume {
+    let workspace = &spec.workspace;
+    if let Some(session) = session.filter(|_| workspace.persistent) {
         Volume {
             name: WORKSPACE_VOLUME.into(),
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: workspace_claim_name(&session.name_any()),
+                claim_name: workspace_claim_name(session),
                 read_only: Some(false),
             }),
             ..Volume::default()
@@ -299,41 +332,60 @@ fn workspace_volume(session: &Session) -> Volume {
     }
 }
 
-/// The emptyDir the init container installs the runner into.
-fn runner_volume() -> Volume {
-    Volume {
-        name: RUNNER_VOLUME.into(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            medium: None,
-            size_limit: Some(K8sQuantity("128Mi".into())),
-        }),
-        ..Volume::default()
+/// Where the runner comes from: the runner image as an image volume (its `/kubexec-runner`
+/// appears as [`RUNNER_PATH`]), or the emptyDir the init container installs it into.
+fn runner_volume(config: &SandboxConfig) -> Volume {
+    match config.runner_delivery {
+        RunnerDelivery::ImageVolume => Volume {
+            name: RUNNER_VOLUME.into(),
+            image: Some(ImageVolumeSource {
+                reference: Some(config.runner_image.clone()),
+                pull_policy: Some("IfNotPresent".into()),
+            }),
+            ..Volume::default()
+        },
+        RunnerDelivery::InitContainer => Volume {
+            name: RUNNER_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: None,
+                size_limit: Some(K8sQuantity("128Mi".into())),
+            }),
+            ..Volume::default()
+        },
     }
 }
 
 /// `HOME`, then the session's env, then the session name and process limit for the runner.
-fn sandbox_env(session: &Session, resources: &SandboxResources) -> Vec<K8sEnvVar> {
+/// A warm Pod has no Session yet: no session env and no name.
+fn sandbox_env(
+    spec: &SessionSpec,
+    session: Option<&str>,
+    resources: &SandboxResources,
+) -> Vec<K8sEnvVar> {
     let mut env = vec![literal_env("HOME", WORKSPACE_DIR)];
-    env.extend(session.spec.env.iter().map(to_k8s_env));
-    env.push(literal_env(SESSION_ENV, session.name_any()));
+    if let Some(session) = session {
+        env.extend(spec.env.iter().map(to_k8s_env));
+        env.push(literal_env(SESSION_ENV, session));
+    }
     env.push(literal_env(PIDS_LIMIT_ENV, resources.pids.to_string()));
     env
 }
 
 /// The sandbox: the runner as PID 1 in the session's image, working in the workspace.
 fn sandbox_container(
-    session: &Session,
+    spec: &SessionSpec,
+    session: Option<&str>,
     config: &SandboxConfig,
     resources: &SandboxResources,
 ) -> Container {
-    let image = session.spec.image.clone();
+    let image = spec.image.clone();
     Container {
         name: SANDBOX_CONTAINER.into(),
         image: Some(image.unwrap_or_else(|| config.sandbox_image.clone())),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(vec![RUNNER_PATH.into(), "init".into()]),
         working_dir: Some(WORKSPACE_DIR.into()),
-        env: Some(sandbox_env(session, resources)),
+        env: Some(sandbox_env(spec, session, resources)),
         ports: Some(vec![ContainerPort {
             name: Some("preview".into()),
             container_port: i32::from(PREVIEW_PORT),
@@ -494,6 +546,7 @@ mod tests {
             q(&res.requests, "memory"),
             ((512u64 << 20) / 10 + 1).to_string()
         );
+        let pod = build_pod(&session(SessionSpec::default()), &init_delivery()).expect("pod");
         let init = &pod
             .spec
             .as_ref()
@@ -565,8 +618,7 @@ mod tests {
 
     #[test]
     fn pod_is_hardened() {
-        let pod =
-            build_pod(&session(SessionSpec::default()), &SandboxConfig::default()).expect("pod");
+        let pod = build_pod(&session(SessionSpec::default()), &init_delivery()).expect("pod");
         let spec = pod.spec.clone().expect("spec");
         assert_eq!(spec.automount_service_account_token, Some(false));
         assert_eq!(spec.enable_service_links, Some(false));
@@ -618,7 +670,7 @@ mod tests {
         let own = build_pod(&s, &config).expect("pod");
         let mut spec = own.spec.clone().expect("spec");
         assert_eq!(spec.host_users, Some(false));
-        // Still uid and gid 1000, non-root, fsGroup for the volumes, the same init container.
+        // Still uid and gid 1000, non-root, fsGroup for the volumes, the same runner volume.
         spec.host_users = None;
         assert_eq!(Some(spec), host.spec);
         assert_eq!(own.metadata, host.metadata);
@@ -652,9 +704,49 @@ mod tests {
         );
     }
 
+    fn init_delivery() -> SandboxConfig {
+        SandboxConfig {
+            runner_delivery: RunnerDelivery::InitContainer,
+            ..SandboxConfig::default()
+        }
+    }
+
+    #[test]
+    fn runner_is_an_image_volume_by_default() {
+        let pod =
+            build_pod(&session(SessionSpec::default()), &SandboxConfig::default()).expect("pod");
+        let spec = pod.spec.clone().expect("spec");
+        assert_eq!(
+            spec.init_containers, None,
+            "nothing runs before the sandbox"
+        );
+        let volumes = spec.volumes.unwrap_or_default();
+        let runner = volumes
+            .iter()
+            .find(|v| v.name == RUNNER_VOLUME)
+            .and_then(|v| v.image.as_ref())
+            .expect("runner image volume");
+        assert_eq!(
+            runner.reference.as_deref(),
+            Some("localhost/kubexec-runner:dev")
+        );
+        assert_eq!(runner.pull_policy.as_deref(), Some("IfNotPresent"));
+        assert_eq!(
+            format!("{RUNNER_DIR}{RUNNER_IMAGE_PATH}"),
+            RUNNER_PATH,
+            "the image's runner lands at the runner path"
+        );
+        let mounts = sandbox(&pod).volume_mounts.clone().unwrap_or_default();
+        let bin = mounts
+            .iter()
+            .find(|m| m.mount_path == RUNNER_DIR)
+            .expect("runner mount");
+        assert_eq!(bin.read_only, Some(true));
+    }
+
     #[test]
     fn runner_is_installed_by_an_init_container() {
-        let config = SandboxConfig::default();
+        let config = init_delivery();
         let pod = build_pod(&session(SessionSpec::default()), &config).expect("pod");
         let spec = pod.spec.clone().expect("spec");
         let init = &spec.init_containers.clone().expect("init containers")[0];

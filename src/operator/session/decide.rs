@@ -15,7 +15,7 @@ use crate::crd::{
     validate::ValidationError,
     Session, SessionPhase, SessionStatus,
 };
-use crate::layout::pod_name;
+use crate::layout::{pod_name, RUNNER_PATH};
 use crate::operator::config::SandboxConfig;
 use crate::operator::reconciler::until;
 
@@ -23,8 +23,9 @@ use super::{
     build::build_workspace_claim,
     desired::DesiredPod,
     observe::Observed,
-    pod_state::{pod_state, PodState},
+    pod_state::{pod_state, PodState, RunnerAnswer},
 };
+use crate::operator::config::RUNNER_DELIVERY_VALUE;
 
 /// How often a Session is looked at when nothing happens.
 pub const RESYNC: Duration = Duration::from_secs(300);
@@ -36,6 +37,13 @@ pub const TERMINATING_POLL: Duration = Duration::from_secs(2);
 pub enum SessionEvent {
     /// A sandbox Pod was created for the first time.
     PodCreated,
+    /// A warm Pod of a SessionPool was adopted.
+    Adopted {
+        /// The Pod.
+        pod: String,
+        /// The pool it came from.
+        pool: String,
+    },
     /// The Pod became ready.
     Ready,
     /// The Pod was deleted because of `spec.suspend` (`idle: false`) or idling (`idle: true`).
@@ -62,6 +70,11 @@ pub enum SessionEvent {
     /// The operator may not run sandboxes in the Session's namespace (a Warning).
     NamespaceNotEnabled {
         /// What was refused, and how to enable the namespace.
+        detail: String,
+    },
+    /// The sandbox has no runner (a Warning): its runner volume is empty.
+    RunnerMissing {
+        /// What the runtime said, and the chart value to check.
         detail: String,
     },
     /// Labels of the running Pod were set to follow the spec (`spec.network.egress`).
@@ -182,6 +195,28 @@ pub fn is_idle(session: &Session, now: Timestamp) -> bool {
     (phase == SessionPhase::Ready || idle_suspended) && now >= deadline
 }
 
+/// True when the Session is already Ready on its Pod (the one its status names, which is the
+/// one observed): its runner answered once, and is not pinged again while the Pod runs.
+pub fn answered_before(session: &Session) -> bool {
+    let has_pod = session
+        .status
+        .as_ref()
+        .is_some_and(|s| s.pod_name.is_some());
+    session.phase() == SessionPhase::Ready && has_pod
+}
+
+/// True when the Session should have a running Pod now: it is not being deleted, has not
+/// expired, and is neither suspended nor idle. Only then may it adopt a warm Pod.
+pub fn wants_pod(session: &Session, now: Timestamp) -> bool {
+    session.metadata.deletion_timestamp.is_none()
+        && now < expires_at(session, now)
+        && !session.spec.suspend
+        && !is_idle(session, now)
+}
+
+/// How soon to look again after a round of pings the runner did not answer.
+pub const SILENT_RUNNER_RETRY: Duration = Duration::from_secs(1);
+
 /// Decides what a reconcile does. Pure: `now` is passed in. The spec is validated and the Pod
 /// built here, once; every step after that reads the one [`DesiredPod`].
 pub fn plan(
@@ -242,6 +277,13 @@ fn plan_with(
     let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
     let current = session.status.clone().unwrap_or_default();
     let mut draft = Draft::new(session, &current, now);
+    draft.runner = observed.runner.clone();
+    if let (Some(pool), Some(pod)) = (&observed.adopted_from, &observed.pod) {
+        draft.event(SessionEvent::Adopted {
+            pod: pod.name_any(),
+            pool: pool.clone(),
+        });
+    }
     let pod = observed.pod.as_ref();
     match stage(session, desired, draft.expires, now) {
         Stage::Terminating => terminating(&mut draft),
@@ -293,6 +335,7 @@ fn stage(
 /// A plan being worked out: the side effects so far, and the status they lead to.
 struct Draft {
     plan: Plan,
+    runner: RunnerAnswer,
     status: SessionStatus,
     previous_ready: Option<Condition>,
     generation: Option<i64>,
@@ -328,6 +371,7 @@ impl Draft {
         };
         Self {
             plan,
+            runner: RunnerAnswer::NotAsked,
             status,
             previous_ready: find_condition(&current.conditions, READY).cloned(),
             generation,
@@ -451,8 +495,9 @@ fn suspended(session: &Session, pod: Option<&Pod>, idle: bool, draft: &mut Draft
 
 /// The Session should have a running Pod: create, replace or report on it.
 fn running(session: &Session, pod: Option<&Pod>, desired: DesiredPod, draft: &mut Draft) {
-    let name = pod_name(&session.name_any());
-    match pod_state(pod, &desired) {
+    let name = pod.map_or_else(|| pod_name(&session.name_any()), |p| p.name_any());
+    let before = answered_before(session);
+    match pod_state(pod, &desired, &draft.runner, before) {
         PodState::Missing => create_pod(session, desired, draft),
         PodState::Terminating => {
             let recorded = session.status.as_ref().and_then(|s| s.pod_name.clone());
@@ -472,16 +517,19 @@ fn running(session: &Session, pod: Option<&Pod>, desired: DesiredPod, draft: &mu
             draft.event(SessionEvent::SpecChanged);
             draft.starting("the spec changed; replacing the Pod", None);
         }
-        PodState::Ready { since, ip } => {
+        PodState::RunnerMissing { detail } => runner_missing(session, &name, &detail, draft),
+        PodState::Ready { ip, .. } => {
             relabel(pod, &desired, draft);
-            ready(session, since, ip, draft);
+            ready(session, &name, ip, draft);
         }
         PodState::Starting { waiting, ip } => {
             relabel(pod, &desired, draft);
-            let message =
-                waiting.unwrap_or_else(|| "waiting for the sandbox Pod to become ready".into());
+            let message = waiting.unwrap_or_else(|| "waiting for the sandbox Pod to start".into());
             draft.starting(&message, Some(name));
             draft.status.pod_ip = ip;
+            if matches!(draft.runner, RunnerAnswer::Silent { .. }) {
+                draft.plan.requeue_after = Some(SILENT_RUNNER_RETRY);
+            }
         }
     }
     draft.plan.requeue_after = Some(running_requeue(session, draft));
@@ -533,18 +581,51 @@ fn relabel(pod: Option<&Pod>, desired: &DesiredPod, draft: &mut Draft) {
     draft.plan.pod = PodAction::Relabel { labels };
 }
 
-/// The Pod is ready, and so is the Session.
-fn ready(session: &Session, since: Time, ip: Option<String>, draft: &mut Draft) {
-    if session.phase() != SessionPhase::Ready {
+/// The runner answered, and the Session is Ready from that moment.
+fn ready(session: &Session, pod: &str, ip: Option<String>, draft: &mut Draft) {
+    let newly = session.phase() != SessionPhase::Ready;
+    if newly {
         draft.event(SessionEvent::Ready);
     }
+    let now = draft.now;
     let status = &mut draft.status;
     status.phase = Some(SessionPhase::Ready);
-    status.pod_name = Some(pod_name(&session.name_any()));
-    status.pod_ip = ip;
-    status.ready_at = Some(since);
+    status.pod_name = Some(pod.to_string());
+    // The kubelet may not have reported the Pod's IP yet when the runner answers: keep the
+    // one known until it does.
+    if ip.is_some() {
+        status.pod_ip = ip;
+    }
+    if newly || status.ready_at.is_none() {
+        status.ready_at = Some(Time(now));
+    }
     status.message = None;
-    draft.set_ready(true, conditions::REASON_POD_READY, "the sandbox is ready");
+    draft.set_ready(
+        true,
+        conditions::REASON_POD_READY,
+        "the sandbox's runner answered",
+    );
+}
+
+/// The sandbox cannot start its runner: Failed until the Pod is replaced (a spec change) or
+/// the operator is configured otherwise. The Pod is kept, so that its status can be read.
+fn runner_missing(session: &Session, pod: &str, detail: &str, draft: &mut Draft) {
+    let message = format!(
+        "the sandbox has no runner at {RUNNER_PATH}: its runner volume is empty. Check the chart value {RUNNER_DELIVERY_VALUE} (imageVolume needs a cluster with image volumes; initContainer works everywhere) and runnerImage ({detail})"
+    );
+    let reported = session.status.as_ref().and_then(|s| s.message.as_deref());
+    if session.phase() != SessionPhase::Failed || reported != Some(message.as_str()) {
+        draft.event(SessionEvent::RunnerMissing {
+            detail: message.clone(),
+        });
+    }
+    draft.not_ready(
+        SessionPhase::Failed,
+        conditions::REASON_RUNNER_MISSING,
+        message,
+    );
+    draft.status.pod_name = Some(pod.to_string());
+    draft.status.pod_ip = None;
 }
 
 /// While running, look again at the expiry, at the idle deadline once Ready, or sooner when a
@@ -626,8 +707,23 @@ mod tests {
         pod
     }
 
+    /// The Pod, and a runner that answers exactly when the kubelet calls the Pod ready (as
+    /// in most tests here; readiness from the runner alone is tested on its own).
     fn observed(pod: Option<Pod>) -> Observed {
-        Observed { pod }
+        let kubelet_ready = pod
+            .as_ref()
+            .and_then(|p| p.status.as_ref()?.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let runner = if kubelet_ready {
+            RunnerAnswer::Answered
+        } else {
+            RunnerAnswer::NotAsked
+        };
+        Observed {
+            pod,
+            runner,
+            adopted_from: None,
+        }
     }
 
     fn plan_at(s: &Session, pod: Option<Pod>, secs: i64) -> Plan {
@@ -752,7 +848,11 @@ mod tests {
         let status = p.status.clone().expect("status");
         assert_eq!(status.phase, Some(SessionPhase::Ready));
         assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.7"));
-        assert_eq!(status.ready_at, Some(Time(at(3))));
+        assert_eq!(
+            status.ready_at,
+            Some(Time(at(4))),
+            "when the runner answered"
+        );
         assert_eq!(status.message, None);
         assert_eq!(ready_reason(&p), Some(("True".into(), "PodReady".into())));
 
@@ -801,8 +901,8 @@ mod tests {
         let p = plan_at(&s, Some(ready_pod(&s, 10)), 20);
         assert_eq!(
             p.requeue_after,
-            Some(Duration::from_secs(20)),
-            "idle at 10 + 30"
+            Some(Duration::from_secs(30)),
+            "idle at 20 (the runner answered) + 30"
         );
     }
 
@@ -1030,5 +1130,65 @@ mod tests {
         let p = plan_at(&s, Some(pod), 3);
         assert_eq!(p.pod, PodAction::Keep);
         assert_eq!(p.requeue_after, Some(TERMINATING_POLL));
+    }
+
+    #[test]
+    fn a_silent_runner_keeps_the_session_pending_and_is_pinged_again_soon() {
+        let s = session(|_| {});
+        let s = applied(s.clone(), &plan_at(&s, None, 1));
+        let silent = Observed {
+            pod: Some(ready_pod(&s, 3)),
+            runner: RunnerAnswer::Silent {
+                why: "exit 7".into(),
+            },
+            adopted_from: None,
+        };
+        let p = plan(&s, &silent, &SandboxConfig::default(), at(4));
+        let status = p.status.clone().expect("status");
+        assert_eq!(status.phase, Some(SessionPhase::Pending));
+        assert_eq!(
+            status.message.as_deref(),
+            Some("the runner has not answered: exit 7")
+        );
+        assert_eq!(p.requeue_after, Some(SILENT_RUNNER_RETRY));
+        assert!(p.events.is_empty());
+    }
+
+    #[test]
+    fn an_empty_runner_volume_fails_the_session_naming_the_chart_value() {
+        use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus};
+        let s = session(|_| {});
+        let s = applied(s.clone(), &plan_at(&s, None, 1));
+        let mut pod = ready_pod(&s, 3);
+        pod.status.get_or_insert_with(PodStatus::default).container_statuses =
+            Some(vec![ContainerStatus {
+                name: "sandbox".into(),
+                state: Some(ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some("RunContainerError".into()),
+                        message: Some(
+                            "exec: \"/kubexec/bin/kubexec-runner\": stat /kubexec/bin/kubexec-runner: no such file or directory".into(),
+                        ),
+                    }),
+                    ..ContainerState::default()
+                }),
+                ..ContainerStatus::default()
+            }]);
+        let p = plan_at(&s, Some(pod.clone()), 4);
+        assert_eq!(p.pod, PodAction::Keep, "the Pod is kept to be looked at");
+        let status = p.status.clone().expect("status");
+        assert_eq!(status.phase, Some(SessionPhase::Failed));
+        assert_eq!(
+            ready_reason(&p),
+            Some(("False".into(), "RunnerMissing".into()))
+        );
+        let message = status.message.clone().unwrap_or_default();
+        assert!(message.contains("sandbox.runnerDelivery"), "{message}");
+        assert!(matches!(
+            &p.events[..],
+            [SessionEvent::RunnerMissing { .. }]
+        ));
+        let again = plan_at(&applied(s, &p), Some(pod), 5);
+        assert!(again.events.is_empty(), "announced once");
     }
 }

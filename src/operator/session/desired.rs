@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
-use crate::crd::{annotations, validate::validate_session, validate::ValidationError, Session};
+use crate::crd::{
+    annotations, labels, validate::validate_session, validate::ValidationError, Session,
+};
 use crate::operator::config::SandboxConfig;
 
-use super::build::{build_pod, pod_spec_hash};
+use super::build::{build_pod, pod_shape_hash, pod_spec_hash};
 
 /// The Pod built from a valid Session spec, with the hash of the spec it was built from.
 /// The only way to get one is [`DesiredPod::build`], so holding one means the spec is valid.
@@ -17,6 +19,7 @@ use super::build::{build_pod, pod_spec_hash};
 pub struct DesiredPod {
     pod: Box<Pod>,
     spec_hash: String,
+    shape_hash: String,
 }
 
 impl DesiredPod {
@@ -28,6 +31,7 @@ impl DesiredPod {
         Ok(Self {
             pod: Box::new(pod),
             spec_hash: pod_spec_hash(&session.spec),
+            shape_hash: pod_shape_hash(&session.spec),
         })
     }
 
@@ -47,9 +51,33 @@ impl DesiredPod {
     }
 
     /// True when `existing` was built from another spec and must be replaced. A Pod without
-    /// the annotation is left alone: nothing says it is out of date.
+    /// the annotation is left alone: nothing says it is out of date. A Pod adopted from a pool
+    /// is compared by its shape only: the Session's env reaches its executions instead.
     pub fn is_outdated(&self, existing: &Pod) -> bool {
-        spec_hash_of(existing).is_some_and(|hash| hash != self.spec_hash)
+        let want = if from_pool(existing).is_some() {
+            &self.shape_hash
+        } else {
+            &self.spec_hash
+        };
+        spec_hash_of(existing).is_some_and(|hash| hash != want)
+    }
+
+    /// True when a Session wanting this Pod may adopt `warm`, a Pod of SessionPool `pool`:
+    /// it is still warm (labelled for the pool), of the same shape, and neither going nor
+    /// stopped.
+    pub fn can_adopt(&self, warm: &Pod, pool: &str) -> bool {
+        let phase = warm.status.as_ref().and_then(|s| s.phase.as_deref());
+        warm.labels().get(labels::WARM_POOL).map(String::as_str) == Some(pool)
+            && from_pool(warm) == Some(pool)
+            && spec_hash_of(warm) == Some(self.shape_hash.as_str())
+            && warm.metadata.deletion_timestamp.is_none()
+            && !matches!(phase, Some("Failed" | "Succeeded"))
+    }
+
+    /// The labels an adopted Pod gets in the adoption write: this Session's, the egress
+    /// included.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        self.pod.labels()
     }
 
     /// The labels of this Pod that `existing` lacks or holds with another value: a changed
@@ -66,6 +94,10 @@ impl DesiredPod {
     }
 }
 
+fn from_pool(pod: &Pod) -> Option<&str> {
+    pod.labels().get(labels::FROM_POOL).map(String::as_str)
+}
+
 fn spec_hash_of(pod: &Pod) -> Option<&str> {
     pod.metadata
         .annotations
@@ -77,7 +109,7 @@ fn spec_hash_of(pod: &Pod) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{labels, EgressPolicy, SessionSpec};
+    use crate::crd::{EgressPolicy, SessionSpec};
 
     fn session(f: impl FnOnce(&mut SessionSpec)) -> Session {
         let mut spec = SessionSpec {

@@ -12,7 +12,13 @@
 //! ## Lifecycle
 //! - **Create**: the Pod `<name>-sandbox` (and, for a persistent workspace, the claim
 //!   `<name>-workspace`) is created with a controller owner reference. Phase `Pending` until
-//!   the Pod is Ready, then `Ready` with `podName`, `podIP` and `readyAt`.
+//!   the sandbox's runner answers a ping through exec ([`probe`]: from the moment the Pod is
+//!   bound, without waiting for the kubelet to report the container), then `Ready` with
+//!   `podName`, `podIP` and `readyAt`. A sandbox that cannot start its runner (an empty
+//!   runner volume) is `Failed` with reason `RunnerMissing`.
+//! - **Pool**: a Session with `spec.poolRef` and no Pod first tries to adopt a warm Pod of
+//!   that SessionPool ([`adopt`]: one optimistically locked patch of its labels and owner),
+//!   pings its runner and is Ready in the same reconcile. No warm Pod that fits: the cold path.
 //! - **TTL**: `expiresAt` = creationTimestamp + `ttlSeconds`. Once passed, phase `Expired`
 //!   (Event `Expired`) and the Session is deleted; the Pod and claim are garbage-collected.
 //! - **Suspend**: `spec.suspend: true`, or `idleTimeoutSeconds` since the later of
@@ -31,12 +37,14 @@
 //! - **Deletion**: no finalizer. Everything the Session creates carries its owner reference,
 //!   so the garbage collector removes it, and there is no external state to clean up.
 
+pub mod adopt;
 pub mod apply;
 pub mod build;
 pub mod decide;
 pub mod desired;
 pub mod observe;
 pub mod pod_state;
+pub mod probe;
 pub mod status;
 
 use std::{future::Future, sync::Arc};
@@ -97,7 +105,23 @@ async fn run_pipeline(session: &Session, ctx: &Context, now: Timestamp) -> Resul
     let namespace = session
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
-    let observed = observe::observe(&ctx.client, session).await?;
+    let mut observed = observe::observe(&ctx.client, session).await?;
+    if observed.pod.is_none() && decide::wants_pod(session, now) {
+        if let Some((pod, pool)) = adopt_warm_pod(session, ctx, &namespace).await? {
+            observed.pod = Some(pod);
+            observed.adopted_from = Some(pool);
+        }
+    }
+    if let Some(pod) = observed
+        .pod
+        .as_ref()
+        .filter(|pod| pod_state::needs_ping(Some(pod), decide::answered_before(session)))
+    {
+        observed.runner = probe::ping_until_answer(&ctx.client, ctx.channels.as_ref(), pod).await;
+        debug!(runner = ?observed.runner, "pinged the runner");
+    }
+    // Adopting and pinging took time: decide at the time they ended.
+    let now = now.max(Timestamp::now());
     let plan = decide::plan(session, &observed, &ctx.config, now);
     let pod_action = match &plan.pod {
         decide::PodAction::Keep => "keep",
@@ -107,13 +131,12 @@ async fn run_pipeline(session: &Session, ctx: &Context, now: Timestamp) -> Resul
     };
     debug!(events = ?plan.events, pod_action, "planned");
 
-    apply::pod_action(
-        ctx,
-        &namespace,
-        &crate::layout::pod_name(&session.name_any()),
-        &plan.pod,
-    )
-    .await?;
+    let pod_name = observed
+        .pod
+        .as_ref()
+        .map(ResourceExt::name_any)
+        .unwrap_or_else(|| crate::layout::pod_name(&session.name_any()));
+    apply::pod_action(ctx, &namespace, &pod_name, &plan.pod).await?;
     if let Some(why) = plan.recreate {
         ctx.metrics
             .pods_recreated
@@ -122,10 +145,11 @@ async fn run_pipeline(session: &Session, ctx: &Context, now: Timestamp) -> Resul
             })
             .inc();
     }
-    apply::publish(ctx, session, &plan.events).await?;
+    // The status first: a client waiting for Ready sees it before the Events are written.
     if let Some(status) = &plan.status {
         status::write(&ctx.client, session, status).await?;
     }
+    apply::publish(ctx, session, &plan.events).await?;
     if plan.delete_session {
         info!("TTL passed; deleting the Session");
         apply::delete_session(ctx, session).await?;
@@ -134,6 +158,28 @@ async fn run_pipeline(session: &Session, ctx: &Context, now: Timestamp) -> Resul
         return Err(Error::InvalidSpec(invalid));
     }
     Ok(reconciler::requeue(plan.requeue_after))
+}
+
+/// A Session naming a pool, without a Pod, takes a warm one when one fits; returns it and the
+/// pool's name. An empty pool, or none that fits, leaves the cold path to `decide`.
+async fn adopt_warm_pod(
+    session: &Session,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Option<(Pod, String)>> {
+    let Some(pool) = session.spec.pool_ref.as_ref().map(|p| p.name.clone()) else {
+        return Ok(None);
+    };
+    let Ok(desired) = desired::DesiredPod::build(session, &ctx.config) else {
+        return Ok(None);
+    };
+    if session.spec.workspace.persistent {
+        return Ok(None);
+    }
+    let warm = observe::warm_pods(&ctx.client, namespace, &pool).await?;
+    let candidates = adopt::candidates(&desired, &pool, warm, adopt::spread_of(session));
+    let adopted = adopt::adopt(ctx, namespace, session, &desired, candidates).await?;
+    Ok(adopted.map(|pod| (pod, pool)))
 }
 
 /// Builds the Session controller. Returns the future that runs it until `shutdown`
@@ -261,7 +307,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_ready_pod_makes_the_session_ready() {
+    async fn a_pod_the_kubelet_calls_ready_is_not_enough() {
         let session = Session::test().with_phase(SessionPhase::Pending, Some("demo-sandbox"));
         let (result, _) = reconcile_with(session, Scenario::BecomesReady).await;
         assert!(result.is_ok(), "{result:?}");
@@ -272,6 +318,8 @@ mod tests {
         let session = Session::test();
         let observed = observe::Observed {
             pod: Some(ready_pod(&session)),
+            runner: pod_state::RunnerAnswer::Answered,
+            ..observe::Observed::default()
         };
         let first = decide::plan(
             &session,
@@ -295,6 +343,8 @@ mod tests {
         let pod = ready_pod(&session);
         let observed = observe::Observed {
             pod: Some(pod.clone()),
+            runner: pod_state::RunnerAnswer::Answered,
+            ..observe::Observed::default()
         };
         let first = decide::plan(
             &session,

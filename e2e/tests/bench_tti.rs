@@ -1,0 +1,452 @@
+//! Benchmark (not a test): time to interactive, modelled on the public TTI methodology: from
+//! "create a sandbox" to "the first command has returned". Prints p50/p95/p99 per scenario and
+//! the pool hit ratio, and writes `docs/benchmarks/tti.csv` and `docs/benchmarks/tti.svg`.
+//! Asserts nothing about timing.
+//!
+//!   cargo test -p kubexec-e2e --test bench_tti -- --nocapture   (or e2e/bench)
+//!
+//! Scenarios (kubectl = the Kubernetes API, as `kubectl apply` uses it, without kubectl's own
+//! start-up; Ready and Succeeded are seen by one watch started before the runs):
+//! - `kubectl-pool-seq`: a Session naming a SessionPool, Ready, then an Execution of `true`
+//!   Succeeded; `KUBEXEC_BENCH_RUNS` (default 100) one after another.
+//! - `kubectl-pool-burst`: 10 such at once, with a pool of 10.
+//! - `kubectl-empty-pool`: the pool scaled to 0: the cold path a miss takes.
+//! - `kubectl-cold`: Sessions without a pool.
+//! - `rest-cold`: `POST /sessions/create` then `POST /execute` of `true` (REST sessions do not
+//!   take pool Pods yet), when `KUBEXEC_BENCH_REST` is not `0`.
+//! `test = false` in e2e/Cargo.toml keeps it out of `cargo test` unless named.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, ResourceExt};
+use kubexec::crd::{Execution, ExecutionPhase, Session, SessionPhase, SessionPool};
+use kubexec_e2e::{repo_root, wait_for, TestNs};
+use serde_json::json;
+use tokio::sync::Notify;
+
+/// The template of the benchmark's pool: requests are the operator's `--request-ratio` (0.1)
+/// times these limits, 50m CPU and about 26 MiB per Pod, so ten warm Pods hold 0.5 CPU of the
+/// 2-core node.
+const POOL_CPU: &str = "500m";
+const POOL_MEMORY: &str = "256Mi";
+const BURST: usize = 10;
+
+/// When each object was first seen done by the watch.
+#[derive(Clone, Default)]
+struct Seen {
+    at: Arc<Mutex<HashMap<String, Instant>>>,
+    changed: Arc<Notify>,
+}
+
+impl Seen {
+    fn mark(&self, name: String) {
+        let mut at = self.at.lock().expect("lock");
+        at.entry(name).or_insert_with(Instant::now);
+        self.changed.notify_waiters();
+    }
+
+    async fn wait(&self, name: &str) -> Instant {
+        loop {
+            let notified = self.changed.notified();
+            if let Some(at) = self.at.lock().expect("lock").get(name) {
+                return *at;
+            }
+            if tokio::time::timeout(Duration::from_secs(120), notified)
+                .await
+                .is_err()
+            {
+                panic!("{name} not done within 120 s");
+            }
+        }
+    }
+}
+
+/// One watch per kind, started once: Sessions Ready, Executions Succeeded.
+fn watch_done(ns: &TestNs) -> (Seen, Seen) {
+    let ready = Seen::default();
+    let succeeded = Seen::default();
+    let sessions: Api<Session> = ns.api();
+    let seen = ready.clone();
+    tokio::spawn(async move {
+        let mut stream = watcher(sessions, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Ok(Some(s)) = stream.try_next().await {
+            if s.status.as_ref().and_then(|st| st.phase) == Some(SessionPhase::Ready) {
+                seen.mark(s.name_any());
+            }
+        }
+    });
+    let executions: Api<Execution> = ns.api();
+    let seen = succeeded.clone();
+    tokio::spawn(async move {
+        let mut stream = watcher(executions, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Ok(Some(e)) = stream.try_next().await {
+            let phase = e.status.as_ref().and_then(|st| st.phase);
+            if matches!(
+                phase,
+                Some(ExecutionPhase::Succeeded | ExecutionPhase::Failed)
+            ) {
+                seen.mark(e.name_any());
+            }
+        }
+    });
+    (ready, succeeded)
+}
+
+/// One sample: create → Ready, create → first command returned, and whether a warm Pod served.
+#[derive(Clone, Debug)]
+struct Sample {
+    scenario: &'static str,
+    ready: Duration,
+    tti: Duration,
+    hit: Option<bool>,
+}
+
+struct Bench {
+    ns: TestNs,
+    ready: Seen,
+    succeeded: Seen,
+}
+
+impl Bench {
+    /// Session (with `pool`, or cold) → Ready → Execution of `true` → Succeeded.
+    async fn kubectl_run(&self, scenario: &'static str, name: String, pool: bool) -> Sample {
+        let mut spec = json!({"resources": {"cpu": POOL_CPU, "memory": POOL_MEMORY}});
+        if pool {
+            spec["poolRef"] = json!({"name": "bench"});
+        }
+        let session: Session = serde_json::from_value(json!({
+            "apiVersion": "kubexec.dev/v1alpha1", "kind": "Session",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .expect("session literal");
+        let execution: Execution = serde_json::from_value(json!({
+            "apiVersion": "kubexec.dev/v1alpha1", "kind": "Execution",
+            "metadata": {"name": format!("{name}-true")},
+            "spec": {"sessionRef": {"name": name}, "command": "true"}
+        }))
+        .expect("execution literal");
+        let sessions: Api<Session> = self.ns.api();
+        let executions: Api<Execution> = self.ns.api();
+        let started = Instant::now();
+        sessions
+            .create(&PostParams::default(), &session)
+            .await
+            .expect("create session");
+        let ready = self.ready.wait(&name).await - started;
+        executions
+            .create(&PostParams::default(), &execution)
+            .await
+            .expect("create execution");
+        let done = self.succeeded.wait(&format!("{name}-true")).await - started;
+        let hit = if pool {
+            let s = sessions.get(&name).await.expect("session");
+            let pod = s.status.and_then(|st| st.pod_name).unwrap_or_default();
+            Some(pod != format!("{name}-sandbox"))
+        } else {
+            None
+        };
+        let _ = sessions.delete(&name, &DeleteParams::background()).await;
+        Sample {
+            scenario,
+            ready,
+            tti: done,
+            hit,
+        }
+    }
+
+    async fn scale(&self, replicas: i32) {
+        let out = self.ns.kubectl(&[
+            "scale",
+            "sessionpool/bench",
+            &format!("--replicas={replicas}"),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_for(
+            &self.ns.api::<SessionPool>(),
+            "bench",
+            Duration::from_secs(180),
+            "pool filled",
+            move |p: &SessionPool| {
+                p.status.as_ref().is_some_and(|s| {
+                    s.replicas == replicas
+                        && s.ready_replicas == replicas
+                        && s.observed_generation == p.metadata.generation
+                })
+            },
+        )
+        .await;
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// p50, p95, p99 of a set of durations.
+fn stats(mut values: Vec<Duration>) -> [Duration; 3] {
+    values.sort();
+    [
+        percentile(&values, 0.5),
+        percentile(&values, 0.95),
+        percentile(&values, 0.99),
+    ]
+}
+
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::test]
+async fn bench_time_to_interactive() {
+    let runs = env_count("KUBEXEC_BENCH_RUNS", 100);
+    let cold_runs = env_count("KUBEXEC_BENCH_COLD_RUNS", 20);
+    let ns = TestNs::new("bench-tti").await;
+    let (ready, succeeded) = watch_done(&ns);
+    let bench = Bench {
+        ns,
+        ready,
+        succeeded,
+    };
+    let pool: SessionPool = serde_json::from_value(json!({
+        "apiVersion": "kubexec.dev/v1alpha1", "kind": "SessionPool",
+        "metadata": {"name": "bench"},
+        "spec": {"replicas": BURST, "template": {"resources": {"cpu": POOL_CPU, "memory": POOL_MEMORY}}}
+    }))
+    .expect("pool literal");
+    bench
+        .ns
+        .api::<SessionPool>()
+        .create(&PostParams::default(), &pool)
+        .await
+        .expect("create pool");
+    bench.scale(BURST as i32).await;
+
+    let mut samples = Vec::new();
+    // Warm-up: the first run pays for the operator's caches and connections.
+    bench.kubectl_run("warmup", "warmup".into(), true).await;
+    bench.scale(BURST as i32).await;
+    for i in 0..runs {
+        samples.push(
+            bench
+                .kubectl_run("kubectl-pool-seq", format!("seq-{i}"), true)
+                .await,
+        );
+    }
+
+    bench.scale(BURST as i32).await;
+    let burst = futures::future::join_all(
+        (0..BURST).map(|i| bench.kubectl_run("kubectl-pool-burst", format!("burst-{i}"), true)),
+    )
+    .await;
+    samples.extend(burst);
+
+    bench.scale(0).await;
+    for i in 0..cold_runs {
+        samples.push(
+            bench
+                .kubectl_run("kubectl-empty-pool", format!("empty-{i}"), true)
+                .await,
+        );
+    }
+    for i in 0..cold_runs {
+        samples.push(
+            bench
+                .kubectl_run("kubectl-cold", format!("cold-{i}"), false)
+                .await,
+        );
+    }
+    if std::env::var("KUBEXEC_BENCH_REST").map_or(true, |v| v != "0") {
+        samples.extend(rest_cold(cold_runs).await);
+    }
+    report(&samples, runs);
+}
+
+/// REST: `POST /sessions/create` (returns once the session is Ready), then `POST /execute` of
+/// `true`, on a local api with a paid-tier key.
+async fn rest_cold(runs: usize) -> Vec<Sample> {
+    let ns = TestNs::new("bench-tti-rest").await;
+    let api = kubexec_e2e::api::ApiServer::start(&ns.name, &[]);
+    let key = api.create_key(&ns.name, "paid").await;
+    let http = api.client();
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        let created = http.post("/sessions/create", Some(&key), &json!({})).await;
+        assert_eq!(created.status, 201, "{}", created.text());
+        let ready = started.elapsed();
+        let id = created.json()["sessionId"]
+            .as_str()
+            .expect("sessionId")
+            .to_string();
+        let reply = http
+            .post(
+                "/execute",
+                Some(&key),
+                &json!({"sessionId": id, "command": "true"}),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        samples.push(Sample {
+            scenario: "rest-cold",
+            ready,
+            tti: started.elapsed(),
+            hit: None,
+        });
+        let _ = http
+            .request(
+                hyper::Method::DELETE,
+                &format!("/sessions/{id}"),
+                Some(&key),
+                &[],
+                Vec::new(),
+            )
+            .await;
+    }
+    samples
+}
+
+fn report(samples: &[Sample], runs: usize) {
+    let scenarios = [
+        "kubectl-pool-seq",
+        "kubectl-pool-burst",
+        "kubectl-empty-pool",
+        "kubectl-cold",
+        "rest-cold",
+    ];
+    let mut csv = String::from("scenario,run,ready_ms,tti_ms,pool_hit\n");
+    let mut rows = Vec::new();
+    println!(
+        "TTI over {runs} sequential runs; burst of {BURST}; pool template {POOL_CPU}/{POOL_MEMORY}"
+    );
+    println!("| scenario | n | Ready p50 | Ready p99 | TTI p50 | TTI p95 | TTI p99 | pool hits |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for scenario in scenarios {
+        let mine: Vec<&Sample> = samples.iter().filter(|s| s.scenario == scenario).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        for (i, s) in mine.iter().enumerate() {
+            let hit = s.hit.map_or(String::new(), |h| h.to_string());
+            csv.push_str(&format!(
+                "{scenario},{i},{:.1},{:.1},{hit}\n",
+                ms(s.ready),
+                ms(s.tti)
+            ));
+        }
+        let r = stats(mine.iter().map(|s| s.ready).collect());
+        let t = stats(mine.iter().map(|s| s.tti).collect());
+        let hits = mine.iter().filter(|s| s.hit == Some(true)).count();
+        let hit_text = if mine.iter().any(|s| s.hit.is_some()) {
+            format!("{hits}/{}", mine.len())
+        } else {
+            "-".into()
+        };
+        println!(
+            "| {scenario} | {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {hit_text} |",
+            mine.len(),
+            ms(r[0]),
+            ms(r[2]),
+            ms(t[0]),
+            ms(t[1]),
+            ms(t[2])
+        );
+        rows.push((scenario, t));
+        // Misses of a pool scenario are reported apart.
+        let misses: Vec<Duration> = mine
+            .iter()
+            .filter(|s| s.hit == Some(false))
+            .map(|s| s.tti)
+            .collect();
+        if !misses.is_empty() && scenario.contains("pool-") {
+            let m = stats(misses.clone());
+            println!(
+                "|   {scenario} misses | {} | | | {:.0} ms | {:.0} ms | {:.0} ms | |",
+                misses.len(),
+                ms(m[0]),
+                ms(m[1]),
+                ms(m[2])
+            );
+        }
+    }
+    let dir = repo_root().join("docs/benchmarks");
+    std::fs::create_dir_all(&dir).expect("docs/benchmarks");
+    std::fs::write(dir.join("tti.csv"), csv).expect("write tti.csv");
+    std::fs::write(dir.join("tti.svg"), chart(&rows)).expect("write tti.svg");
+    println!("wrote docs/benchmarks/tti.csv and docs/benchmarks/tti.svg");
+}
+
+/// A horizontal bar chart of TTI p50/p95/p99 per scenario, on a log scale from 10 ms to 10 s,
+/// with the issue's targets (150 ms sequential p50, 1 s burst p99) as lines.
+fn chart(rows: &[(&str, [Duration; 3])]) -> String {
+    let (left, width, row_h) = (170.0, 560.0, 54.0);
+    let height = 60.0 + row_h * rows.len() as f64;
+    let x = |d: f64| left + width * ((d.max(10.0).min(10_000.0)).log10() - 1.0) / 3.0;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"760\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"18\" font-size=\"14\">kubexec time to interactive (create → first command returned), log scale</text>\n"
+    );
+    for tick in [10.0, 100.0, 1000.0, 10_000.0] {
+        svg.push_str(&format!(
+            "<line x1=\"{0}\" y1=\"28\" x2=\"{0}\" y2=\"{1}\" stroke=\"#ddd\"/><text x=\"{0}\" y=\"{2}\" text-anchor=\"middle\">{3} ms</text>\n",
+            x(tick),
+            height - 22.0,
+            height - 8.0,
+            tick
+        ));
+    }
+    for (target, label) in [(150.0, "150 ms"), (1000.0, "1 s")] {
+        svg.push_str(&format!(
+            "<line x1=\"{0}\" y1=\"28\" x2=\"{0}\" y2=\"{1}\" stroke=\"#c00\" stroke-dasharray=\"4 3\"/><text x=\"{0}\" y=\"38\" fill=\"#c00\" text-anchor=\"middle\">target {label}</text>\n",
+            x(target),
+            height - 22.0
+        ));
+    }
+    for (i, (name, [p50, p95, p99])) in rows.iter().enumerate() {
+        let y = 44.0 + row_h * i as f64;
+        svg.push_str(&format!(
+            "<text x=\"10\" y=\"{}\">{name}</text>\n",
+            y + 22.0
+        ));
+        for (j, (d, color, label)) in [
+            (p50, "#2b6cb0", "p50"),
+            (p95, "#63b3ed", "p95"),
+            (p99, "#bee3f8", "p99"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let by = y + 4.0 + 14.0 * j as f64;
+            let w = x(ms(**d)) - left;
+            svg.push_str(&format!(
+                "<rect x=\"{left}\" y=\"{by}\" width=\"{w:.1}\" height=\"12\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\">{label} {:.0} ms</text>\n",
+                left + w + 4.0,
+                by + 10.0,
+                ms(**d)
+            ));
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}

@@ -1,0 +1,243 @@
+//! Pure decisions of the SessionPool controller: which warm Pods to start or delete, and the
+//! status that results.
+
+use jiff::Timestamp;
+use k8s_openapi::{
+    api::core::v1::Pod,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+};
+use kube::ResourceExt;
+
+use crate::crd::{
+    annotations, conditions::READY, find_condition, labels, next_condition, SessionPool,
+    SessionPoolStatus,
+};
+
+use super::build::warm_selector;
+
+/// `Ready` reason: every desired warm Pod is there and ready.
+pub const REASON_FILLED: &str = "Filled";
+/// `Ready` reason: warm Pods are missing or starting; Sessions take the cold path meanwhile.
+pub const REASON_FILLING: &str = "Filling";
+
+/// What a reconcile of a pool does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolPlan {
+    /// How many warm Pods to create.
+    pub create: usize,
+    /// Warm Pods to delete (name, uid): stopped, of an old template, or beyond `replicas`.
+    pub delete: Vec<(String, Option<String>)>,
+    /// The status to write, or `None` when unchanged.
+    pub status: Option<SessionPoolStatus>,
+}
+
+fn is_warm(pod: &Pod, pool: &str) -> bool {
+    pod.labels().get(labels::WARM_POOL).map(String::as_str) == Some(pool)
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+fn kubelet_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Plans a reconcile from every Pod the pool built (`built`: warm ones and adopted ones) and
+/// the template's shape hash. Pure: `now` is passed in.
+pub fn plan(pool: &SessionPool, built: &[Pod], template_hash: &str, now: Timestamp) -> PoolPlan {
+    let name = pool.name_any();
+    let live: Vec<&Pod> = built
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    let adopted = live.iter().filter(|p| !is_warm(p, &name)).count();
+    let (keep, mut delete): (Vec<&Pod>, Vec<&Pod>) = live
+        .into_iter()
+        .filter(|p| is_warm(p, &name))
+        .partition(|p| {
+            let current = p
+                .annotations()
+                .get(annotations::SPEC_HASH)
+                .is_some_and(|h| h == template_hash);
+            current && !matches!(phase(p), "Failed" | "Succeeded")
+        });
+    let want = usize::try_from(pool.spec.replicas.max(0)).unwrap_or(0);
+    let mut keep = keep;
+    if keep.len() > want {
+        // Starting ones go first, then the newest: the ready, long-warm ones stay.
+        keep.sort_by_key(|p| {
+            (
+                kubelet_ready(p),
+                std::cmp::Reverse(p.metadata.creation_timestamp.clone().map(|t| t.0)),
+            )
+        });
+        let extra = keep.len() - want;
+        delete.extend(keep.drain(..extra));
+    }
+    let create = want.saturating_sub(keep.len());
+    let ready = keep.iter().filter(|p| kubelet_ready(p)).count();
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    let current = pool.status.clone().unwrap_or_default();
+    let filled = ready >= want;
+    let (reason, message) = if filled {
+        (REASON_FILLED, format!("{ready} warm Pods ready"))
+    } else {
+        (
+            REASON_FILLING,
+            format!("{ready} of {want} warm Pods ready; Sessions take the cold path meanwhile"),
+        )
+    };
+    let previous: Option<&Condition> = find_condition(&current.conditions, READY);
+    let condition = next_condition(
+        previous,
+        READY,
+        filled,
+        reason,
+        &message,
+        pool.metadata.generation,
+        Time(now),
+    );
+    let status = SessionPoolStatus {
+        replicas: count(keep.len()),
+        ready_replicas: count(ready),
+        available_replicas: count(ready),
+        adopted: count(adopted),
+        selector: Some(warm_selector(&name)),
+        observed_generation: pool.metadata.generation,
+        conditions: vec![condition],
+    };
+    PoolPlan {
+        create,
+        delete: delete
+            .into_iter()
+            .map(|p| (p.name_any(), p.uid()))
+            .collect(),
+        status: (status != current).then_some(status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::SessionPoolSpec;
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use std::collections::BTreeMap;
+
+    fn pool(replicas: i32) -> SessionPool {
+        let mut p = SessionPool::new(
+            "fast",
+            SessionPoolSpec {
+                replicas,
+                template: Default::default(),
+            },
+        );
+        p.metadata.namespace = Some("ns".into());
+        p.metadata.generation = Some(1);
+        p
+    }
+
+    fn pod(name: &str, warm: bool, hash: &str, ready: bool) -> Pod {
+        let mut labels = BTreeMap::from([(labels::FROM_POOL.to_string(), "fast".to_string())]);
+        if warm {
+            labels.insert(labels::WARM_POOL.to_string(), "fast".to_string());
+        }
+        let mut p = Pod::default();
+        p.metadata.name = Some(name.into());
+        p.metadata.uid = Some(format!("{name}-uid"));
+        p.metadata.labels = Some(labels);
+        p.metadata.annotations = Some(BTreeMap::from([(
+            annotations::SPEC_HASH.to_string(),
+            hash.to_string(),
+        )]));
+        p.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..PodCondition::default()
+            }]),
+            ..PodStatus::default()
+        });
+        p
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(100).expect("valid")
+    }
+
+    #[test]
+    fn an_empty_pool_fills_and_says_so() {
+        let p = plan(&pool(3), &[], "h", now());
+        assert_eq!(p.create, 3);
+        assert!(p.delete.is_empty());
+        let status = p.status.expect("status");
+        assert_eq!(status.replicas, 0);
+        assert_eq!(
+            status.selector.as_deref(),
+            Some("kubexec.dev/warm-pool=fast")
+        );
+        assert_eq!(status.conditions[0].reason, REASON_FILLING);
+    }
+
+    #[test]
+    fn adopted_pods_do_not_count_and_are_refilled() {
+        let built = [pod("a", true, "h", true), pod("b", false, "h", true)];
+        let p = plan(&pool(2), &built, "h", now());
+        assert_eq!(p.create, 1, "the adopted one is replaced");
+        let status = p.status.expect("status");
+        assert_eq!(
+            (status.replicas, status.ready_replicas, status.adopted),
+            (1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn scaling_down_deletes_starting_pods_first() {
+        let built = [
+            pod("ready", true, "h", true),
+            pod("starting", true, "h", false),
+        ];
+        let p = plan(&pool(1), &built, "h", now());
+        assert_eq!(p.create, 0);
+        assert_eq!(
+            p.delete,
+            [("starting".to_string(), Some("starting-uid".to_string()))]
+        );
+    }
+
+    #[test]
+    fn an_old_template_is_rolled() {
+        let p = plan(&pool(1), &[pod("old", true, "old-hash", true)], "h", now());
+        assert_eq!(p.create, 1);
+        assert_eq!(p.delete.len(), 1);
+    }
+
+    #[test]
+    fn a_full_pool_writes_nothing_twice() {
+        let built = [pod("a", true, "h", true)];
+        let mut full = pool(1);
+        let first = plan(&full, &built, "h", now());
+        assert_eq!(first.create, 0);
+        full.status = first.status;
+        assert_eq!(
+            full.status
+                .as_ref()
+                .map(|s| s.conditions[0].reason.as_str()),
+            Some(REASON_FILLED)
+        );
+        let again = plan(
+            &full,
+            &built,
+            "h",
+            Timestamp::from_second(200).expect("valid"),
+        );
+        assert_eq!(again.status, None);
+    }
+}
