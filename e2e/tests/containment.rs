@@ -334,6 +334,17 @@ async fn a_deleted_network_policy_comes_back() {
         )
         .await;
     }
+    // Applied by the policy controller and again before the sandbox Pod was made: an apply of
+    // an unchanged policy must change nothing, or the controller's own watch wakes it for the
+    // next apply, without end.
+    for name in names {
+        let policy = policies.get(name).await.expect("policy");
+        assert_eq!(
+            policy.metadata.generation,
+            Some(1),
+            "{name} changed by re-applying it"
+        );
+    }
     let before = policies
         .get("kubexec-sandbox-egress-deny")
         .await

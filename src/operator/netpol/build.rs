@@ -160,7 +160,11 @@ pub fn egress_deny_policy() -> NetworkPolicy {
             pod_selector: Some(selector(sandbox_labels())),
             policy_types: Some(vec!["Egress".into()]),
             ingress: None,
-            egress: Some(Vec::new()),
+            // No rules under policyTypes [Egress] is "deny all egress". Never `Some([])`: the
+            // apiserver stores an empty list as no list, so every apply of `[]` would differ
+            // from the stored spec, bump the generation, and wake this controller's own watch:
+            // a loop of ~100 applies per second per namespace.
+            egress: None,
         },
     )
 }
@@ -296,8 +300,7 @@ mod tests {
                 "metadata": metadata(EGRESS_DENY_POLICY),
                 "spec": {
                     "podSelector": sandboxes(),
-                    "policyTypes": ["Egress"],
-                    "egress": []
+                    "policyTypes": ["Egress"]
                 }
             })
         );
@@ -352,6 +355,37 @@ mod tests {
             json!([{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]),
             "never a rule without peers, which would allow everything"
         );
+    }
+
+    /// The apiserver stores an empty list as none: a policy holding one would differ from its
+    /// stored self after every apply (a new generation, a watch event, another apply).
+    #[test]
+    fn no_policy_holds_an_empty_list() {
+        fn empty_lists(value: &serde_json::Value, path: &str, found: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Array(items) if items.is_empty() => found.push(path.into()),
+                serde_json::Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        empty_lists(item, &format!("{path}[{i}]"), found);
+                    }
+                }
+                serde_json::Value::Object(fields) => {
+                    for (key, item) in fields {
+                        empty_lists(item, &format!("{path}.{key}"), found);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut bare = config();
+        bare.blocked.clear();
+        for config in [config(), bare] {
+            for policy in PolicySet::new(&config).in_namespace("team-a") {
+                let mut found = Vec::new();
+                empty_lists(&to_json(&policy), "", &mut found);
+                assert!(found.is_empty(), "{:?}: {found:?}", policy.metadata.name);
+            }
+        }
     }
 
     #[test]
