@@ -466,14 +466,7 @@ impl ChannelRun {
 
     /// The events as a stream (ends after the request's end).
     pub fn into_events(self) -> impl Stream<Item = Result<RunnerEvent, SandboxError>> + Send {
-        futures::stream::unfold(Some(self), |run| async move {
-            let mut run = run?;
-            match run.next_event().await {
-                Ok(Some(event)) => Some((Ok(event), Some(run))),
-                Ok(None) => None,
-                Err(error) => Some((Err(error), None)),
-            }
-        })
+        super::event_stream(self)
     }
 
     /// As [`super::FramedRun::result`]: the run's result, sealed for its run id, or the error.

@@ -513,14 +513,7 @@ impl FramedRun {
 
     /// The events as a stream (ends after stdout ends).
     pub fn into_events(self) -> impl Stream<Item = Result<RunnerEvent, SandboxError>> + Send {
-        futures::stream::unfold(Some(self), |run| async move {
-            let mut run = run?;
-            match run.next_event().await {
-                Ok(Some(event)) => Some((Ok(event), Some(run))),
-                Ok(None) => None,
-                Err(error) => Some((Err(error), None)),
-            }
-        })
+        event_stream(self)
     }
 
     /// Reads events until the `result` (returned) or an `error` (as [`SandboxError::Runner`]),
@@ -567,6 +560,20 @@ trait EventSource {
     fn next_event(
         &mut self,
     ) -> impl Future<Output = Result<Option<RunnerEvent>, SandboxError>> + Send;
+}
+
+/// A source's events as a stream, ending after its last event or its first error.
+fn event_stream<S: EventSource + Send>(
+    source: S,
+) -> impl Stream<Item = Result<RunnerEvent, SandboxError>> + Send {
+    futures::stream::unfold(Some(source), |source| async move {
+        let mut source = source?;
+        match source.next_event().await {
+            Ok(Some(event)) => Some((Ok(event), Some(source))),
+            Ok(None) => None,
+            Err(error) => Some((Err(error), None)),
+        }
+    })
 }
 
 /// Reads events until the result or an error event. `Ok(Err(why))` when the events ended
