@@ -12,11 +12,14 @@ use super::{
 };
 
 use crate::crd::{conditions, find_condition, Execution, ExecutionPhase};
+use crate::shared::status_fit::FittedResult;
 
 /// An Execution that exists, with what was delivered before it.
 pub struct Started {
     /// Its name.
     pub name: String,
+    /// Its namespace (the tenant's).
+    pub namespace: String,
     /// Files streamed before it was created.
     pub streamed_files: Vec<String>,
     /// The sandbox Pod of its session.
@@ -27,6 +30,61 @@ pub struct Started {
     pub charge: super::quota::Charge,
     /// Its versions, subscribed to before it was created.
     pub watch: tokio::sync::Mutex<Box<dyn ExecutionWatch>>,
+    /// What lets the api take its result straight from the runner, when it can verify it.
+    pub sealed: Option<SealedRun>,
+}
+
+/// A run whose result the api can take from the runner itself, without waiting for the
+/// operator to store it in the status: its id (the Execution's uid, known from the create),
+/// the key the runner seals its result with (derived from the cluster's result secret, which
+/// the sandbox never sees), and the REST id of its execution.
+pub struct SealedRun {
+    /// The run id.
+    pub run_id: String,
+    /// The key its result must verify under.
+    pub key: kubexec_runner::protocol::ResultKey,
+    /// The REST execution id of the response.
+    pub id: String,
+}
+
+impl SealedRun {
+    /// The sealed run of the Execution `namespace/name` of `session` with uid `uid`; `None`
+    /// without the cluster's result secret.
+    pub fn of(namespace: &str, name: &str, session: &str, uid: Option<&str>) -> Option<Self> {
+        let run_id = uid?;
+        Some(Self {
+            key: crate::shared::result_secret::derived_key(namespace, name, run_id)?,
+            run_id: run_id.to_string(),
+            id: execution_id(name, session),
+        })
+    }
+
+    /// The response for the runner's `result`, when it is this run's and its seal verifies;
+    /// the files streamed before the run are listed first, as in [`outcome`].
+    pub fn answer(
+        &self,
+        result: &kubexec_runner::protocol::ExecResult,
+        streamed_files: &[String],
+    ) -> Option<ExecuteResponse> {
+        if result.run_id != self.run_id || !self.key.verify(result) {
+            tracing::warn!(execution = %self.id, "a followed result failed its MAC check; answering from the status");
+            return None;
+        }
+        let mut response = stored_outcome(result, self.id.clone());
+        response.files_written = with_streamed(streamed_files, response.files_written);
+        Some(response)
+    }
+}
+
+/// `streamed` first, then the run's own paths that are not among them.
+fn with_streamed(streamed: &[String], written: Vec<String>) -> Vec<String> {
+    let mut files = streamed.to_vec();
+    for file in written {
+        if !files.contains(&file) {
+            files.push(file);
+        }
+    }
+    files
 }
 
 impl Started {
@@ -110,12 +168,7 @@ pub fn outcome(execution: &Execution, streamed_files: &[String]) -> ApiResult<Ex
                 .unwrap_or_else(|| "the execution did not run".into()),
         });
     }
-    let mut files_written = streamed_files.to_vec();
-    for file in &status.files_written {
-        if !files_written.contains(file) {
-            files_written.push(file.clone());
-        }
-    }
+    let files_written = with_streamed(streamed_files, status.files_written.clone());
     Ok(ExecuteResponse {
         stdout: status.stdout.unwrap_or_default(),
         stderr: status.stderr.unwrap_or_default(),
@@ -155,25 +208,26 @@ pub fn parse_execution_id(id: &str) -> Option<(&str, &str)> {
     (label(name) && label(session)).then_some((name, session))
 }
 
-/// The response for a run's stored result (read from its run directory, its MAC checked by
-/// the caller): the same fields as [`outcome`] makes from a status. Output is capped as the
-/// operator caps it for the status.
+/// The response for a run's result as the runner reported it (read from its run directory, or
+/// from a follow of the run; its MAC checked by the caller): the same fields, cut the same way,
+/// as [`outcome`] makes from the status the operator writes for it.
 pub fn stored_outcome(
     result: &kubexec_runner::protocol::ExecResult,
     id: String,
 ) -> ExecuteResponse {
     let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let fitted = FittedResult::of(result);
     ExecuteResponse {
-        stdout: result.stdout.clone(),
-        stderr: result.stderr.clone(),
+        stdout: fitted.stdout,
+        stderr: fitted.stderr,
         exit_code: result.exit_code,
         execution_time: ms(result.execution_time_ms),
         memory_used: ms(result.memory_used_bytes),
         cpu_time: ms(result.cpu_time_ms),
         timed_out: result.timed_out,
         oom_killed: result.oom_killed,
-        files_written: result.files_written.clone(),
-        files_written_truncated: result.files_written_truncated,
+        files_written: fitted.files_written,
+        files_written_truncated: fitted.files_written_truncated,
         execution_id: id,
     }
 }
@@ -208,5 +262,45 @@ mod tests {
         ] {
             assert_eq!(parse_execution_id(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_followed_result_answers_only_when_it_is_the_runs_and_its_seal_verifies() {
+        use kubexec_runner::protocol::{ExecResult, ResultKey};
+        let key = ResultKey::derive(&[7; 32], "t", "exe-a", "uid-1").expect("key");
+        let sealed = SealedRun {
+            run_id: "uid-1".into(),
+            key: key.clone(),
+            id: execution_id("exe-a", "ses-1"),
+        };
+        let mut result = ExecResult {
+            run_id: "uid-1".into(),
+            exit_code: 3,
+            stdout: "x".repeat(200 * 1024),
+            files_written: vec!["out.txt".into(), "in.txt".into()],
+            ..Default::default()
+        };
+        key.seal(&mut result);
+        let answer = sealed
+            .answer(&result, &["in.txt".to_string()])
+            .expect("verified");
+        assert_eq!(answer.exit_code, 3);
+        assert_eq!(answer.execution_id, "exe-a.ses-1");
+        // Streamed files first, each path once; output cut as the status cuts it.
+        assert_eq!(answer.files_written, ["in.txt", "out.txt"]);
+        assert!(answer.stdout.len() < 64 * 1024, "{}", answer.stdout.len());
+
+        // User code that rewrites its result, or points the run at another one's, is refused.
+        let mut forged = result.clone();
+        forged.exit_code = 0;
+        assert!(sealed.answer(&forged, &[]).is_none());
+        let mut other = result.clone();
+        other.run_id = "uid-2".into();
+        key.seal(&mut other);
+        assert!(sealed.answer(&other, &[]).is_none());
+        let stranger = ResultKey::derive(&[8; 32], "t", "exe-a", "uid-1").expect("key");
+        let mut unsealed = result.clone();
+        stranger.seal(&mut unsealed);
+        assert!(sealed.answer(&unsealed, &[]).is_none());
     }
 }

@@ -15,13 +15,15 @@ use std::{convert::Infallible, future::Future, sync::Mutex, time::Duration};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use kubexec_runner::protocol::RunnerEvent;
+
+use crate::crd::Execution;
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{
     errors::{ApiError, ApiResult},
     model::ExecuteResponse,
-    outcome::{is_finished, is_started, outcome, outcome_label, Started},
+    outcome::{is_finished, is_started, outcome, outcome_label, SealedRun, Started},
     quota::StreamSlot,
     state::AppState,
 };
@@ -147,6 +149,11 @@ impl OutputStream {
 pub trait OutputSink: Sync {
     /// Forwards one chunk; false once nobody listens any more.
     fn output(&self, stream: OutputStream, data: &str) -> impl Future<Output = bool> + Send;
+
+    /// True when somebody reads the chunks (false: they are only counted past).
+    fn live(&self) -> bool {
+        true
+    }
 }
 
 impl OutputSink for mpsc::Sender<Event> {
@@ -155,6 +162,17 @@ impl OutputSink for mpsc::Sender<Event> {
             .event(stream.as_str())
             .data(json!({ "data": data }).to_string());
         self.send(event).await.is_ok()
+    }
+}
+
+/// No live output: a plain answer has nobody to forward it to.
+impl OutputSink for () {
+    async fn output(&self, _stream: OutputStream, _data: &str) -> bool {
+        true
+    }
+
+    fn live(&self) -> bool {
+        false
     }
 }
 
@@ -184,13 +202,18 @@ async fn pump(state: &AppState, namespace: &str, started: &Started, tx: &mpsc::S
 }
 
 /// Forwards a started Execution's live output to `sink` while it runs, then answers its result
-/// from the final status, exactly as the non-streaming response.
+/// exactly as the non-streaming response does ([`settle`]).
 pub async fn follow_then_finish(
     state: &AppState,
     namespace: &str,
     started: &Started,
     sink: &impl OutputSink,
 ) -> ApiResult<ExecuteResponse> {
+    if started.sealed.is_some() {
+        return settle(state, started, sink).await;
+    }
+    // Without a key to verify the runner's result, the run id and Pod come from the Running
+    // status, and the result from the final one.
     let running = started
         .wait(is_started)
         .await?
@@ -221,15 +244,117 @@ pub async fn follow_then_finish(
     if followed.is_err() {
         tracing::warn!(execution = %started.name, "following the run's output passed its deadline");
     }
-    let finished = started
-        .wait(is_finished)
-        .await?
-        .ok_or_else(|| ApiError::internal("stream", "execution deleted"))?;
-    if !is_finished(&finished) {
-        return Err(ApiError::ExecutionTimeout(started.result_timeout.as_secs()));
+    finished_status(started).await
+}
+
+/// How long a stream whose final status arrived first still forwards the output its follow
+/// has left (the run has ended, so its follow ends within a poll or two).
+const FOLLOW_GRACE: Duration = Duration::from_secs(2);
+
+/// The answer of a started Execution. With a sealed run the api follows the run on its own
+/// runner channel from the start (the run id is the uid the create returned), forwards its
+/// output to `sink`, and answers with the runner's result as soon as it verifies: the
+/// operator's final-status write and its watch event are then off the answer's path. The final
+/// status answers instead whenever it comes first: a run refused before it started, a follow
+/// that failed, a result that does not verify, or a Pod the follow did not find the run in.
+pub async fn settle(
+    state: &AppState,
+    started: &Started,
+    sink: &impl OutputSink,
+) -> ApiResult<ExecuteResponse> {
+    let direct = async {
+        match &started.sealed {
+            Some(sealed) => sealed_result(state, started, sealed, sink).await,
+            None => None,
+        }
+    };
+    tokio::pin!(direct);
+    let status = started.wait(is_finished);
+    tokio::pin!(status);
+    let mut direct_done = false;
+    let finished = loop {
+        tokio::select! {
+            response = &mut direct, if !direct_done => match response {
+                Some(response) => {
+                    started.charge.finished(std::time::Instant::now());
+                    return Ok(response);
+                }
+                None => direct_done = true,
+            },
+            finished = &mut status => break finished,
+        }
+    };
+    let ran = finished
+        .as_ref()
+        .ok()
+        .and_then(Option::as_ref)
+        .and_then(|e| e.status.as_ref())
+        .is_some_and(|s| s.exit_code.is_some());
+    if ran && sink.live() && !direct_done {
+        // The client reads the output live: let it have the end of it before the result.
+        let _ = tokio::time::timeout(FOLLOW_GRACE, &mut direct).await;
     }
-    started.charge.finished(std::time::Instant::now());
-    outcome(&finished, &started.streamed_files)
+    answer_from_status(started, finished)
+}
+
+/// Follows a sealed run, forwarding its output; the response once its verified result comes.
+async fn sealed_result(
+    state: &AppState,
+    started: &Started,
+    sealed: &SealedRun,
+    sink: &impl OutputSink,
+) -> Option<ExecuteResponse> {
+    let followed = state
+        .cluster
+        .follow(&started.namespace, &started.pod, &sealed.run_id)
+        .await;
+    let mut events = match followed {
+        Ok(events) => events,
+        Err(e) => {
+            tracing::debug!(error = %e, execution = %started.name, "cannot follow the run; answering from the status");
+            return None;
+        }
+    };
+    while let Some(event) = events.next().await {
+        let (stream, data) = match event {
+            Ok(RunnerEvent::Stdout { data }) => (OutputStream::Stdout, data),
+            Ok(RunnerEvent::Stderr { data }) => (OutputStream::Stderr, data),
+            Ok(RunnerEvent::Result(result)) => {
+                return sealed.answer(&result, &started.streamed_files)
+            }
+            // A run that failed without a result, or a follow that broke: the status says why.
+            Ok(RunnerEvent::Error(_)) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, execution = %started.name, "following the run failed; answering from the status");
+                return None;
+            }
+        };
+        if !sink.output(stream, &data).await {
+            return None;
+        }
+    }
+    None
+}
+
+/// Waits for the final status and answers from it.
+async fn finished_status(started: &Started) -> ApiResult<ExecuteResponse> {
+    answer_from_status(started, started.wait(is_finished).await)
+}
+
+/// The answer a watched final status makes (an error when the wait ended without one).
+fn answer_from_status(
+    started: &Started,
+    finished: ApiResult<Option<Execution>>,
+) -> ApiResult<ExecuteResponse> {
+    let finished = finished?;
+    if finished.as_ref().is_none_or(is_finished) {
+        started.charge.finished(std::time::Instant::now());
+    }
+    match finished {
+        Some(execution) if is_finished(&execution) => outcome(&execution, &started.streamed_files),
+        Some(_) => Err(ApiError::ExecutionTimeout(started.result_timeout.as_secs())),
+        None => Err(ApiError::internal("stream", "execution deleted")),
+    }
 }
 
 /// Forwards the run's output chunks as events until the run's result, an error, or a client

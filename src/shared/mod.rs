@@ -9,7 +9,8 @@
 //! - [`deadlines`]: how long a run may take before its result is given up on;
 //! - [`kube_status`]: reading the apiserver's status codes out of client errors;
 //! - [`ports`]: the preview port range both the api and the NetworkPolicies use;
-//! - [`result_secret`]: the secret that run result keys are derived from.
+//! - [`result_secret`]: the secret that run result keys are derived from;
+//! - [`status_fit`]: what of a run's result the status (and every REST answer) keeps.
 //!
 //! The exec client, [`crate::sandbox`], belongs to this layer too.
 
@@ -21,5 +22,6 @@ pub mod metrics;
 pub mod ports;
 pub mod result_secret;
 pub mod shutdown;
+pub mod status_fit;
 
 pub use shutdown::Shutdown;

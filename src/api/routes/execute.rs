@@ -31,7 +31,7 @@ use crate::{
         },
         keys::{random_name_suffix, sha256_hex},
         model::{ExecuteRequest, ExecuteResponse},
-        outcome::{is_finished, outcome, outcome_label, Started},
+        outcome::{is_finished, outcome, outcome_label, SealedRun, Started},
         quota::{stored_bytes, Reservation, StreamSlot},
         state::AppState,
         stream,
@@ -406,7 +406,9 @@ pub async fn start_execution(
         "execution created"
     );
     Ok(Started {
+        sealed: SealedRun::of(ns, &name, &plan.session, created.metadata.uid.as_deref()),
         name,
+        namespace: ns.to_string(),
         streamed_files,
         pod: ready.pod,
         result_timeout,
@@ -729,21 +731,11 @@ async fn replay(
     }
 }
 
-/// Waits (by watching) for a started Execution's result and counts its outcome: the answer
-/// of a non-streaming execute.
+/// Waits for a started Execution's result and counts its outcome: the answer of a
+/// non-streaming execute. The runner's sealed result answers as soon as it exists; the final
+/// status (watched) answers when the api cannot verify the runner's, or has it first.
 pub async fn await_outcome(state: &AppState, started: &Started) -> ApiResult<ExecuteResponse> {
-    let finished = started.wait(is_finished).await?;
-    if finished.as_ref().is_none_or(is_finished) {
-        started.charge.finished(Instant::now());
-    }
-    let result = match finished {
-        Some(execution) if is_finished(&execution) => outcome(&execution, &started.streamed_files),
-        Some(_) => Err(ApiError::ExecutionTimeout(started.result_timeout.as_secs())),
-        None => Err(ApiError::internal(
-            "wait for execution",
-            "deleted while running",
-        )),
-    };
+    let result = crate::api::stream::settle(state, started, &()).await;
     state.metrics.execution(outcome_label(&result));
     result
 }

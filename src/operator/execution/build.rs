@@ -10,23 +10,15 @@ use kubexec_runner::protocol::{
     self as wire, ExecResult, ExecSpec, ResultKey, PROTOCOL_VERSION, STAGED_CODE_VERSION,
 };
 
+use crate::shared::status_fit::{
+    fit_output, FittedResult, STATUS_MESSAGE_CAP_BYTES, STATUS_OUTPUT_CAP_BYTES,
+};
+
 use crate::crd::{
     conditions::{COMPLETE, FAILED},
     find_condition, next_condition, Execution, ExecutionPhase, ExecutionStatus, FileEncoding,
     Session,
 };
-
-/// Cap per output stream in the status. Two streams stay well under the ~128 KiB the status
-/// may take, with room for the other fields.
-pub const STATUS_OUTPUT_CAP_BYTES: usize = 56 * 1024;
-/// Most entries of `filesWritten` in the status, and their most bytes (JSON-encoded): with
-/// the output caps, every list and text in the status is bounded, so no final status is ever
-/// too large to write.
-pub const STATUS_FILES_WRITTEN_CAP: usize = 256;
-/// See [`STATUS_FILES_WRITTEN_CAP`].
-pub const STATUS_FILES_WRITTEN_CAP_BYTES: usize = 8 * 1024;
-/// Cap of `message` (and the condition's message): runner messages may quote user input.
-pub const STATUS_MESSAGE_CAP_BYTES: usize = 2 * 1024;
 
 /// Machine-readable reasons in `status.reason` (and the `Failed` condition).
 pub mod reasons {
@@ -257,25 +249,23 @@ pub fn result_status(
     now: Timestamp,
 ) -> ExecutionStatus {
     let current = execution.status.clone().unwrap_or_default();
-    let (stdout, stdout_cut) = fit_output(&result.stdout, STATUS_OUTPUT_CAP_BYTES);
-    let (stderr, stderr_cut) = fit_output(&result.stderr, STATUS_OUTPUT_CAP_BYTES);
-    let (files_written, files_cut) = fit_files_written(&result.files_written);
+    let fitted = FittedResult::of(result);
     let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let base = ExecutionStatus {
-        stdout: Some(stdout),
-        stderr: Some(stderr),
+        stdout: Some(fitted.stdout),
+        stderr: Some(fitted.stderr),
         stdout_bytes: Some(as_i64(result.stdout_bytes)),
         stderr_bytes: Some(as_i64(result.stderr_bytes)),
-        stdout_truncated: Some(result.stdout_truncated || stdout_cut),
-        stderr_truncated: Some(result.stderr_truncated || stderr_cut),
+        stdout_truncated: Some(fitted.stdout_truncated),
+        stderr_truncated: Some(fitted.stderr_truncated),
         exit_code: Some(result.exit_code),
         execution_time_ms: Some(as_i64(result.execution_time_ms)),
         memory_used_bytes: Some(as_i64(result.memory_used_bytes)),
         cpu_time_ms: Some(as_i64(result.cpu_time_ms)),
         timed_out: Some(result.timed_out),
         oom_killed: Some(result.oom_killed),
-        files_written_truncated: Some(result.files_written_truncated || files_cut),
-        files_written,
+        files_written_truncated: Some(fitted.files_written_truncated),
+        files_written: fitted.files_written,
         start_time: current
             .start_time
             .or_else(|| time_from_unix_ms(result.started_at)),
@@ -287,74 +277,11 @@ pub fn result_status(
     with_terminal_condition(execution, base, succeeded, reason, message, now)
 }
 
-/// `text` if its JSON encoding fits in `budget` bytes; otherwise its head and tail (on character
-/// boundaries) around a marker, such that the encoding fits. The runner already caps output,
-/// but lossy UTF-8 and JSON escapes can make the text larger than the bytes it came from.
-pub fn fit_output(text: &str, budget: usize) -> (String, bool) {
-    let encoded = |s: &str| {
-        serde_json::to_string(s)
-            .map(|j| j.len())
-            .unwrap_or(usize::MAX)
-    };
-    if encoded(text) <= budget {
-        return (text.to_string(), false);
-    }
-    let mut keep = budget.min(text.len());
-    loop {
-        let head_end = floor_char_boundary(text, keep / 2);
-        let tail_start = ceil_char_boundary(text, text.len() - (keep - keep / 2));
-        let omitted = tail_start.saturating_sub(head_end);
-        let candidate = format!(
-            "{}\n[... {omitted} bytes truncated ...]\n{}",
-            &text[..head_end],
-            &text[tail_start.max(head_end)..]
-        );
-        let size = encoded(&candidate);
-        if size <= budget || keep == 0 {
-            return (candidate, true);
-        }
-        keep = keep.saturating_sub((size - budget).max(64));
-    }
-}
-
-/// The first paths of `files` that fit [`STATUS_FILES_WRITTEN_CAP`] entries and
-/// [`STATUS_FILES_WRITTEN_CAP_BYTES`] bytes (a path too long for the budget on its own is
-/// skipped), and whether any were left out.
-pub fn fit_files_written(files: &[String]) -> (Vec<String>, bool) {
-    let mut kept = Vec::new();
-    let mut bytes = 0;
-    for path in files {
-        if kept.len() == STATUS_FILES_WRITTEN_CAP {
-            return (kept, true);
-        }
-        let size = serde_json::to_string(path).map_or(usize::MAX, |json| json.len() + 1);
-        if bytes + size > STATUS_FILES_WRITTEN_CAP_BYTES {
-            return (kept, true);
-        }
-        bytes += size;
-        kept.push(path.clone());
-    }
-    (kept, false)
-}
-
-fn floor_char_boundary(s: &str, mut i: usize) -> usize {
-    while i > 0 && !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
-}
-
-fn ceil_char_boundary(s: &str, mut i: usize) -> usize {
-    while i < s.len() && !s.is_char_boundary(i) {
-        i += 1;
-    }
-    i
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::{EnvVar, ExecutionSpec, FileSpec, SessionReference};
+    use crate::shared::status_fit::STATUS_FILES_WRITTEN_CAP;
 
     fn execution() -> Execution {
         let mut e = Execution::new(
@@ -416,14 +343,6 @@ mod tests {
     }
 
     #[test]
-    fn small_output_is_untouched() {
-        assert_eq!(fit_output("hello", 100), ("hello".to_string(), false));
-        let (cut, truncated) = fit_output(&"ab".repeat(1000), 200);
-        assert!(truncated && cut.starts_with("abab") && cut.ends_with("abab"));
-        assert!(serde_json::to_string(&cut).map(|j| j.len()).unwrap_or(0) <= 200);
-    }
-
-    #[test]
     fn a_hundred_thousand_files_written_end_in_a_capped_status() {
         let result = ExecResult {
             run_id: "0b5e-uid".into(),
@@ -450,9 +369,6 @@ mod tests {
         assert_eq!(status.stdout_truncated, Some(true));
         let size = serde_json::to_vec(&status).map_or(usize::MAX, |json| json.len());
         assert!(size < 128 * 1024, "the whole status is {size} bytes");
-
-        let (few, cut) = fit_files_written(&["a".into(), "b".into()]);
-        assert_eq!((few.len(), cut), (2, false));
     }
 
     #[test]
