@@ -383,14 +383,23 @@ impl Rng {
 struct Sample {
     latency: Duration,
     ok: bool,
+    /// What went wrong, for the error breakdown.
+    error: Option<String>,
 }
 
-/// `execute` of `command` in `session`; true when it answered 200 with exit code 0.
-async fn execute(http: Http, key: &str, session: &str, command: &str) -> bool {
+/// `execute` of `command` in `session`: `None` when it answered 200 with exit code 0, else
+/// what it answered (status and error code, or `timeout`).
+async fn execute(http: Http, key: &str, session: &str, command: &str) -> Option<String> {
     let body = json!({"sessionId": session, "command": command});
     match tokio::time::timeout(REQUEST_TIMEOUT, http.post("/execute", Some(key), &body)).await {
-        Ok(reply) => reply.status == 200 && reply.json()["exitCode"] == 0,
-        Err(_) => false,
+        Ok(reply) if reply.status == 200 && reply.json()["exitCode"] == 0 => None,
+        Ok(reply) if reply.status == 200 => Some(format!("exit {}", reply.json()["exitCode"])),
+        Ok(reply) => Some(format!(
+            "{} {}",
+            reply.status,
+            reply.json()["error"]["code"].as_str().unwrap_or("?")
+        )),
+        Err(_) => Some("timeout".into()),
     }
 }
 
@@ -418,10 +427,11 @@ async fn open_loop(
             sessions[(rng.next_f64() * sessions.len() as f64) as usize % sessions.len()].clone();
         let key = key.to_string();
         tasks.push(tokio::spawn(async move {
-            let ok = execute(http, &key, &session, "true").await;
+            let error = execute(http, &key, &session, "true").await;
             Sample {
                 latency: at.elapsed(),
-                ok,
+                ok: error.is_none(),
+                error,
             }
         }));
     }
@@ -431,6 +441,7 @@ async fn open_loop(
         samples.push(task.await.unwrap_or(Sample {
             latency: REQUEST_TIMEOUT,
             ok: false,
+            error: Some("refused".into()),
         }));
     }
     (samples, start.elapsed())
@@ -840,10 +851,10 @@ async fn warm_up(http: Http, key: &str, sessions: &[String]) {
     let runs = sessions
         .iter()
         .map(|session| async move { execute(http, key, session, "true").await });
-    let ok = futures::future::join_all(runs).await;
+    let errors = futures::future::join_all(runs).await;
     assert!(
-        ok.iter().all(|ok| *ok),
-        "every session answers an execute before the measurements"
+        errors.iter().all(Option::is_none),
+        "every session answers an execute before the measurements: {errors:?}"
     );
 }
 
@@ -861,7 +872,7 @@ async fn point_measurements(
     let mut rest = Vec::new();
     for _ in 0..rounds {
         let start = Instant::now();
-        if execute(http, key, session, "true").await {
+        if execute(http, key, session, "true").await.is_none() {
             rest.push(start.elapsed());
         }
     }
@@ -1011,6 +1022,13 @@ async fn bench_open_loop_throughput() {
                 *writes.entry(resource.clone()).or_default() -= n * window / idle_seconds;
             }
             let errors = samples.iter().filter(|s| !s.ok).count();
+            let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+            for error in samples.iter().filter_map(|s| s.error.as_deref()) {
+                *kinds.entry(error).or_default() += 1;
+            }
+            if !kinds.is_empty() {
+                println!("   {rate:>5}/s offered: errors by kind {kinds:?}");
+            }
             let ok = sorted_ms(samples.iter().filter(|s| s.ok).map(|s| s.latency));
             let step = Step {
                 transport: transport.clone(),

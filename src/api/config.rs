@@ -147,6 +147,13 @@ pub struct ApiArgs {
     #[arg(long, env = "KUBEXEC_RESULT_RETENTION", default_value_t = DEFAULT_RESULT_RETENTION)]
     pub result_retention: u64,
 
+    /// Answer an execute from the run's result as the runner reports it on the api's own
+    /// channel, when its seal verifies under the derived key (needs the cluster's result
+    /// secret), instead of waiting for the operator to store it in the status; the status
+    /// still answers whenever it comes first. `false`: always the status (for comparison).
+    #[arg(long, env = "KUBEXEC_ANSWER_FROM_RUNNER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub answer_from_runner: bool,
+
     /// Least seconds between two collections of one session's run directories (run after an
     /// execute; 0: after every one).
     #[arg(long, env = "KUBEXEC_RUN_GC_INTERVAL", default_value_t = DEFAULT_RUN_GC_INTERVAL)]

@@ -128,6 +128,7 @@ fn settings(args: &ApiArgs) -> Settings {
         request_timeout: Duration::from_secs(args.request_timeout),
         result_retention: Duration::from_secs(args.result_retention),
         run_gc_interval: Some(Duration::from_secs(args.run_gc_interval)),
+        answer_from_runner: args.answer_from_runner,
     }
 }
 

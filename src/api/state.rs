@@ -27,6 +27,8 @@ pub struct Settings {
     /// (`--run-gc-interval`); `None`: never collected (the default here, for route tests;
     /// `kubexec api` always sets it).
     pub run_gc_interval: Option<Duration>,
+    /// Answer from the runner's sealed result when it comes first (`--answer-from-runner`).
+    pub answer_from_runner: bool,
 }
 
 impl Default for Settings {
@@ -42,6 +44,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(420),
             result_retention: Duration::from_secs(super::config::DEFAULT_RESULT_RETENTION),
             run_gc_interval: None,
+            answer_from_runner: true,
         }
     }
 }

@@ -406,7 +406,11 @@ pub async fn start_execution(
         "execution created"
     );
     Ok(Started {
-        sealed: SealedRun::of(ns, &name, &plan.session, created.metadata.uid.as_deref()),
+        sealed: state
+            .settings
+            .answer_from_runner
+            .then(|| SealedRun::of(ns, &name, &plan.session, created.metadata.uid.as_deref()))
+            .flatten(),
         name,
         namespace: ns.to_string(),
         streamed_files,
