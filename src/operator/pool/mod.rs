@@ -5,6 +5,11 @@
 //! status (IO: server-side apply). Warm Pods are owned by their pool, so deleting the pool
 //! deletes them; an adopted Pod is owned by its Session and only counted here.
 //!
+//! A pool whose template has a persistent workspace pairs each warm Pod with a
+//! PersistentVolumeClaim of its own (created first, owned and labelled like the Pod). A
+//! Session adopting the Pod adopts the claim too; an unadopted claim is deleted with its Pod
+//! (scale-down, template change) or when no Pod of the pool mounts it.
+//!
 //! A Session adopting a warm Pod (see [`super::session::adopt`]) changes that Pod's labels and
 //! owner. The pool hears of it through a watch on every Pod labelled
 //! [`labels::FROM_POOL`](crate::crd::labels::FROM_POOL), which that write keeps, and starts a
@@ -17,7 +22,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions},
     runtime::{
@@ -31,6 +36,7 @@ use serde_json::json;
 use tracing::{debug, instrument};
 
 use crate::crd::{labels, SessionPool, SessionPoolStatus, API_VERSION};
+use crate::operator::session::build::mounted_claim;
 use crate::shared::kube_status::is_gone_or_conflict;
 
 use super::{reconciler, Context, Error, Result};
@@ -62,18 +68,56 @@ async fn reconcile_pool(pool: &SessionPool, ctx: &Context) -> Result<Action> {
         .await
         .map_err(Error::kube("list pool pods"))?
         .items;
-    let warm = build::build_warm_pod(pool, &ctx.config).map_err(Error::InvalidSpec)?;
+    // Validate the template before anything is created.
+    build::build_warm_pod(pool, None, &ctx.config).map_err(Error::InvalidSpec)?;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
+    let with_claims = build::has_claims(pool) || built.iter().any(|p| mounted_claim(p).is_some());
+    let warm_claims = if with_claims {
+        claims
+            .list(&ListParams::default().labels(&build::warm_selector(&pool.name_any())))
+            .await
+            .map_err(Error::kube("list pool claims"))?
+            .items
+    } else {
+        Vec::new()
+    };
     let plan = decide::plan(pool, &built, &build::template_hash(pool), Timestamp::now());
-    debug!(create = plan.create, delete = plan.delete.len(), "planned");
+    let orphans = decide::claims_to_delete(&built, &plan.delete, &warm_claims);
+    debug!(
+        create = plan.create,
+        delete = plan.delete.len(),
+        claims = orphans.len(),
+        "planned"
+    );
     if plan.create > 0 {
         // Fail closed: the namespace's NetworkPolicies exist before any sandbox Pod does.
         super::netpol::apply_policies(ctx, namespace.clone()).await?;
     }
     for _ in 0..plan.create {
+        // A persistent template: the claim first, then the Pod that mounts it. A Pod that
+        // cannot be created leaves its claim unmounted, and the next reconcile deletes it.
+        let claim = if build::has_claims(pool) {
+            let created = claims
+                .create(&PostParams::default(), &build::build_warm_claim(pool))
+                .await
+                .map_err(Error::kube("create warm claim"))?;
+            Some(created.name_any())
+        } else {
+            None
+        };
+        let warm = build::build_warm_pod(pool, claim.as_deref(), &ctx.config)
+            .map_err(Error::InvalidSpec)?;
         pods.create(&PostParams::default(), &warm)
             .await
             .map_err(Error::kube("create warm pod"))?;
         ctx.metrics.pods_created.inc();
+    }
+    for name in &orphans {
+        match claims.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if is_gone_or_conflict(&e) => {}
+            Err(e) => return Err(Error::kube("delete warm claim")(e)),
+        }
     }
     for (name, uid) in &plan.delete {
         let params = DeleteParams {
