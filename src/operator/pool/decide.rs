@@ -125,6 +125,21 @@ pub fn plan(pool: &SessionPool, built: &[Pod], template_hash: &str, now: Timesta
     }
 }
 
+/// The warm Pods whose runner channel the pool opens ahead of adoption: warm, running, ready
+/// by the kubelet (the container has started), and not on their way out.
+pub fn channel_candidates<'a>(
+    pool: &str,
+    built: &'a [Pod],
+    deleting: &[(String, Option<String>)],
+) -> Vec<&'a Pod> {
+    built
+        .iter()
+        .filter(|p| is_warm(p, pool) && kubelet_ready(p) && phase(p) == "Running")
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| !deleting.iter().any(|(name, _)| *name == p.name_any()))
+        .collect()
+}
+
 /// The unadopted claims (`warm_claims`: those still labelled for the pool) to delete: every
 /// one that no Pod of the pool mounts, except Pods on their way out (`deleting`, this plan's
 /// deletions, or already terminating). So a scale-down deletes a warm Pod's claim with it, a
@@ -306,5 +321,24 @@ mod tests {
             claims_to_delete(&built, &[], &claims[..1]),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn channels_open_to_ready_warm_pods_only() {
+        let mut going = pod("fast-going", true, "h", true);
+        going.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        let built = vec![
+            pod("fast-ready", true, "h", true),
+            pod("fast-starting", true, "h", false),
+            pod("fast-adopted", false, "h", true),
+            pod("fast-extra", true, "h", true),
+            going,
+        ];
+        let deleting = vec![("fast-extra".to_string(), None)];
+        let names: Vec<String> = channel_candidates("fast", &built, &deleting)
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        assert_eq!(names, ["fast-ready"]);
     }
 }

@@ -5,6 +5,10 @@
 //! status (IO: server-side apply). Warm Pods are owned by their pool, so deleting the pool
 //! deletes them; an adopted Pod is owned by its Session and only counted here.
 //!
+//! With runner channels (`--exec-transport channel`), the pool opens the channel of every
+//! ready warm Pod ahead of adoption and keeps it open: the adopting Session's ping finds it
+//! answering, instead of waiting for a fresh `kubexec-runner serve` (~0.5 s).
+//!
 //! A pool whose template has a persistent workspace pairs each warm Pod with a
 //! PersistentVolumeClaim of its own (created first, owned and labelled like the Pod). A
 //! Session adopting the Pod adopts the claim too; an unadopted claim is deleted with its Pod
@@ -36,7 +40,7 @@ use serde_json::json;
 use tracing::{debug, instrument};
 
 use crate::crd::{labels, SessionPool, SessionPoolStatus, API_VERSION};
-use crate::operator::session::build::mounted_claim;
+use crate::operator::session::{build::mounted_claim, probe::open_warm_channel};
 use crate::shared::kube_status::is_gone_or_conflict;
 
 use super::{reconciler, Context, Error, Result};
@@ -47,6 +51,10 @@ pub const CONTROLLER: &str = "sessionpool";
 pub const FIELD_MANAGER: &str = "kubexec-sessionpool-controller";
 /// How often a pool is looked at when nothing happens.
 pub const RESYNC: Duration = Duration::from_secs(300);
+/// How often a pool with open runner channels to its warm Pods is looked at: each look
+/// touches them, well within the channels' idle timeout (`--channel-idle-seconds`, 120 by
+/// default), so a warm Pod keeps its channel however long it waits.
+pub const CHANNEL_KEEPALIVE: Duration = Duration::from_secs(50);
 
 /// Reconciles one SessionPool.
 #[instrument(skip_all, fields(pool = %pool.name_any(), namespace = pool.namespace().unwrap_or_default()))]
@@ -133,10 +141,24 @@ async fn reconcile_pool(pool: &SessionPool, ctx: &Context) -> Result<Action> {
             Err(e) => return Err(Error::kube("delete warm pod")(e)),
         }
     }
+    // Runner channels to the ready warm Pods, opened in the background (the reconcile does not
+    // wait for them), and kept open by the requeue below while the Pods wait.
+    let mut keep_channels = false;
+    if let Some(channels) = &ctx.channels {
+        for pod in decide::channel_candidates(&pool.name_any(), &built, &plan.delete) {
+            keep_channels = true;
+            let (channels, pod) = (channels.clone(), pod.clone());
+            tokio::spawn(async move { open_warm_channel(&channels, &pod).await });
+        }
+    }
     if let Some(status) = &plan.status {
         write_status(&ctx.client, pool, status).await?;
     }
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(if keep_channels {
+        CHANNEL_KEEPALIVE
+    } else {
+        RESYNC
+    }))
 }
 
 async fn write_status(
