@@ -63,8 +63,12 @@ pub async fn open_warm_channel(channels: &ChannelPool, pod: &Pod) {
     let key = channel_key(pod);
     match timeout(PING_DEADLINE, channels.channel(&key)).await {
         Ok(Ok(Some(_))) => debug!(pod = %key.pod, "warm Pod's runner channel open"),
-        Ok(Ok(None)) => debug!(pod = %key.pod, "no channel for the warm Pod (pool full or no channel support)"),
-        Ok(Err(e)) => debug!(pod = %key.pod, error = %e, "could not open the warm Pod's channel yet"),
+        Ok(Ok(None)) => {
+            debug!(pod = %key.pod, "no channel for the warm Pod (pool full or no channel support)")
+        }
+        Ok(Err(e)) => {
+            debug!(pod = %key.pod, error = %e, "could not open the warm Pod's channel yet")
+        }
         Err(_) => debug!(pod = %key.pod, "opening the warm Pod's channel timed out"),
     }
 }
