@@ -867,3 +867,132 @@ async fn large_code_and_files_travel_the_streamed_path() {
         "{small}"
     );
 }
+
+/// The live warm Pods of the tenant's pool `kubexec-free`, as (name, uid).
+async fn free_pool_warm_pods(ns: &TestNs) -> Vec<(String, String)> {
+    use kube::ResourceExt;
+    ns.api::<k8s_openapi::api::core::v1::Pod>()
+        .list(&kube::api::ListParams::default().labels("kubexec.dev/warm-pool=kubexec-free"))
+        .await
+        .expect("list warm pods")
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+        .collect()
+}
+
+async fn free_pool_filled(ns: &TestNs) {
+    kubexec_e2e::wait_for(
+        &ns.api::<kubexec::crd::SessionPool>(),
+        "kubexec-free",
+        kubexec_e2e::READY_TIMEOUT,
+        "the tenant's pool to fill",
+        |p: &kubexec::crd::SessionPool| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.ready_replicas == 1 && s.replicas == 1)
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn rest_sessions_come_from_the_tenants_pool() {
+    // The fixture's create applied the free tier's pool (poolSize 1) in the tenant namespace.
+    let f = fixture("api-pool").await;
+    free_pool_filled(&f.ns).await;
+    let warm = free_pool_warm_pods(&f.ns).await;
+    assert_eq!(warm.len(), 1, "{warm:?}");
+
+    // A create of the default shape adopts the warm sandbox, which answers at once.
+    let created = f
+        .http
+        .post("/sessions/create", Some(&f.key), &json!({}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id = created.json()["sessionId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let first = f
+        .http
+        .post(
+            "/execute",
+            Some(&f.key),
+            &json!({"sessionId": id, "command": "echo pooled > kept.txt && cat kept.txt"}),
+        )
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.json()["stdout"], "pooled\n");
+    let session =
+        f.ns.api::<kubexec::crd::Session>()
+            .get(&id)
+            .await
+            .expect("session");
+    assert_eq!(
+        session.spec.pool_ref.as_ref().map(|p| p.name.as_str()),
+        Some("kubexec-free")
+    );
+    assert!(session.spec.workspace.persistent);
+    let pod = kubexec_e2e::pod_of(&session);
+    let pod_uid =
+        f.ns.api::<k8s_openapi::api::core::v1::Pod>()
+            .get(&pod)
+            .await
+            .expect("pod")
+            .metadata
+            .uid
+            .unwrap_or_default();
+    assert_eq!(
+        (pod.clone(), pod_uid.clone()),
+        warm[0].clone(),
+        "a former pool Pod"
+    );
+    assert!(
+        session.status.and_then(|s| s.workspace_claim).is_some(),
+        "its claim came with it"
+    );
+
+    // The pool refills with another Pod.
+    free_pool_filled(&f.ns).await;
+    let refill = free_pool_warm_pods(&f.ns).await;
+    assert!(!refill.iter().any(|(_, uid)| *uid == pod_uid), "{refill:?}");
+
+    // Another shape takes the cold path, and works.
+    let cold = f
+        .http
+        .post(
+            "/sessions/create",
+            Some(&f.key),
+            &json!({"resourceLimits": {"memory": 256}}),
+        )
+        .await;
+    assert_eq!(cold.status, 201, "{}", cold.text());
+    let cold_id = cold.json()["sessionId"].as_str().expect("id").to_string();
+    let ran = f
+        .http
+        .post(
+            "/execute",
+            Some(&f.key),
+            &json!({"sessionId": cold_id, "command": "echo cold"}),
+        )
+        .await;
+    assert_eq!(ran.status, 200, "{}", ran.text());
+    assert_eq!(ran.json()["stdout"], "cold\n");
+    let cold_session =
+        f.ns.api::<kubexec::crd::Session>()
+            .get(&cold_id)
+            .await
+            .expect("session");
+    assert_eq!(cold_session.spec.pool_ref, None);
+    assert_eq!(
+        kubexec_e2e::pod_of(&cold_session),
+        format!("{cold_id}-sandbox")
+    );
+    assert_eq!(
+        free_pool_warm_pods(&f.ns).await,
+        refill,
+        "the cold path leaves the pool alone"
+    );
+}

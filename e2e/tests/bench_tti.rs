@@ -12,8 +12,10 @@
 //! - `kubectl-pool-burst`: 10 such at once, with a pool of 10.
 //! - `kubectl-empty-pool`: the pool scaled to 0: the cold path a miss takes.
 //! - `kubectl-cold`: Sessions without a pool.
-//! - `rest-cold`: `POST /sessions/create` then `POST /execute` of `true` (REST sessions do not
-//!   take pool Pods yet), when `KUBEXEC_BENCH_REST` is not `0`.
+//! - `rest-cold`: `POST /sessions/create` then `POST /execute` of `true`, when
+//!   `KUBEXEC_BENCH_REST` is not `0`. Since REST sessions take the tenant's pool
+//!   (`kubexec-paid`, `poolSize` 2), the first runs adopt warm Pods and the rest mostly miss
+//!   (one run after another outpaces the refill): a mix, not the cold path alone.
 //! `test = false` in e2e/Cargo.toml keeps it out of `cargo test` unless named.
 
 use std::collections::HashMap;
@@ -29,9 +31,9 @@ use kubexec_e2e::{repo_root, wait_for, TestNs};
 use serde_json::json;
 use tokio::sync::Notify;
 
-/// The template of the benchmark's pool: requests are the operator's `--request-ratio` (0.1)
-/// times these limits, 50m CPU and about 26 MiB per Pod, so ten warm Pods hold 0.5 CPU of the
-/// 2-core node.
+/// The template of the benchmark's pool: requests are the operator's `--request-ratio` (0.1
+/// by default, 0.05 in the chart) times these limits, 50m CPU and about 26 MiB per Pod (25m
+/// and 13 MiB with the chart), so ten warm Pods hold at most 0.5 CPU of the 2-core node.
 const POOL_CPU: &str = "500m";
 const POOL_MEMORY: &str = "256Mi";
 const BURST: usize = 10;

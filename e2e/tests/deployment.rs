@@ -77,6 +77,18 @@ async fn readme_curl_returns_the_sum_through_the_in_cluster_api() {
     assert_eq!(reply.json()["stdout"], "Sum: 15\n");
     assert_eq!(reply.json()["exitCode"], 0);
 
+    // The api applied the tenant's pool with its own ServiceAccount, and the operator fills it
+    // with Pod+claim pairs in the tenant namespace.
+    let tenant_client = Client::try_default().await.expect("kubeconfig");
+    wait_for(
+        &Api::<kubexec::crd::SessionPool>::namespaced(tenant_client, TENANT_NAMESPACE),
+        "kubexec-free",
+        Duration::from_secs(120),
+        "the tenant's pool to fill",
+        |p: &kubexec::crd::SessionPool| p.status.as_ref().is_some_and(|s| s.ready_replicas >= 1),
+    )
+    .await;
+
     // The preview goes through the in-cluster api's Pod: the sandbox's ingress policy admits
     // it on the preview port (and nothing else, see the containment suite).
     let server = "nohup bun -e 'Bun.serve({port: 8080, fetch: () => new Response(\"preview ok\")})' >/dev/null 2>&1 & \
@@ -816,6 +828,15 @@ async fn service_accounts_hold_least_privilege() {
             TENANT_NAMESPACE
         ]
     ));
+    // It keeps each tenant's SessionPool (server-side apply), in tenant namespaces only.
+    assert!(can_i(
+        "kubexec-api",
+        &["patch", "sessionpools.kubexec.dev", "-n", TENANT_NAMESPACE]
+    ));
+    assert!(!can_i(
+        "kubexec-api",
+        &["patch", "sessionpools.kubexec.dev", "-n", "default"]
+    ));
     // It may get Secrets in its tenants' namespaces only: the admission policy against
     // confused deputies lets a creator reference only Secrets it may get, and the api
     // references the env Secrets it makes.
@@ -841,6 +862,9 @@ async fn service_accounts_hold_least_privilege() {
         ["create", "pods", "--subresource="],
         ["create", "pods", "--subresource=exec"],
         ["get", "secrets", "--subresource="],
+        // Pool claims: deleted with their warm Pods, moved to the adopting Session.
+        ["delete", "persistentvolumeclaims", "--subresource="],
+        ["patch", "persistentvolumeclaims", "--subresource="],
     ] {
         assert!(
             can_i(

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::ResourceExt;
 use kubexec::crd::{Execution, ExecutionPhase, Session, SessionPhase, SessionPool};
@@ -355,4 +355,194 @@ async fn sessions_adopt_warm_pods_and_the_pool_refills() {
         run(&ns, "cold", "greet-cold", "echo $GREETING").await,
         "cold\n"
     );
+}
+
+/// A pool `name` of persistent sandboxes (64Mi claims) of the shape [`disk_session`] asks for.
+fn disk_pool(name: &str, replicas: i32) -> SessionPool {
+    serde_json::from_value(json!({
+        "apiVersion": "kubexec.dev/v1alpha1", "kind": "SessionPool",
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "template": {
+            "resources": {"cpu": "200m", "memory": "128Mi"},
+            "workspace": {"size": "64Mi", "persistent": true}
+        }}
+    }))
+    .expect("pool literal")
+}
+
+fn disk_session(pool: &str) -> serde_json::Value {
+    json!({
+        "poolRef": {"name": pool},
+        "resources": {"cpu": "200m", "memory": "128Mi"},
+        "workspace": {"size": "64Mi", "persistent": true}
+    })
+}
+
+/// The live objects of `kind` built by pool `pool` (warm or adopted), as (name, uid).
+async fn built_by<K>(ns: &TestNs, pool: &str) -> BTreeSet<(String, String)>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    ns.api::<K>()
+        .list(&ListParams::default().labels(&format!("kubexec.dev/from-pool={pool}")))
+        .await
+        .expect("list pool objects")
+        .items
+        .iter()
+        .filter(|o| o.meta().deletion_timestamp.is_none())
+        .map(|o| (o.name_any(), o.uid().unwrap_or_default()))
+        .collect()
+}
+
+async fn wait_pool_ready(ns: &TestNs, pool: &str, ready: i32) {
+    wait_for(
+        &ns.api::<SessionPool>(),
+        pool,
+        READY_TIMEOUT,
+        &format!("{ready} warm Pods ready"),
+        move |p: &SessionPool| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.ready_replicas == ready && s.replicas == ready)
+        },
+    )
+    .await;
+}
+
+fn claim_of(pod: &Pod) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .volumes
+        .as_ref()?
+        .iter()
+        .find(|v| v.name == "workspace")?
+        .persistent_volume_claim
+        .as_ref()
+        .map(|c| c.claim_name.clone())
+}
+
+#[tokio::test]
+async fn a_persistent_session_adopts_a_pod_and_its_claim_and_keeps_the_claim() {
+    let ns = TestNs::new("pool-disk").await;
+    for pool in [disk_pool("disk", 1), disk_pool("spare", 1)] {
+        ns.api::<SessionPool>()
+            .create(&PostParams::default(), &pool)
+            .await
+            .expect("create pool");
+    }
+    wait_pool_ready(&ns, "disk", 1).await;
+    wait_pool_ready(&ns, "spare", 1).await;
+    let warm = ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels("kubexec.dev/warm-pool=disk"))
+        .await
+        .expect("warm pods")
+        .items;
+    assert_eq!(warm.len(), 1);
+    let warm_claim = claim_of(&warm[0]).expect("a warm Pod of a persistent pool mounts a claim");
+    let claims = ns.api::<PersistentVolumeClaim>();
+    let claim_before = claims.get(&warm_claim).await.expect("warm claim");
+    assert_eq!(
+        claim_before.owner_references()[0].kind,
+        "SessionPool",
+        "owned by the pool until adopted"
+    );
+    let spare = (
+        built_by::<Pod>(&ns, "spare").await,
+        built_by::<PersistentVolumeClaim>(&ns, "spare").await,
+    );
+    assert_eq!((spare.0.len(), spare.1.len()), (1, 1));
+
+    // Adoption takes the Pod and its claim: same UIDs, the Session owns both.
+    let session = create_session(&ns, "keep", disk_session("disk")).await;
+    let session_uid = session.uid().unwrap_or_default();
+    assert_eq!(pod_of(&session), warm[0].name_any());
+    let pods = ns.api::<Pod>();
+    let adopted = pods.get(&pod_of(&session)).await.expect("adopted pod");
+    assert_eq!(adopted.uid(), warm[0].uid(), "the same Pod");
+    assert_eq!(adopted.owner_references()[0].uid, session_uid);
+    let recorded = session
+        .status
+        .as_ref()
+        .and_then(|s| s.workspace_claim.clone());
+    assert_eq!(recorded.as_deref(), Some(warm_claim.as_str()));
+    let claim = claims.get(&warm_claim).await.expect("adopted claim");
+    assert_eq!(claim.uid(), claim_before.uid(), "the same claim");
+    let owners = claim.owner_references();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    assert_eq!(
+        (owners[0].kind.as_str(), owners[0].uid.as_str()),
+        ("Session", session_uid.as_str())
+    );
+    assert_eq!(
+        claim
+            .labels()
+            .get("kubexec.dev/session")
+            .map(String::as_str),
+        Some("keep")
+    );
+    assert!(!claim.labels().contains_key("kubexec.dev/warm-pool"));
+    run(&ns, "keep", "write", "echo kept > /workspace/f.txt").await;
+
+    // The Pod is lost: the next one mounts the adopted claim, and the file is there.
+    pods.delete(&adopted.name_any(), &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    let again = wait_for(
+        &ns.api::<Session>(),
+        "keep",
+        READY_TIMEOUT,
+        "Ready on a new Pod",
+        |s: &Session| kubexec_e2e::session_ready(s) && pod_of(s) == "keep-sandbox",
+    )
+    .await;
+    let replacement = pods.get(&pod_of(&again)).await.expect("new pod");
+    assert_eq!(claim_of(&replacement).as_deref(), Some(warm_claim.as_str()));
+    assert_eq!(
+        run(&ns, "keep", "read", "cat /workspace/f.txt").await,
+        "kept\n"
+    );
+
+    // Deleting the Session deletes its Pod and its claim, and nothing of another pool's.
+    wait_pool_ready(&ns, "disk", 1).await;
+    let refill = (
+        built_by::<Pod>(&ns, "disk").await,
+        built_by::<PersistentVolumeClaim>(&ns, "disk").await,
+    );
+    ns.api::<Session>()
+        .delete("keep", &DeleteParams::foreground())
+        .await
+        .expect("delete session");
+    wait_gone(&claims, &warm_claim, READY_TIMEOUT).await;
+    wait_gone(&pods, "keep-sandbox", READY_TIMEOUT).await;
+    assert_eq!(
+        (
+            built_by::<Pod>(&ns, "spare").await,
+            built_by::<PersistentVolumeClaim>(&ns, "spare").await,
+        ),
+        spare,
+        "the other pool's Pod and claim are untouched"
+    );
+    let mut refill_claims = refill.1;
+    refill_claims.retain(|(name, _)| *name != warm_claim);
+    assert_eq!(refill_claims.len(), 1, "the refill's claim");
+    assert!(refill_claims.is_subset(&built_by::<PersistentVolumeClaim>(&ns, "disk").await));
+
+    // Scaling the pool down deletes its unadopted claims with their Pods.
+    kubectl_ok(&ns, &["scale", "sessionpool/disk", "--replicas=0"]);
+    wait_until(
+        READY_TIMEOUT,
+        "the disk pool's Pods and claims to go",
+        || async {
+            built_by::<Pod>(&ns, "disk").await.is_empty()
+                && built_by::<PersistentVolumeClaim>(&ns, "disk")
+                    .await
+                    .is_empty()
+        },
+    )
+    .await;
 }

@@ -121,14 +121,14 @@ async fn a_new_tenant_namespace_has_guardrails() {
     // The apiserver stores quantities in canonical form ("1000" reads back as "1k").
     let hard = |name: &str| hard.get(name).and_then(|q| Quantity::parse(&q.0).ok());
     let q = |text: &str| Quantity::parse(text).ok();
-    // The free tier: 5 sessions.
-    assert_eq!(hard("pods"), q("20"), "pods");
+    // The free tier: 5 sessions and a warm pool of 1.
+    assert_eq!(hard("pods"), q("22"), "pods");
     assert_eq!(
         hard("persistentvolumeclaims"),
-        q("20"),
+        q("22"),
         "persistentvolumeclaims"
     );
-    assert_eq!(hard("requests.storage"), q("50Gi"), "requests.storage");
+    assert_eq!(hard("requests.storage"), q("60Gi"), "requests.storage");
     assert_eq!(
         hard("count/sessions.kubexec.dev"),
         q("5"),
@@ -139,7 +139,7 @@ async fn a_new_tenant_namespace_has_guardrails() {
         q("1000"),
         "count/executions.kubexec.dev"
     );
-    assert_eq!(hard("count/secrets"), q("1020"), "count/secrets");
+    assert_eq!(hard("count/secrets"), q("1022"), "count/secrets");
 
     let ranges: Api<LimitRange> = Api::namespaced(ns.client.clone(), &tenant);
     let range = ranges.get("kubexec-tenant").await.expect("limit range");
@@ -205,7 +205,7 @@ async fn a_new_tenant_namespace_has_guardrails() {
             .and_then(|s| s.hard)
             .and_then(|h| h.get("pods").cloned())
             .and_then(|v| Quantity::parse(&v.0).ok()),
-        q("20")
+        q("22")
     );
 }
 

@@ -2,7 +2,11 @@
 //! implementation over a `kube::Client` and the shared [`Sandbox`] exec client. Routes depend on
 //! the trait, so route tests run against an in-memory fake without an apiserver.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use futures::{future::BoxFuture, stream::BoxStream, FutureExt, StreamExt};
 use jiff::Timestamp;
@@ -16,7 +20,7 @@ use kubexec_runner::protocol::RunnerEvent;
 use serde_json::json;
 
 use crate::{
-    crd::{Execution, Session},
+    crd::{Execution, Session, SessionPool, API_VERSION},
     layout::SANDBOX_CONTAINER,
     sandbox::{
         ChannelKey, ChannelMetrics, ChannelPool, HelperOutput, PoolConfig, Process, Sandbox,
@@ -177,7 +181,23 @@ pub trait Cluster: Send + Sync + 'static {
     }
     /// True when the apiserver answers.
     fn ping(&self) -> BoxFuture<'_, bool>;
+    /// Makes sure a tenant's SessionPool exists as `pool` describes it (server-side apply;
+    /// an implementation may skip pools it applied recently). Without its own implementation,
+    /// a no-op.
+    fn ensure_pool<'a>(
+        &'a self,
+        _ns: &'a str,
+        _pool: &'a SessionPool,
+    ) -> BoxFuture<'a, ApiResult<()>> {
+        async { Ok(()) }.boxed()
+    }
 }
+
+/// Field manager of the api's SessionPool applies.
+pub const POOL_FIELD_MANAGER: &str = "kubexec-api";
+/// How long a SessionPool the api applied is taken to be in place before it is applied again
+/// (so a deleted pool, or a changed `poolSize`, is repaired within this time).
+pub const POOL_REAPPLY: Duration = Duration::from_secs(300);
 
 /// [`Cluster`] over a real apiserver.
 #[derive(Clone)]
@@ -186,6 +206,8 @@ pub struct KubeCluster {
     executions: Arc<ExecutionWaiters>,
     /// The api's own runner channels, for `follow` (see [`Cluster::follow`]).
     channels: ChannelPool,
+    /// When each tenant pool (`namespace/name`) was last applied by this replica.
+    pools_applied: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 /// A channel of the api's that nobody follows through for this long is closed. Streams come in
@@ -209,6 +231,7 @@ impl KubeCluster {
             client,
             executions,
             channels,
+            pools_applied: Arc::default(),
         })
     }
 
@@ -306,7 +329,55 @@ where
     }
 }
 
+impl KubeCluster {
+    /// True when this replica applied the pool within [`POOL_REAPPLY`].
+    fn applied_recently(&self, key: &str, now: Instant) -> bool {
+        self.pools_applied
+            .lock()
+            .map(|applied| {
+                applied
+                    .get(key)
+                    .is_some_and(|at| now.duration_since(*at) < POOL_REAPPLY)
+            })
+            .unwrap_or(false)
+    }
+}
+
 impl Cluster for KubeCluster {
+    fn ensure_pool<'a>(
+        &'a self,
+        ns: &'a str,
+        pool: &'a SessionPool,
+    ) -> BoxFuture<'a, ApiResult<()>> {
+        async move {
+            let name = pool.metadata.name.clone().unwrap_or_default();
+            let key = format!("{ns}/{name}");
+            if self.applied_recently(&key, Instant::now()) {
+                return Ok(());
+            }
+            let pools: Api<SessionPool> = Api::namespaced(self.client.clone(), ns);
+            let patch = json!({
+                "apiVersion": API_VERSION,
+                "kind": "SessionPool",
+                "metadata": { "name": name, "labels": pool.metadata.labels },
+                "spec": pool.spec,
+            });
+            pools
+                .patch(
+                    &name,
+                    &PatchParams::apply(POOL_FIELD_MANAGER).force(),
+                    &Patch::Apply(patch),
+                )
+                .await
+                .map_err(ApiError::internal_from("apply session pool"))?;
+            if let Ok(mut applied) = self.pools_applied.lock() {
+                applied.insert(key, Instant::now());
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
     fn get_session<'a>(
         &'a self,
         ns: &'a str,

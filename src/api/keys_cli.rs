@@ -610,7 +610,7 @@ mod tests {
         assert_eq!(quota.metadata.name.as_deref(), Some(GUARDRAIL_NAME));
         assert_eq!(quota.metadata.namespace.as_deref(), Some("kubexec-acme"));
         let hard = quota.spec.and_then(|s| s.hard).unwrap_or_default();
-        assert_eq!(hard.get("pods"), Some(&Quantity("20".into())));
+        assert_eq!(hard.get("pods"), Some(&Quantity("22".into())));
         assert_eq!(
             hard.get("count/executions.kubexec.dev"),
             Some(&Quantity("1000".into()))

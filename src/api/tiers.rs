@@ -96,6 +96,9 @@ pub struct TierLimits {
     pub run_output_bytes: u64,
     /// Seconds a finished run's full output is kept.
     pub run_output_max_age_seconds: u64,
+    /// Warm sandboxes kept for each tenant of this tier (its SessionPool `kubexec-<tier>`):
+    /// a REST session of the default shape adopts one instead of starting a Pod. 0: none.
+    pub pool_size: usize,
 }
 
 impl Default for TierLimits {
@@ -123,6 +126,7 @@ impl TierLimits {
             concurrent_streams: 5,
             run_output_bytes: 64 << 20,
             run_output_max_age_seconds: 3600,
+            pool_size: 1,
         }
     }
 
@@ -148,10 +152,13 @@ impl TierLimits {
     }
 
     /// Most Pods and workspace claims a tenant namespace may hold: twice the concurrent
-    /// sessions (a deleted session's Pod counts until it is gone, and room for a warm pool)
-    /// plus 10.
+    /// sessions plus the warm pool (a deleted session's Pod counts until it is gone, and the
+    /// pool refills while adopted Pods still run), plus 10.
     pub fn namespace_objects(&self) -> usize {
-        self.max_sessions.saturating_mul(2).saturating_add(10)
+        self.max_sessions
+            .saturating_add(self.pool_size)
+            .saturating_mul(2)
+            .saturating_add(10)
     }
 
     /// Most Executions a tenant namespace may hold, finished ones included (they stay until
@@ -164,7 +171,7 @@ impl TierLimits {
     /// atomically, so concurrent creates cannot overshoot: Sessions exactly the tier's
     /// concurrent sessions (the session limit), Executions [`Self::stored_executions`],
     /// Secrets (env of executions and sessions) as many plus the namespace's other objects,
-    /// workspace storage 10Gi per concurrent session.
+    /// workspace storage 10Gi (the largest workspace) per concurrent session and warm sandbox.
     pub fn tenant_quota(&self) -> BTreeMap<String, String> {
         let objects = self.namespace_objects();
         let executions = self.stored_executions();
@@ -173,7 +180,12 @@ impl TierLimits {
             ("persistentvolumeclaims".to_string(), objects.to_string()),
             (
                 "requests.storage".to_string(),
-                format!("{}Gi", self.max_sessions.saturating_mul(10)),
+                format!(
+                    "{}Gi",
+                    self.max_sessions
+                        .saturating_add(self.pool_size)
+                        .saturating_mul(10)
+                ),
             ),
             (
                 "count/sessions.kubexec.dev".to_string(),
@@ -218,6 +230,7 @@ impl TierLimits {
             concurrent_streams: 50,
             run_output_bytes: 256 << 20,
             run_output_max_age_seconds: 24 * 3600,
+            pool_size: 2,
         }
     }
 }
@@ -476,22 +489,25 @@ mod tests {
     fn tenant_quota_comes_from_the_tier() {
         let quota = TierLimits::free().tenant_quota();
         let expected: BTreeMap<String, String> = [
-            ("pods", "20"),
-            ("persistentvolumeclaims", "20"),
-            ("requests.storage", "50Gi"),
+            ("pods", "22"),
+            ("persistentvolumeclaims", "22"),
+            ("requests.storage", "60Gi"),
             ("count/sessions.kubexec.dev", "5"),
             ("count/executions.kubexec.dev", "1000"),
-            ("count/secrets", "1020"),
+            ("count/secrets", "1022"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         assert_eq!(quota, expected);
         let paid = TierLimits::paid().tenant_quota();
-        assert_eq!(paid["pods"], "110");
+        assert_eq!(
+            paid["pods"], "114",
+            "50 sessions and a pool of 2, twice, plus 10"
+        );
         assert_eq!(paid["count/executions.kubexec.dev"], "5000");
         assert_eq!(paid["count/sessions.kubexec.dev"], "50");
-        assert_eq!(paid["requests.storage"], "500Gi");
+        assert_eq!(paid["requests.storage"], "520Gi");
         assert_eq!(
             TierLimits::free().container_max(),
             BTreeMap::from([
@@ -504,6 +520,24 @@ mod tests {
             ..TierLimits::free()
         };
         assert_eq!(tiny.container_max()["cpu"], "250m");
+        let no_pool = TierLimits {
+            pool_size: 0,
+            ..TierLimits::free()
+        };
+        assert_eq!(no_pool.tenant_quota()["pods"], "20");
+    }
+
+    #[test]
+    fn pool_sizes_default_per_tier_and_a_file_sets_them() {
+        let tiers = Tiers::default();
+        assert_eq!(tiers.get(Tier::Free).pool_size, 1);
+        assert_eq!(tiers.get(Tier::Paid).pool_size, 2);
+        assert_eq!(tiers.get(Tier::Enterprise).pool_size, 2);
+        let tiers =
+            Tiers::from_yaml("free:\n  poolSize: 0\npaid:\n  poolSize: 10\n").expect("valid");
+        assert_eq!(tiers.get(Tier::Free).pool_size, 0);
+        assert_eq!(tiers.get(Tier::Paid).pool_size, 10);
+        assert!(Tiers::from_yaml("free:\n  poolSize: -1\n").is_err());
     }
 
     #[test]

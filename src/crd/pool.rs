@@ -64,8 +64,6 @@ fn default_replicas() -> i32 {
 /// The Session fields that shape a sandbox Pod.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.workspace) || !has(self.workspace.persistent) || !self.workspace.persistent")
-    .message("pool Pods have an emptyDir workspace: workspace.persistent must be false"))]
 pub struct SessionPoolTemplate {
     /// Container image of the warm sandboxes. Default: the operator's sandbox image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,7 +74,9 @@ pub struct SessionPoolTemplate {
     #[serde(default)]
     pub resources: SessionResources,
 
-    /// The `/workspace`: an emptyDir of this size (a pool Pod cannot carry a claim).
+    /// The `/workspace`: an emptyDir of this size, or with `persistent: true` a
+    /// PersistentVolumeClaim per warm Pod (named `<pool>-<random>`, owned by the pool until a
+    /// Session adopts the Pod, then by that Session, whose later Pods mount the same claim).
     #[serde(default)]
     pub workspace: WorkspaceSpec,
 

@@ -189,8 +189,9 @@ pub struct WorkspaceSpec {
         .message("must be a positive Kubernetes quantity such as 1Gi"))]
     pub size: String,
 
-    /// true: a PersistentVolumeClaim `<session>-workspace` (ReadWriteOnce) that survives Pod
-    /// loss and suspension. false (default): an emptyDir that lives as long as the Pod.
+    /// true: a PersistentVolumeClaim `<session>-workspace` (ReadWriteOnce; or the claim adopted
+    /// with a SessionPool's warm Pod, see `status.workspaceClaim`) that survives Pod loss and
+    /// suspension. false (default): an emptyDir that lives as long as the Pod.
     #[serde(default)]
     pub persistent: bool,
 
@@ -328,6 +329,12 @@ pub struct SessionStatus {
     /// When the Session expires: creationTimestamp + spec.ttlSeconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
+
+    /// The workspace claim this Session adopted with a SessionPool's warm Pod: every later
+    /// Pod of the Session (after the Pod is lost, after a suspension) mounts this claim.
+    /// Unset: the Session's own claim `<session>-workspace` (for a persistent workspace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_claim: Option<String>,
 
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -24,11 +24,12 @@ use crate::{
         },
         preview::PreviewLinks,
         state::AppState,
-        tiers::TierLimits,
+        tiers::{Tier, TierLimits},
     },
     crd::{
-        labels, quantity::Quantity, validate::validate_session, Session, SessionPhase, SessionSpec,
-        DEFAULT_TIMEOUT_SECONDS, DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS,
+        labels, quantity::Quantity, validate::validate_session, PoolReference, Session,
+        SessionPhase, SessionPool, SessionPoolSpec, SessionPoolTemplate, SessionSpec,
+        DEFAULT_TIMEOUT_SECONDS, DEFAULT_TTL_SECONDS, MAX_POOL_REPLICAS, MAX_TTL_SECONDS,
     },
 };
 
@@ -62,9 +63,11 @@ pub fn session_spec(request: &CreateSessionRequest, limits: &TierLimits) -> ApiR
             memory: Some(format!("{}Mi", size.memory_mb)),
             ..Default::default()
         },
+        // Persistent: the files outlive the Pod (a lost Pod, a deep sleep).
         workspace: crate::crd::WorkspaceSpec {
             size: format!("{}Mi", size.disk_mb),
-            ..Default::default()
+            persistent: true,
+            storage_class_name: None,
         },
         ..Default::default()
     };
@@ -77,6 +80,51 @@ pub fn session_spec(request: &CreateSessionRequest, limits: &TierLimits) -> ApiR
         ApiError::invalid(field, e.message)
     })?;
     Ok(spec)
+}
+
+/// Name of the SessionPool of a tier in each tenant namespace.
+pub fn pool_name(tier: Tier) -> String {
+    format!("kubexec-{tier}")
+}
+
+/// The SessionPool the api keeps in a tenant namespace for `tier`: `poolSize` warm sandboxes
+/// of the shape a create without `resourceLimits` asks for (the tier's default memory and
+/// CPU, the default workspace size, persistent, the default image). `None` when the tier keeps
+/// no pool.
+pub fn tier_pool(namespace: &str, tier: Tier, limits: &TierLimits) -> Option<SessionPool> {
+    if limits.pool_size == 0 {
+        return None;
+    }
+    let shape = session_spec(&CreateSessionRequest::default(), limits).ok()?;
+    let mut pool = SessionPool::new(
+        &pool_name(tier),
+        SessionPoolSpec {
+            replicas: i32::try_from(limits.pool_size)
+                .unwrap_or(MAX_POOL_REPLICAS)
+                .min(MAX_POOL_REPLICAS),
+            template: SessionPoolTemplate {
+                image: shape.image,
+                resources: shape.resources,
+                workspace: shape.workspace,
+                network: shape.network,
+            },
+        },
+    );
+    pool.metadata.namespace = Some(namespace.to_string());
+    pool.metadata.labels = Some(BTreeMap::from([(
+        labels::MANAGED_BY.to_string(),
+        labels::MANAGED_BY_VALUE.to_string(),
+    )]));
+    Some(pool)
+}
+
+/// True when a Session of `spec` has the shape of `pool`'s warm sandboxes, so it may adopt
+/// one (the operator checks again, by the shape hash).
+pub fn fits_pool(spec: &SessionSpec, pool: &SessionPool) -> bool {
+    let template = &pool.spec.template;
+    spec.image == template.image
+        && spec.resources == template.resources
+        && spec.workspace == template.workspace
 }
 
 /// The sandbox a create request asks for, each limit defaulted and within the tier.
@@ -305,7 +353,7 @@ pub async fn create_session(
     headers: HeaderMap,
     ApiJson(request): ApiJson<CreateSessionRequest>,
 ) -> ApiResult<(StatusCode, Json<SessionResponse>)> {
-    let spec = session_spec(&request, &caller.limits)?;
+    let mut spec = session_spec(&request, &caller.limits)?;
     let spec_hash = sha256_hex(&serde_json::to_vec(&spec).unwrap_or_default());
     let idempotency = idempotency_key(&headers)?;
     let name = session_name(&caller, idempotency.as_deref())?;
@@ -313,6 +361,19 @@ pub async fn create_session(
     if idempotency.is_some() {
         if let Some(existing) = state.cluster.get_session(ns, &name).await? {
             return replay(&state, &caller, &existing, &spec_hash);
+        }
+    }
+    // A session of the tier pool's shape names the pool and adopts a warm sandbox; another
+    // shape, or an empty pool, takes the cold path. The pool is applied first (at most every
+    // few minutes per api replica); failing to apply it never fails the create.
+    if let Some(pool) = tier_pool(ns, caller.tier, &caller.limits) {
+        if fits_pool(&spec, &pool) {
+            if let Err(e) = state.cluster.ensure_pool(ns, &pool).await {
+                tracing::warn!(error = %e, namespace = %ns, "could not apply the tier's SessionPool");
+            }
+            spec.pool_ref = Some(PoolReference {
+                name: pool.metadata.name.clone().unwrap_or_default(),
+            });
         }
     }
     let mut session = new_session(&name, &caller, spec, &spec_hash);

@@ -35,6 +35,8 @@ pub(super) enum Call {
     CreateExecution(String),
     Helper(Vec<String>),
     Upload(Vec<String>),
+    /// A SessionPool applied: namespace/name and its replicas.
+    EnsurePool(String, i32),
 }
 
 #[derive(Default)]
@@ -64,6 +66,15 @@ impl FakeCluster {
 
     pub(super) fn calls(&self) -> Vec<Call> {
         self.calls.lock().expect("lock").clone()
+    }
+
+    /// The Session stored under `ns/name`.
+    pub(super) fn session(&self, ns: &str, name: &str) -> Option<Session> {
+        self.sessions
+            .lock()
+            .expect("lock")
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
     }
 
     pub(super) fn add_ready_session(&self, ns: &str, name: &str) {
@@ -194,6 +205,16 @@ impl ExecutionWatch for FakeWatch {
 }
 
 impl Cluster for FakeCluster {
+    fn ensure_pool<'a>(
+        &'a self,
+        ns: &'a str,
+        pool: &'a crate::crd::SessionPool,
+    ) -> BoxFuture<'a, ApiResult<()>> {
+        let name = pool.metadata.name.clone().unwrap_or_default();
+        self.record(Call::EnsurePool(format!("{ns}/{name}"), pool.spec.replicas));
+        async { Ok(()) }.boxed()
+    }
+
     fn get_session<'a>(
         &'a self,
         ns: &'a str,

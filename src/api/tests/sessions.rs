@@ -151,3 +151,93 @@ async fn session_limits_beyond_the_tier_name_their_field() {
         .await;
     assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text);
 }
+
+#[tokio::test]
+async fn a_session_of_the_pool_shape_names_the_tier_pool_and_another_shape_does_not() {
+    let h = harness();
+    let stored = |reply: &super::harness::Reply| {
+        let id = reply.body["sessionId"].as_str().expect("id").to_string();
+        h.cluster.session(super::harness::NS, &id).expect("stored")
+    };
+    let pooled = h
+        .post_json(&h.free_key, "/sessions/create", json!({"ttl": 600}))
+        .await;
+    assert_eq!(pooled.status, StatusCode::CREATED, "{}", pooled.text);
+    let session = stored(&pooled);
+    assert_eq!(
+        session.spec.pool_ref.map(|p| p.name),
+        Some("kubexec-free".to_string())
+    );
+    assert!(session.spec.workspace.persistent, "files outlive the Pod");
+    // The default shape written out in full is the same shape.
+    let explicit = h
+        .post_json(
+            &h.free_key,
+            "/sessions/create",
+            json!({"resourceLimits": {"memory": 1024, "cpu": 1, "disk": 1024, "timeout": 10}}),
+        )
+        .await;
+    assert!(stored(&explicit).spec.pool_ref.is_some());
+    let other = h
+        .post_json(
+            &h.free_key,
+            "/sessions/create",
+            json!({"resourceLimits": {"memory": 512}}),
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::CREATED, "{}", other.text);
+    let cold = stored(&other);
+    assert_eq!(
+        cold.spec.pool_ref, None,
+        "another shape takes the cold path"
+    );
+    assert!(cold.spec.workspace.persistent);
+    let pools: Vec<Call> = h
+        .cluster
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::EnsurePool(..)))
+        .collect();
+    assert_eq!(
+        pools.first(),
+        Some(&Call::EnsurePool("kubexec-acme/kubexec-free".into(), 1))
+    );
+
+    let no_pools = harness_with(Tiers::from_yaml("free:\n  poolSize: 0\n").expect("tiers"));
+    let reply = no_pools
+        .post_json(&no_pools.free_key, "/sessions/create", json!({}))
+        .await;
+    let id = reply.body["sessionId"].as_str().expect("id").to_string();
+    let session = no_pools
+        .cluster
+        .session(super::harness::NS, &id)
+        .expect("stored");
+    assert_eq!(session.spec.pool_ref, None);
+    assert!(!no_pools
+        .cluster
+        .calls()
+        .iter()
+        .any(|c| matches!(c, Call::EnsurePool(..))));
+}
+
+#[test]
+fn a_tier_pool_has_the_default_sessions_shape() {
+    use crate::api::routes::sessions::{fits_pool, session_spec, tier_pool};
+    use crate::api::tiers::{Tier, TierLimits};
+    let limits = TierLimits::paid();
+    let pool = tier_pool("kubexec-acme", Tier::Paid, &limits).expect("a pool");
+    assert_eq!(pool.metadata.name.as_deref(), Some("kubexec-paid"));
+    assert_eq!(pool.spec.replicas, 2);
+    let template = &pool.spec.template;
+    assert_eq!(template.resources.cpu.as_deref(), Some("1000m"));
+    assert_eq!(template.resources.memory.as_deref(), Some("4096Mi"));
+    assert!(template.workspace.persistent);
+    assert_eq!(template.image, None, "the operator's default image");
+    let default = session_spec(&Default::default(), &limits).expect("valid");
+    assert!(fits_pool(&default, &pool));
+    let none = TierLimits {
+        pool_size: 0,
+        ..limits
+    };
+    assert_eq!(tier_pool("kubexec-acme", Tier::Paid, &none), None);
+}

@@ -3,10 +3,11 @@
 
 use jiff::Timestamp;
 use k8s_openapi::{
-    api::core::v1::Pod,
+    api::core::v1::{PersistentVolumeClaim, Pod},
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
 };
 use kube::ResourceExt;
+use std::collections::BTreeSet;
 
 use crate::crd::{
     annotations, conditions::READY, find_condition, labels, next_condition, SessionPool,
@@ -14,6 +15,7 @@ use crate::crd::{
 };
 
 use super::build::warm_selector;
+use crate::operator::session::build::mounted_claim;
 
 /// `Ready` reason: every desired warm Pod is there and ready.
 pub const REASON_FILLED: &str = "Filled";
@@ -121,6 +123,45 @@ pub fn plan(pool: &SessionPool, built: &[Pod], template_hash: &str, now: Timesta
             .collect(),
         status: (status != current).then_some(status),
     }
+}
+
+/// The warm Pods whose runner channel the pool opens ahead of adoption: warm, running, ready
+/// by the kubelet (the container has started), and not on their way out.
+pub fn channel_candidates<'a>(
+    pool: &str,
+    built: &'a [Pod],
+    deleting: &[(String, Option<String>)],
+) -> Vec<&'a Pod> {
+    built
+        .iter()
+        .filter(|p| is_warm(p, pool) && kubelet_ready(p) && phase(p) == "Running")
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| !deleting.iter().any(|(name, _)| *name == p.name_any()))
+        .collect()
+}
+
+/// The unadopted claims (`warm_claims`: those still labelled for the pool) to delete: every
+/// one that no Pod of the pool mounts, except Pods on their way out (`deleting`, this plan's
+/// deletions, or already terminating). So a scale-down deletes a warm Pod's claim with it, a
+/// claim whose Pod could not be created goes, and the claim of a Pod a Session is adopting
+/// (adopted Pod, claim not yet moved) stays.
+pub fn claims_to_delete(
+    built: &[Pod],
+    deleting: &[(String, Option<String>)],
+    warm_claims: &[PersistentVolumeClaim],
+) -> Vec<String> {
+    let mounted: BTreeSet<&str> = built
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| !deleting.iter().any(|(name, _)| *name == p.name_any()))
+        .filter_map(mounted_claim)
+        .collect();
+    warm_claims
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .map(ResourceExt::name_any)
+        .filter(|name| !mounted.contains(name.as_str()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -239,5 +280,65 @@ mod tests {
             Timestamp::from_second(200).expect("valid"),
         );
         assert_eq!(again.status, None);
+    }
+
+    fn mounting(mut pod: Pod, claim: &str) -> Pod {
+        use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, PodSpec, Volume};
+        pod.spec = Some(PodSpec {
+            volumes: Some(vec![Volume {
+                name: "workspace".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim.into(),
+                    read_only: None,
+                }),
+                ..Volume::default()
+            }]),
+            ..PodSpec::default()
+        });
+        pod
+    }
+
+    fn claim(name: &str) -> PersistentVolumeClaim {
+        let mut c = PersistentVolumeClaim::default();
+        c.metadata.name = Some(name.into());
+        c
+    }
+
+    #[test]
+    fn a_claim_goes_with_its_warm_pod_or_without_one_and_stays_while_mounted() {
+        let built = vec![
+            mounting(pod("fast-keep", true, "h", true), "fast-c1"),
+            mounting(pod("fast-extra", true, "h", true), "fast-c2"),
+            mounting(pod("fast-adopting", false, "h", true), "fast-c3"),
+        ];
+        let deleting = vec![("fast-extra".to_string(), Some("fast-extra-uid".to_string()))];
+        let claims = ["fast-c1", "fast-c2", "fast-c3", "fast-orphan"].map(claim);
+        assert_eq!(
+            claims_to_delete(&built, &deleting, &claims),
+            ["fast-c2", "fast-orphan"]
+        );
+        assert_eq!(
+            claims_to_delete(&built, &[], &claims[..1]),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn channels_open_to_ready_warm_pods_only() {
+        let mut going = pod("fast-going", true, "h", true);
+        going.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        let built = vec![
+            pod("fast-ready", true, "h", true),
+            pod("fast-starting", true, "h", false),
+            pod("fast-adopted", false, "h", true),
+            pod("fast-extra", true, "h", true),
+            going,
+        ];
+        let deleting = vec![("fast-extra".to_string(), None)];
+        let names: Vec<String> = channel_candidates("fast", &built, &deleting)
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        assert_eq!(names, ["fast-ready"]);
     }
 }

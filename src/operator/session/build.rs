@@ -214,18 +214,50 @@ fn hardened_container(read_only_root: bool) -> SecurityContext {
 ///   same workspace.
 pub fn build_pod(session: &Session, config: &SandboxConfig) -> Result<Pod, ValidationError> {
     let name = session.name_any();
+    let claim = session_claim_name(session);
     Ok(Pod {
         metadata: pod_metadata(session),
-        spec: Some(sandbox_pod_spec(&session.spec, Some(&name), config)?),
+        spec: Some(sandbox_pod_spec(
+            &session.spec,
+            Some(&name),
+            Some(&claim),
+            config,
+        )?),
         status: None,
     })
 }
 
+/// The workspace claim a persistent Session's Pods mount: the one it adopted with a pool's
+/// warm Pod (`status.workspaceClaim`), else its own `<session>-workspace`.
+pub fn session_claim_name(session: &Session) -> String {
+    session
+        .status
+        .as_ref()
+        .and_then(|s| s.workspace_claim.clone())
+        .unwrap_or_else(|| workspace_claim_name(&session.name_any()))
+}
+
+/// The claim that `pod`'s workspace volume mounts, if it is a claim.
+pub fn mounted_claim(pod: &Pod) -> Option<&str> {
+    pod.spec
+        .as_ref()?
+        .volumes
+        .as_ref()?
+        .iter()
+        .find(|v| v.name == WORKSPACE_VOLUME)?
+        .persistent_volume_claim
+        .as_ref()
+        .map(|c| c.claim_name.as_str())
+}
+
 /// The Pod spec of a sandbox for `spec`. `session` names the Session it is built for, whose
-/// env and name the container gets; a SessionPool's warm Pod (`None`) has neither.
+/// env and name the container gets; a SessionPool's warm Pod (`None`) has neither. `claim`
+/// is the workspace claim to mount when `spec.workspace.persistent` (without one, the
+/// workspace is an emptyDir).
 pub fn sandbox_pod_spec(
     spec: &SessionSpec,
     session: Option<&str>,
+    claim: Option<&str>,
     config: &SandboxConfig,
 ) -> Result<PodSpec, ValidationError> {
     let resources = sandbox_resources(spec, config)?;
@@ -235,7 +267,7 @@ pub fn sandbox_pod_spec(
             RunnerDelivery::InitContainer => Some(vec![install_container(config)]),
         },
         containers: vec![sandbox_container(spec, session, config, &resources)],
-        volumes: Some(vec![workspace_volume(spec, session), runner_volume(config)]),
+        volumes: Some(vec![workspace_volume(spec, claim), runner_volume(config)]),
         restart_policy: Some("Always".into()),
         termination_grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
         automount_service_account_token: Some(false),
@@ -307,15 +339,14 @@ fn install_requirements() -> ResourceRequirements {
     }
 }
 
-/// The workspace: the Session's claim when it is persistent, else a sized emptyDir (always,
-/// for a warm Pod, which no Session owns yet).
-fn workspace_volume(spec: &SessionSpec, session: Option<&str>) -> Volume {
+/// The workspace: `claim` when the workspace is persistent, else a sized emptyDir.
+fn workspace_volume(spec: &SessionSpec, claim: Option<&str>) -> Volume {
     let workspace = &spec.workspace;
-    if let Some(session) = session.filter(|_| workspace.persistent) {
+    if let Some(claim) = claim.filter(|_| workspace.persistent) {
         Volume {
             name: WORKSPACE_VOLUME.into(),
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: workspace_claim_name(session),
+                claim_name: claim.to_string(),
                 read_only: Some(false),
             }),
             ..Volume::default()
@@ -434,25 +465,33 @@ fn install_container(config: &SandboxConfig) -> Container {
 }
 
 /// Builds the workspace claim of a persistent Session (ReadWriteOnce, `workspace.size`,
-/// optional storage class), owned by the Session so it is deleted with it.
+/// optional storage class), owned by the Session so it is deleted with it. Its name is
+/// [`session_claim_name`]: an adopted claim that exists already is kept as it is.
 pub fn build_workspace_claim(session: &Session) -> PersistentVolumeClaim {
-    let name = session.name_any();
-    let workspace = &session.spec.workspace;
     PersistentVolumeClaim {
-        metadata: object_meta(session, workspace_claim_name(&name), "workspace"),
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: workspace.storage_class_name.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    K8sQuantity(workspace.size.clone()),
-                )])),
-                limits: None,
-            }),
-            ..PersistentVolumeClaimSpec::default()
-        }),
+        metadata: object_meta(session, session_claim_name(session), WORKSPACE_COMPONENT),
+        spec: Some(workspace_claim_spec(&session.spec)),
         status: None,
+    }
+}
+
+/// The `app.kubernetes.io/component` of workspace claims.
+pub const WORKSPACE_COMPONENT: &str = "workspace";
+
+/// The spec of a workspace claim for `spec` (a Session's or a pool template's).
+pub fn workspace_claim_spec(spec: &SessionSpec) -> PersistentVolumeClaimSpec {
+    let workspace = &spec.workspace;
+    PersistentVolumeClaimSpec {
+        access_modes: Some(vec!["ReadWriteOnce".into()]),
+        storage_class_name: workspace.storage_class_name.clone(),
+        resources: Some(VolumeResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "storage".to_string(),
+                K8sQuantity(workspace.size.clone()),
+            )])),
+            limits: None,
+        }),
+        ..PersistentVolumeClaimSpec::default()
     }
 }
 

@@ -284,6 +284,9 @@ fn plan_with(
             pool: pool.clone(),
         });
     }
+    if let Some(claim) = &observed.adopted_claim {
+        draft.status.workspace_claim = Some(claim.clone());
+    }
     let pod = observed.pod.as_ref();
     match stage(session, desired, draft.expires, now) {
         Stage::Terminating => terminating(&mut draft),
@@ -357,6 +360,7 @@ impl Draft {
             ready_at: current.ready_at.clone(),
             last_activity_at: current.last_activity_at.clone(),
             expires_at: Some(Time(expires)),
+            workspace_claim: current.workspace_claim.clone(),
             observed_generation: generation,
             message: current.message.clone(),
         };
@@ -722,7 +726,7 @@ mod tests {
         Observed {
             pod,
             runner,
-            adopted_from: None,
+            ..Observed::default()
         }
     }
 
@@ -1141,7 +1145,7 @@ mod tests {
             runner: RunnerAnswer::Silent {
                 why: "exit 7".into(),
             },
-            adopted_from: None,
+            ..Observed::default()
         };
         let p = plan(&s, &silent, &SandboxConfig::default(), at(4));
         let status = p.status.clone().expect("status");

@@ -19,6 +19,8 @@
 //! - **Pool**: a Session with `spec.poolRef` and no Pod first tries to adopt a warm Pod of
 //!   that SessionPool ([`adopt`]: one optimistically locked patch of its labels and owner),
 //!   pings its runner and is Ready in the same reconcile. No warm Pod that fits: the cold path.
+//!   A persistent workspace adopts the Pod's claim as well (`status.workspaceClaim`), and
+//!   every later Pod of the Session mounts that claim.
 //! - **TTL**: `expiresAt` = creationTimestamp + `ttlSeconds`. Once passed, phase `Expired`
 //!   (Event `Expired`) and the Session is deleted; the Pod and claim are garbage-collected.
 //! - **Suspend**: `spec.suspend: true`, or `idleTimeoutSeconds` since the later of
@@ -106,11 +108,21 @@ async fn run_pipeline(session: &Session, ctx: &Context, now: Timestamp) -> Resul
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let mut observed = observe::observe(&ctx.client, session).await?;
+    let mut pool_uid = None;
     if observed.pod.is_none() && decide::wants_pod(session, now) {
-        if let Some((pod, pool)) = adopt_warm_pod(session, ctx, &namespace).await? {
-            observed.pod = Some(pod);
-            observed.adopted_from = Some(pool);
+        if let Some(adopted) = adopt_warm_pod(session, ctx, &namespace).await? {
+            observed.pod = Some(adopted.pod);
+            observed.adopted_from = Some(adopted.pool);
+            pool_uid = adopted.pool_uid;
         }
+    }
+    if let Some(claim) = observed
+        .pod
+        .as_ref()
+        .and_then(|pod| adopt::claim_to_adopt(session, pod))
+    {
+        observed.adopted_claim =
+            adopt::adopt_claim(ctx, &namespace, session, claim, pool_uid).await?;
     }
     if let Some(pod) = observed
         .pod
@@ -160,26 +172,39 @@ async fn run_pipeline(session: &Session, ctx: &Context, now: Timestamp) -> Resul
     Ok(reconciler::requeue(plan.requeue_after))
 }
 
-/// A Session naming a pool, without a Pod, takes a warm one when one fits; returns it and the
-/// pool's name. An empty pool, or none that fits, leaves the cold path to `decide`.
+/// A warm Pod a Session took in this reconcile.
+struct Adopted {
+    pod: Pod,
+    /// The pool it came from.
+    pool: String,
+    /// The pool's uid (the Pod's owner before): the lock of the claim's adoption.
+    pool_uid: Option<String>,
+}
+
+/// A Session naming a pool, without a Pod, takes a warm one when one fits. An empty pool, or
+/// none that fits, leaves the cold path to `decide`.
 async fn adopt_warm_pod(
     session: &Session,
     ctx: &Context,
     namespace: &str,
-) -> Result<Option<(Pod, String)>> {
+) -> Result<Option<Adopted>> {
     let Some(pool) = session.spec.pool_ref.as_ref().map(|p| p.name.clone()) else {
         return Ok(None);
     };
+    if !adopt::may_adopt(session) {
+        return Ok(None);
+    }
     let Ok(desired) = desired::DesiredPod::build(session, &ctx.config) else {
         return Ok(None);
     };
-    if session.spec.workspace.persistent {
-        return Ok(None);
-    }
     let warm = observe::warm_pods(&ctx.client, namespace, &pool).await?;
     let candidates = adopt::candidates(&desired, &pool, warm, adopt::spread_of(session));
     let adopted = adopt::adopt(ctx, namespace, session, &desired, candidates).await?;
-    Ok(adopted.map(|pod| (pod, pool)))
+    Ok(adopted.map(|(pod, pool_uid)| Adopted {
+        pod,
+        pool,
+        pool_uid,
+    }))
 }
 
 /// Builds the Session controller. Returns the future that runs it until `shutdown`

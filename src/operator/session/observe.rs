@@ -19,6 +19,9 @@ pub struct Observed {
     pub runner: RunnerAnswer,
     /// The SessionPool the Pod was adopted from in this reconcile.
     pub adopted_from: Option<String>,
+    /// The workspace claim of a pool's Pod that the Session now owns, when the status does
+    /// not record it yet.
+    pub adopted_claim: Option<String>,
 }
 
 /// The name of the Session's Pod: the one in its status (an adopted warm Pod has its pool's
@@ -60,6 +63,7 @@ pub async fn observe(client: &kube::Client, session: &Session) -> Result<Observe
         pod,
         runner: RunnerAnswer::NotAsked,
         adopted_from: None,
+        adopted_claim: None,
     })
 }
 

@@ -44,6 +44,35 @@ pub fn gap(elapsed: Duration) -> Duration {
     }
 }
 
+/// The key of `pod`'s runner channel. It names the Pod by namespace, name and uid, none of
+/// which adoption changes: a channel a SessionPool opened to a warm Pod serves the Session
+/// that adopts it.
+pub fn channel_key(pod: &Pod) -> ChannelKey {
+    ChannelKey {
+        namespace: pod.namespace().unwrap_or_default(),
+        pod: pod.name_any(),
+        pod_uid: pod.uid(),
+        container: SANDBOX_CONTAINER,
+    }
+}
+
+/// Opens (or keeps open) the runner channel of a warm Pod whose container runs, so that the
+/// Session adopting it finds its runner answering at once. Failures only mean that the
+/// adoption's ping opens the channel itself.
+pub async fn open_warm_channel(channels: &ChannelPool, pod: &Pod) {
+    let key = channel_key(pod);
+    match timeout(PING_DEADLINE, channels.channel(&key)).await {
+        Ok(Ok(Some(_))) => debug!(pod = %key.pod, "warm Pod's runner channel open"),
+        Ok(Ok(None)) => {
+            debug!(pod = %key.pod, "no channel for the warm Pod (pool full or no channel support)")
+        }
+        Ok(Err(e)) => {
+            debug!(pod = %key.pod, error = %e, "could not open the warm Pod's channel yet")
+        }
+        Err(_) => debug!(pod = %key.pod, "opening the warm Pod's channel timed out"),
+    }
+}
+
 /// Pings the runner in `pod` until it answers or a [`ROUND`] has passed: through `channels`
 /// when the operator has them, else through exec.
 pub async fn ping_until_answer(
@@ -51,15 +80,9 @@ pub async fn ping_until_answer(
     channels: Option<&ChannelPool>,
     pod: &Pod,
 ) -> RunnerAnswer {
-    let namespace = pod.namespace().unwrap_or_default();
-    let name = pod.name_any();
-    let sandbox = Sandbox::new(client.clone(), &namespace, &name).in_container(SANDBOX_CONTAINER);
-    let key = ChannelKey {
-        namespace: namespace.clone(),
-        pod: name,
-        pod_uid: pod.uid(),
-        container: SANDBOX_CONTAINER,
-    };
+    let key = channel_key(pod);
+    let sandbox =
+        Sandbox::new(client.clone(), &key.namespace, &key.pod).in_container(SANDBOX_CONTAINER);
     let started = Instant::now();
     let mut pings = 0u32;
     loop {
