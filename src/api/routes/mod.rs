@@ -58,11 +58,44 @@ pub async fn find_session(state: &AppState, caller: &Caller, id: &str) -> ApiRes
     }
 }
 
-/// The caller's session `id`, once it is ready: resumes a session suspended for idling and
-/// waits (by watching) up to `--session-ready-timeout`.
+/// Activity of a Ready session is recorded again at most this often by a request that does not
+/// run an Execution (files, processes, previews), so that such use keeps it awake.
+pub const ACTIVITY_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// True when a Ready session with an idle policy was last active long enough ago that a
+/// request should record activity: [`ACTIVITY_REFRESH`], or half its shortest idle threshold
+/// when that is shorter. Bounds the api's activity writes to a few per session and minute.
+pub fn activity_stale(session: &Session, now: jiff::Timestamp) -> bool {
+    let shortest = [
+        session.spec.sleep_after_seconds,
+        session.spec.idle_timeout_seconds,
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    let Some(shortest) = shortest else {
+        return false;
+    };
+    let refresh = (shortest / 2).clamp(1, ACTIVITY_REFRESH.as_secs() as i64);
+    let last = session.status.as_ref().and_then(|s| {
+        [s.last_activity_at.as_ref(), s.ready_at.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|t| t.0)
+            .max()
+    });
+    last.is_none_or(|last| now.duration_since(last).as_secs() >= refresh)
+}
+
+/// The caller's session `id`, once it is ready: wakes a sleeping session, resumes one in deep
+/// sleep, and waits (by watching) up to `--session-ready-timeout`. Only an explicit
+/// `spec.suspend` is refused (409 `SESSION_SUSPENDED`).
 pub async fn ready_session(state: &AppState, caller: &Caller, id: &str) -> ApiResult<ReadySession> {
     let session = find_session(state, caller, id).await?;
     if let Some(pod) = ready_pod(&session) {
+        if activity_stale(&session, jiff::Timestamp::now()) {
+            state.cluster.touch_session(&caller.namespace, id).await?;
+        }
         return Ok(ReadySession { session, pod });
     }
     tracing::debug!(
@@ -76,7 +109,12 @@ pub async fn ready_session(state: &AppState, caller: &Caller, id: &str) -> ApiRe
             message: format!("session {id} is suspended (spec.suspend); resume it first"),
         });
     }
-    if session.phase() == SessionPhase::Suspended {
+    // Asleep or in deep sleep: recording activity wakes it; the caller waits, without an
+    // error, until it is Ready.
+    if matches!(
+        session.phase(),
+        SessionPhase::Suspended | SessionPhase::Sleeping
+    ) {
         state.cluster.touch_session(&caller.namespace, id).await?;
     }
     let waited = state

@@ -7,7 +7,9 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
-use crate::crd::{Execution, ExecutionPhase, Session, SessionPhase, MAX_TIMEOUT_SECONDS};
+use crate::crd::{
+    Execution, ExecutionPhase, IdleLevel, Session, SessionPhase, MAX_TIMEOUT_SECONDS,
+};
 use crate::layout::SANDBOX_CONTAINER;
 use crate::operator::reconciler::until;
 use crate::shared::deadlines::{run_deadline, RESULT_GRACE};
@@ -358,6 +360,13 @@ fn plan_unready_session(session: &Session, wait: &SessionWait, now: Timestamp) -
         } else {
             Plan::ResumeSession(Resume::Idle)
         }),
+        // Asleep: recording activity wakes it. Activity already newer than its sleep means
+        // it is waking; wait for that.
+        SessionPhase::Sleeping => Some(if still_asleep(session, now) {
+            Plan::ResumeSession(Resume::Idle)
+        } else {
+            wait.because("waking from sleep".into())
+        }),
         SessionPhase::Ready => None,
         SessionPhase::Pending => {
             let why = if session_message.is_empty() {
@@ -424,6 +433,14 @@ fn ready_env(
         // Not resolved (observe only resolves for a ready Session); look again soon.
         None => Err(wait.because("resolving the environment".into())),
     }
+}
+
+/// True when no activity was recorded since the Session fell asleep (by its own clock).
+fn still_asleep(session: &Session, now: Timestamp) -> bool {
+    session
+        .status
+        .as_ref()
+        .is_some_and(|status| session.spec.idle_level(status, now) != IdleLevel::Awake)
 }
 
 fn recently_active(session: &Session, now: Timestamp) -> bool {

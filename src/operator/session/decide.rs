@@ -13,8 +13,9 @@ use crate::crd::{
     conditions::{self, READY},
     find_condition, next_condition,
     validate::ValidationError,
-    Session, SessionPhase, SessionStatus,
+    IdleLevel, Session, SessionPhase, SessionStatus,
 };
+use crate::operator::execution::pending::Busy;
 use crate::layout::{pod_name, RUNNER_PATH};
 use crate::operator::config::SandboxConfig;
 use crate::operator::reconciler::until;
@@ -23,7 +24,10 @@ use super::{
     build::build_workspace_claim,
     desired::DesiredPod,
     observe::Observed,
-    pod_state::{pod_state, PodState, RunnerAnswer},
+    pod_state::{
+        pod_state, requests_match, resize_pending, sandbox_requests, PodState, Requests,
+        RunnerAnswer,
+    },
 };
 use crate::operator::config::RUNNER_DELIVERY_VALUE;
 
@@ -31,6 +35,12 @@ use crate::operator::config::RUNNER_DELIVERY_VALUE;
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// How soon to look again while an old Pod is still terminating.
 pub const TERMINATING_POLL: Duration = Duration::from_secs(2);
+/// How soon to look again while running Executions hold back a sleep, an expiry or a new Pod
+/// (a finished run also records activity, which brings the Session back sooner).
+pub const BUSY_POLL: Duration = Duration::from_secs(5);
+/// A safety recheck while the kubelet applies a wake's resize (its Pod status update brings
+/// the Session back first).
+pub const WAKE_POLL: Duration = Duration::from_secs(1);
 
 /// A transition worth a Kubernetes Event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,10 +56,26 @@ pub enum SessionEvent {
     },
     /// The Pod became ready.
     Ready,
-    /// The Pod was deleted because of `spec.suspend` (`idle: false`) or idling (`idle: true`).
+    /// The Pod was deleted because of `spec.suspend` (`idle: false`) or idling (`idle: true`,
+    /// deep sleep: Event `DeepSlept`).
     Suspended {
         /// Suspended for idling rather than by `spec.suspend`.
         idle: bool,
+    },
+    /// Asleep: the Pod's requests are lowered to these (its processes keep running).
+    Slept {
+        /// The sleep requests.
+        requests: Requests,
+    },
+    /// Awake again: the kubelet applied the restored requests (or said it cannot yet, `detail`).
+    Woke {
+        /// Why the requests are not restored yet, if they are not.
+        detail: Option<String>,
+    },
+    /// The spec changed, and the new Pod waits for the running executions.
+    WaitingForExecutions {
+        /// How many run.
+        running: usize,
     },
     /// A suspended Session got a new Pod.
     Resumed,
@@ -107,6 +133,12 @@ pub enum PodAction {
         /// The labels to set.
         labels: BTreeMap<String, String>,
     },
+    /// Resize the sandbox container's requests in place (the Pod's `resize` subresource):
+    /// down to sleep, back up to wake. Limits never change, and nothing restarts.
+    Resize {
+        /// The CPU and memory requests to set.
+        requests: Requests,
+    },
 }
 
 /// Why a Pod is being recreated, for the metric.
@@ -162,56 +194,47 @@ pub fn expires_at(session: &Session, now: Timestamp) -> Timestamp {
         .unwrap_or(Timestamp::MAX)
 }
 
-/// When the Session counts as idle: `idleTimeoutSeconds` after the later of the last activity
-/// and the moment its Pod became ready. `None` when it cannot idle (no idle timeout, or it never
-/// became ready).
-pub fn idle_deadline(session: &Session) -> Option<Timestamp> {
-    idle_deadline_after(session.spec.idle_timeout_seconds?, session.status.as_ref()?)
-}
-
-/// [`idle_deadline`] for a status not written yet.
-fn idle_deadline_after(timeout: i64, status: &SessionStatus) -> Option<Timestamp> {
-    let last = [status.last_activity_at.as_ref(), status.ready_at.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|t| t.0)
-        .max()?;
-    last.checked_add(SignedDuration::from_secs(timeout)).ok()
-}
-
-/// True when the Session should be suspended for idling now. Only a Ready Session, or one
-/// already suspended for idling, can be idle: a Pod that is still starting does not idle out,
-/// and a Session resumed from `spec.suspend` starts a fresh idle clock once ready.
-pub fn is_idle(session: &Session, now: Timestamp) -> bool {
-    let Some(deadline) = idle_deadline(session) else {
-        return false;
+/// How idle the Session is now: asleep after `sleepAfterSeconds`, in deep sleep after
+/// `idleTimeoutSeconds`, both counted from the later of the last activity and the moment its
+/// Pod became ready. Never while an Execution of it runs or waits to (`busy`). Only a Session
+/// that was Ready (or already sleeps) can idle: a Pod that is still starting does not, and a
+/// Session resumed from `spec.suspend` starts a fresh idle clock once ready.
+pub fn idle_level(session: &Session, busy: Busy, now: Timestamp) -> IdleLevel {
+    let Some(status) = session.status.as_ref() else {
+        return IdleLevel::Awake;
     };
-    let status = session.status.as_ref();
-    let phase = session.phase();
-    let idle_suspended = phase == SessionPhase::Suspended
-        && status
-            .and_then(|s| find_condition(&s.conditions, READY))
+    let idle_suspended = session.phase() == SessionPhase::Suspended
+        && find_condition(&status.conditions, READY)
             .is_some_and(|c| c.reason == conditions::REASON_IDLE);
-    (phase == SessionPhase::Ready || idle_suspended) && now >= deadline
+    let may_idle = matches!(session.phase(), SessionPhase::Ready | SessionPhase::Sleeping)
+        || idle_suspended;
+    if !may_idle || busy.in_use() {
+        return IdleLevel::Awake;
+    }
+    session.spec.idle_level(status, now)
 }
 
-/// True when the Session is already Ready on its Pod (the one its status names, which is the
-/// one observed): its runner answered once, and is not pinged again while the Pod runs.
+/// True when the Session is already Ready (or asleep) on its Pod (the one its status names,
+/// which is the one observed): its runner answered once, and is not pinged again while the
+/// Pod runs.
 pub fn answered_before(session: &Session) -> bool {
     let has_pod = session
         .status
         .as_ref()
         .is_some_and(|s| s.pod_name.is_some());
-    session.phase() == SessionPhase::Ready && has_pod
+    matches!(
+        session.phase(),
+        SessionPhase::Ready | SessionPhase::Sleeping
+    ) && has_pod
 }
 
 /// True when the Session should have a running Pod now: it is not being deleted, has not
-/// expired, and is neither suspended nor idle. Only then may it adopt a warm Pod.
-pub fn wants_pod(session: &Session, now: Timestamp) -> bool {
+/// expired, and is neither suspended nor in deep sleep. Only then may it adopt a warm Pod.
+pub fn wants_pod(session: &Session, busy: Busy, now: Timestamp) -> bool {
     session.metadata.deletion_timestamp.is_none()
         && now < expires_at(session, now)
         && !session.spec.suspend
-        && !is_idle(session, now)
+        && idle_level(session, busy, now) != IdleLevel::DeepSleep
 }
 
 /// How soon to look again after a round of pings the runner did not answer.
@@ -285,12 +308,15 @@ fn plan_with(
         });
     }
     let pod = observed.pod.as_ref();
-    match stage(session, desired, draft.expires, now) {
+    let busy = observed.busy;
+    match stage(session, desired, busy, draft.expires, now) {
         Stage::Terminating => terminating(&mut draft),
-        Stage::Expired => expired(session, &mut draft),
+        Stage::Expired => expired(session, busy, &mut draft),
         Stage::Invalid(invalid) => invalid_spec(session, invalid, &mut draft),
         Stage::Suspended { idle } => suspended(session, pod, idle, &mut draft),
-        Stage::Running(desired) => running(session, pod, desired, &mut draft),
+        Stage::Running { desired, asleep } => {
+            running(session, pod, desired, asleep, busy, &mut draft)
+        }
     }
     draft.finish(&current)
 }
@@ -304,10 +330,10 @@ enum Stage {
     Expired,
     /// The spec cannot be turned into a Pod.
     Invalid(ValidationError),
-    /// The Pod must go: by `spec.suspend` (`idle: false`) or for idling (`idle: true`).
+    /// The Pod must go: by `spec.suspend` (`idle: false`) or for deep sleep (`idle: true`).
     Suspended { idle: bool },
-    /// The Session should have this Pod running.
-    Running(DesiredPod),
+    /// The Session should have this Pod running: awake, or asleep on lowered requests.
+    Running { desired: DesiredPod, asleep: bool },
 }
 
 /// The first stage that applies wins: a Session that is deleted or expired is not reported
@@ -315,6 +341,7 @@ enum Stage {
 fn stage(
     session: &Session,
     desired: Result<DesiredPod, ValidationError>,
+    busy: Busy,
     expires: Timestamp,
     now: Timestamp,
 ) -> Stage {
@@ -327,8 +354,13 @@ fn stage(
     match desired {
         Err(invalid) => Stage::Invalid(invalid),
         Ok(_) if session.spec.suspend => Stage::Suspended { idle: false },
-        Ok(_) if is_idle(session, now) => Stage::Suspended { idle: true },
-        Ok(desired) => Stage::Running(desired),
+        Ok(desired) => match idle_level(session, busy, now) {
+            IdleLevel::DeepSleep => Stage::Suspended { idle: true },
+            level => Stage::Running {
+                desired,
+                asleep: level == IdleLevel::Sleep,
+            },
+        },
     }
 }
 
@@ -435,10 +467,21 @@ fn terminating(draft: &mut Draft) {
     draft.plan.requeue_after = None;
 }
 
-/// The TTL passed: delete the Session. Owner references take its Pod and claim with it.
-fn expired(session: &Session, draft: &mut Draft) {
+/// The TTL passed: delete the Session. Owner references take its Pod and claim with it. A
+/// Session with running Executions keeps its Pod until they finish (each has a deadline, so
+/// this is bounded by the longest timeout); no new one starts in an Expired Session.
+fn expired(session: &Session, busy: Busy, draft: &mut Draft) {
     if session.phase() != SessionPhase::Expired {
         draft.event(SessionEvent::Expired);
+    }
+    if busy.running() {
+        let message = format!(
+            "the TTL of {}s passed at {}; the Session is deleted once its running executions finish ({} running)",
+            session.spec.ttl_seconds, draft.expires, busy.running
+        );
+        draft.not_ready(SessionPhase::Expired, conditions::REASON_EXPIRED, message);
+        draft.plan.requeue_after = Some(BUSY_POLL);
+        return;
     }
     let message = format!(
         "the TTL of {}s passed at {}; the Session is deleted",
@@ -473,7 +516,7 @@ fn suspended(session: &Session, pod: Option<&Pod>, idle: bool, draft: &mut Draft
     let (reason, message) = if idle {
         (
             conditions::REASON_IDLE,
-            "suspended after idling; the next execution resumes it",
+            "deep sleep after idling: Pod deleted, workspace kept; the next request resumes it",
         )
     } else {
         (
@@ -493,8 +536,16 @@ fn suspended(session: &Session, pod: Option<&Pod>, idle: bool, draft: &mut Draft
     draft.plan.requeue_after = Some(until(draft.now, draft.expires).min(RESYNC));
 }
 
-/// The Session should have a running Pod: create, replace or report on it.
-fn running(session: &Session, pod: Option<&Pod>, desired: DesiredPod, draft: &mut Draft) {
+/// The Session should have a running Pod: create, replace or report on it; put it to sleep
+/// or wake it.
+fn running(
+    session: &Session,
+    pod: Option<&Pod>,
+    desired: DesiredPod,
+    asleep: bool,
+    busy: Busy,
+    draft: &mut Draft,
+) {
     let name = pod.map_or_else(|| pod_name(&session.name_any()), |p| p.name_any());
     let before = answered_before(session);
     match pod_state(pod, &desired, &draft.runner, before) {
@@ -512,6 +563,9 @@ fn running(session: &Session, pod: Option<&Pod>, desired: DesiredPod, draft: &mu
             draft.plan.recreate = Some(Recreate::Failed);
             draft.starting(&format!("replacing the Pod, which stopped ({why})"), None);
         }
+        PodState::Outdated { .. } if busy.running() => {
+            wait_for_executions(&name, busy, draft)
+        }
         PodState::Outdated { uid } => {
             draft.plan.pod = PodAction::Delete { uid };
             draft.event(SessionEvent::SpecChanged);
@@ -520,7 +574,11 @@ fn running(session: &Session, pod: Option<&Pod>, desired: DesiredPod, draft: &mu
         PodState::RunnerMissing { detail } => runner_missing(session, &name, &detail, draft),
         PodState::Ready { ip, .. } => {
             relabel(pod, &desired, draft);
-            ready(session, &name, ip, draft);
+            match pod {
+                Some(pod) if asleep => sleep(session, pod, &desired, &name, ip, draft),
+                Some(pod) => wake_or_ready(session, pod, &desired, &name, ip, draft),
+                None => ready(session, &name, ip, None, draft),
+            }
         }
         PodState::Starting { waiting, ip } => {
             relabel(pod, &desired, draft);
@@ -532,7 +590,122 @@ fn running(session: &Session, pod: Option<&Pod>, desired: DesiredPod, draft: &mu
             }
         }
     }
-    draft.plan.requeue_after = Some(running_requeue(session, draft));
+    draft.plan.requeue_after = Some(running_requeue(session, busy, draft));
+}
+
+/// The spec changed and needs a new Pod, but Executions run in this one: keep it until they
+/// finish. New executions wait (the Session is not Ready) and run on the new Pod.
+fn wait_for_executions(pod: &str, busy: Busy, draft: &mut Draft) {
+    let reported = draft.previous_ready.as_ref().map(|c| c.reason.as_str());
+    if reported != Some(conditions::REASON_WAITING_FOR_EXECUTIONS) {
+        draft.event(SessionEvent::WaitingForExecutions {
+            running: busy.running,
+        });
+    }
+    let message = format!(
+        "the spec changed: the Pod is replaced once its running executions finish ({} running); new executions wait for the new Pod",
+        busy.running
+    );
+    draft.not_ready(
+        SessionPhase::Pending,
+        conditions::REASON_WAITING_FOR_EXECUTIONS,
+        message,
+    );
+    draft.status.pod_name = Some(pod.to_string());
+    draft.plan.requeue_after = Some(BUSY_POLL);
+}
+
+/// Asleep: the Pod keeps running with its requests lowered to the sleep values (limits
+/// unchanged). Not Ready: the next request records activity, which wakes it.
+fn sleep(
+    session: &Session,
+    pod: &Pod,
+    desired: &DesiredPod,
+    name: &str,
+    ip: Option<String>,
+    draft: &mut Draft,
+) {
+    let target = desired.sleep_requests();
+    let (wanted, _) = sandbox_requests(pod);
+    if !requests_match(&wanted, target) && draft.plan.pod == PodAction::Keep {
+        draft.plan.pod = PodAction::Resize {
+            requests: target.clone(),
+        };
+    }
+    if session.phase() != SessionPhase::Sleeping {
+        draft.event(SessionEvent::Slept {
+            requests: target.clone(),
+        });
+    }
+    let lowered = target != desired.awake_requests();
+    let message = if lowered {
+        format!(
+            "asleep after {}s without activity: requests lowered to {} (limits unchanged, processes kept); the next request wakes it",
+            session.spec.sleep_after_seconds.unwrap_or_default(),
+            describe(target)
+        )
+    } else {
+        format!(
+            "asleep after {}s without activity, requests kept ({}): a Pod whose requests equal its limits cannot lower them in place; the next request wakes it",
+            session.spec.sleep_after_seconds.unwrap_or_default(),
+            describe(target)
+        )
+    };
+    draft.not_ready(SessionPhase::Sleeping, conditions::REASON_SLEEPING, message);
+    draft.status.pod_name = Some(name.to_string());
+    if ip.is_some() {
+        draft.status.pod_ip = ip;
+    }
+}
+
+/// Awake: the Pod gets its awake requests back. A sleeping Session is Ready again once the
+/// kubelet reports them applied, or says it cannot apply them now (then it runs on its sleep
+/// requests until the node has room: limits never changed, so executions are not held back).
+fn wake_or_ready(
+    session: &Session,
+    pod: &Pod,
+    desired: &DesiredPod,
+    name: &str,
+    ip: Option<String>,
+    draft: &mut Draft,
+) {
+    let awake = desired.awake_requests();
+    let (wanted, applied) = sandbox_requests(pod);
+    let asked = requests_match(&wanted, awake);
+    if !asked && draft.plan.pod == PodAction::Keep {
+        draft.plan.pod = PodAction::Resize {
+            requests: awake.clone(),
+        };
+    }
+    if session.phase() != SessionPhase::Sleeping {
+        return ready(session, name, ip, None, draft);
+    }
+    let done = asked && applied.is_none_or(|applied| requests_match(&applied, awake));
+    let pending = (asked && !done).then(|| resize_pending(pod)).flatten();
+    if done || pending.is_some() {
+        return ready(session, name, ip, Some(SessionEvent::Woke { detail: pending }), draft);
+    }
+    draft.not_ready(
+        SessionPhase::Sleeping,
+        conditions::REASON_WAKING,
+        format!(
+            "waking: restoring the requests to {}; Ready once the kubelet applies them",
+            describe(awake)
+        ),
+    );
+    draft.status.pod_name = Some(name.to_string());
+    if ip.is_some() {
+        draft.status.pod_ip = ip;
+    }
+    draft.plan.requeue_after = Some(WAKE_POLL);
+}
+
+fn describe(requests: &Requests) -> String {
+    requests
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// No Pod: create the desired one (after its claim, for a persistent workspace). A Pod name
@@ -581,11 +754,29 @@ fn relabel(pod: Option<&Pod>, desired: &DesiredPod, draft: &mut Draft) {
     draft.plan.pod = PodAction::Relabel { labels };
 }
 
-/// The runner answered, and the Session is Ready from that moment.
-fn ready(session: &Session, pod: &str, ip: Option<String>, draft: &mut Draft) {
+/// The runner answered, and the Session is Ready from that moment. `woke` is the Event of a
+/// Session that was asleep on this Pod (its `readyAt` stays: the Pod did not start anew).
+fn ready(
+    session: &Session,
+    pod: &str,
+    ip: Option<String>,
+    woke: Option<SessionEvent>,
+    draft: &mut Draft,
+) {
     let newly = session.phase() != SessionPhase::Ready;
-    if newly {
-        draft.event(SessionEvent::Ready);
+    let message = match &woke {
+        Some(SessionEvent::Woke {
+            detail: Some(detail),
+        }) => Some(format!(
+            "awake on its sleep requests: the kubelet has not applied the resize yet ({detail})"
+        )),
+        _ => None,
+    };
+    let was_asleep = woke.is_some();
+    match woke {
+        Some(event) => draft.event(event),
+        None if newly => draft.event(SessionEvent::Ready),
+        None => {}
     }
     let now = draft.now;
     let status = &mut draft.status;
@@ -596,10 +787,10 @@ fn ready(session: &Session, pod: &str, ip: Option<String>, draft: &mut Draft) {
     if ip.is_some() {
         status.pod_ip = ip;
     }
-    if newly || status.ready_at.is_none() {
+    if (newly && !was_asleep) || status.ready_at.is_none() {
         status.ready_at = Some(Time(now));
     }
-    status.message = None;
+    status.message = message;
     draft.set_ready(
         true,
         conditions::REASON_POD_READY,
@@ -628,18 +819,23 @@ fn runner_missing(session: &Session, pod: &str, detail: &str, draft: &mut Draft)
     draft.status.pod_ip = None;
 }
 
-/// While running, look again at the expiry, at the idle deadline once Ready, or sooner when a
-/// step asked to.
-fn running_requeue(session: &Session, draft: &Draft) -> Duration {
+/// While running, look again at the expiry, at the next idle deadline once Ready or asleep,
+/// soon while Executions hold back an idle level already reached, or sooner when a step asked
+/// to.
+fn running_requeue(session: &Session, busy: Busy, draft: &Draft) -> Duration {
     let asked = draft.plan.requeue_after.unwrap_or(RESYNC);
     let mut next = until(draft.now, draft.expires).min(asked);
-    if draft.status.phase == Some(SessionPhase::Ready) {
-        let deadline = session
-            .spec
-            .idle_timeout_seconds
-            .and_then(|timeout| idle_deadline_after(timeout, &draft.status));
-        if let Some(deadline) = deadline {
+    if matches!(
+        draft.status.phase,
+        Some(SessionPhase::Ready | SessionPhase::Sleeping)
+    ) {
+        if let Some(deadline) = session.spec.next_idle_deadline(&draft.status, draft.now) {
             next = next.min(until(draft.now, deadline));
+        }
+        let held_back = session.spec.idle_level(&draft.status, draft.now) != IdleLevel::Awake
+            && draft.status.phase == Some(SessionPhase::Ready);
+        if busy.in_use() && held_back {
+            next = next.min(BUSY_POLL);
         }
     }
     next

@@ -9,6 +9,7 @@ use crate::operator::{Error, Result};
 use crate::layout::pod_name;
 
 use super::{build::is_owned_by, pod_state::RunnerAnswer};
+use crate::operator::execution::pending::Busy;
 
 /// What the cluster holds for a Session right now.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -19,6 +20,8 @@ pub struct Observed {
     pub runner: RunnerAnswer,
     /// The SessionPool the Pod was adopted from in this reconcile.
     pub adopted_from: Option<String>,
+    /// The Session's unfinished Executions, from the Execution controller's watch.
+    pub busy: Busy,
 }
 
 /// The name of the Session's Pod: the one in its status (an adopted warm Pod has its pool's
@@ -60,6 +63,7 @@ pub async fn observe(client: &kube::Client, session: &Session) -> Result<Observe
         pod,
         runner: RunnerAnswer::NotAsked,
         adopted_from: None,
+        busy: Busy::default(),
     })
 }
 
