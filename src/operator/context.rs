@@ -12,8 +12,8 @@ use crate::sandbox::ChannelPool;
 use super::{
     config::{ExecutionSettings, SandboxConfig},
     execution::{
-        admission::RunLimits, observe::Caches, pending::PendingBySession,
-        tracker::TrackerMetrics, Tracker,
+        admission::RunLimits, observe::Caches, pending::PendingBySession, tracker::TrackerMetrics,
+        Tracker,
     },
     metrics::Metrics,
     netpol::build::PolicySet,

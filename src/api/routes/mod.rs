@@ -138,3 +138,42 @@ pub async fn ready_session(state: &AppState, caller: &Caller, id: &str) -> ApiRe
         None => Err(ApiError::SessionNotFound(id.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{SessionSpec, SessionStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn at(secs: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_700_000_000 + secs).expect("valid")
+    }
+
+    fn session(sleep: Option<i64>, deep: Option<i64>, active: i64) -> Session {
+        let mut s = Session::new(
+            "s",
+            SessionSpec {
+                sleep_after_seconds: sleep,
+                idle_timeout_seconds: deep,
+                ..SessionSpec::default()
+            },
+        );
+        s.status = Some(SessionStatus {
+            last_activity_at: Some(Time(at(active))),
+            ..SessionStatus::default()
+        });
+        s
+    }
+
+    #[test]
+    fn activity_is_refreshed_only_for_sessions_that_idle_and_at_most_every_30s() {
+        assert!(!activity_stale(&session(None, None, 0), at(3600)));
+        let rest = session(Some(300), Some(1800), 0);
+        assert!(!activity_stale(&rest, at(29)));
+        assert!(activity_stale(&rest, at(30)));
+        // Short thresholds (tests): half the shortest one.
+        let short = session(Some(4), Some(10), 0);
+        assert!(!activity_stale(&short, at(1)));
+        assert!(activity_stale(&short, at(2)));
+    }
+}

@@ -647,6 +647,38 @@ mod tests {
     }
 
     #[test]
+    fn a_sleeping_session_is_woken_once() {
+        let mut asleep = session(SessionPhase::Sleeping);
+        asleep.spec.sleep_after_seconds = Some(10);
+        if let Some(st) = asleep.status.as_mut() {
+            st.ready_at = Some(Time(at(NOW - 60)));
+            // Active 15 s ago: within the suspended-session debounce, yet asleep for 5 s.
+            st.last_activity_at = Some(Time(at(NOW - 15)));
+        }
+        let observed = Observed {
+            session: Some(asleep.clone()),
+            ..Observed::default()
+        };
+        assert_eq!(
+            plan(&execution(0), &observed, RunState::Unknown, at(NOW)),
+            Plan::ResumeSession(Resume::Idle)
+        );
+        // Activity newer than the sleep: it is waking; wait for Ready.
+        if let Some(st) = asleep.status.as_mut() {
+            st.last_activity_at = Some(Time(at(NOW - 1)));
+        }
+        let observed = Observed {
+            session: Some(asleep),
+            ..Observed::default()
+        };
+        let waiting = plan(&execution(0), &observed, RunState::Unknown, at(NOW));
+        assert!(
+            matches!(&waiting, Plan::Wait { pending: Some((_, why)), .. } if why.contains("waking")),
+            "{waiting:?}"
+        );
+    }
+
+    #[test]
     fn an_expired_session_fails_the_execution() {
         let observed = Observed {
             session: Some(session(SessionPhase::Expired)),

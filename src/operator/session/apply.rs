@@ -69,7 +69,12 @@ pub async fn pod_action(
                 "resources": { "requests": requests },
             }]}});
             match pods
-                .patch_subresource("resize", name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .patch_subresource(
+                    "resize",
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(&patch),
+                )
                 .await
             {
                 Ok(_) => Ok(()),

@@ -15,9 +15,9 @@ use crate::crd::{
     validate::ValidationError,
     IdleLevel, Session, SessionPhase, SessionStatus,
 };
-use crate::operator::execution::pending::Busy;
 use crate::layout::{pod_name, RUNNER_PATH};
 use crate::operator::config::SandboxConfig;
+use crate::operator::execution::pending::Busy;
 use crate::operator::reconciler::until;
 
 use super::{
@@ -206,8 +206,10 @@ pub fn idle_level(session: &Session, busy: Busy, now: Timestamp) -> IdleLevel {
     let idle_suspended = session.phase() == SessionPhase::Suspended
         && find_condition(&status.conditions, READY)
             .is_some_and(|c| c.reason == conditions::REASON_IDLE);
-    let may_idle = matches!(session.phase(), SessionPhase::Ready | SessionPhase::Sleeping)
-        || idle_suspended;
+    let may_idle = matches!(
+        session.phase(),
+        SessionPhase::Ready | SessionPhase::Sleeping
+    ) || idle_suspended;
     if !may_idle || busy.in_use() {
         return IdleLevel::Awake;
     }
@@ -563,9 +565,7 @@ fn running(
             draft.plan.recreate = Some(Recreate::Failed);
             draft.starting(&format!("replacing the Pod, which stopped ({why})"), None);
         }
-        PodState::Outdated { .. } if busy.running() => {
-            wait_for_executions(&name, busy, draft)
-        }
+        PodState::Outdated { .. } if busy.running() => wait_for_executions(&name, busy, draft),
         PodState::Outdated { uid } => {
             draft.plan.pod = PodAction::Delete { uid };
             draft.event(SessionEvent::SpecChanged);
@@ -683,7 +683,13 @@ fn wake_or_ready(
     let done = asked && applied.is_none_or(|applied| requests_match(&applied, awake));
     let pending = (asked && !done).then(|| resize_pending(pod)).flatten();
     if done || pending.is_some() {
-        return ready(session, name, ip, Some(SessionEvent::Woke { detail: pending }), draft);
+        return ready(
+            session,
+            name,
+            ip,
+            Some(SessionEvent::Woke { detail: pending }),
+            draft,
+        );
     }
     draft.not_ready(
         SessionPhase::Sleeping,
@@ -919,11 +925,93 @@ mod tests {
             pod,
             runner,
             adopted_from: None,
+            busy: Busy::IDLE,
         }
     }
 
     fn plan_at(s: &Session, pod: Option<Pod>, secs: i64) -> Plan {
         plan(s, &observed(pod), &SandboxConfig::default(), at(secs))
+    }
+
+    fn plan_busy(s: &Session, pod: Option<Pod>, busy: Busy, secs: i64) -> Plan {
+        let observed = Observed {
+            busy,
+            ..observed(pod)
+        };
+        plan(s, &observed, &SandboxConfig::default(), at(secs))
+    }
+
+    fn running(n: usize) -> Busy {
+        Busy {
+            running: n,
+            ..Busy::IDLE
+        }
+    }
+
+    fn requests(cpu: &str, memory: &str) -> Requests {
+        Requests::from([
+            ("cpu".to_string(), cpu.to_string()),
+            ("memory".to_string(), memory.to_string()),
+        ])
+    }
+
+    /// The Pod after a resize to `wanted`, with the kubelet reporting `applied`.
+    fn resized(mut pod: Pod, wanted: &Requests, applied: &Requests) -> Pod {
+        let quantities = |r: &Requests| {
+            r.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        k8s_openapi::apimachinery::pkg::api::resource::Quantity(v.clone()),
+                    )
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        if let Some(spec) = pod.spec.as_mut() {
+            let container = spec
+                .containers
+                .iter_mut()
+                .find(|c| c.name == "sandbox")
+                .expect("sandbox container");
+            let resources = container.resources.get_or_insert_with(Default::default);
+            resources.requests = Some(quantities(wanted));
+        }
+        let status = pod.status.get_or_insert_with(Default::default);
+        status.container_statuses = Some(vec![k8s_openapi::api::core::v1::ContainerStatus {
+            name: "sandbox".into(),
+            resources: Some(k8s_openapi::api::core::v1::ResourceRequirements {
+                requests: Some(quantities(applied)),
+                ..Default::default()
+            }),
+            state: Some(k8s_openapi::api::core::v1::ContainerState {
+                running: Some(Default::default()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        pod
+    }
+
+    /// A Session Ready since 2 s with sleep after 10 s and deep sleep after 60 s, and its Pod.
+    fn sleepy() -> (Session, Pod) {
+        let s = session(|spec| {
+            spec.sleep_after_seconds = Some(10);
+            spec.idle_timeout_seconds = Some(60);
+        });
+        let s = applied(s.clone(), &plan_at(&s, None, 0));
+        let pod = ready_pod(&s, 2);
+        let s = applied(s.clone(), &plan_at(&s, Some(pod.clone()), 2));
+        assert_eq!(s.phase(), SessionPhase::Ready);
+        (s, pod)
+    }
+
+    /// Default config: limits 1 CPU and 512Mi, ratio 0.1; sleep values 10m and 16Mi.
+    fn awake() -> Requests {
+        requests("100m", "53687092")
+    }
+
+    fn asleep() -> Requests {
+        requests("10m", "16Mi")
     }
 
     fn ready_reason(plan: &Plan) -> Option<(String, String)> {
@@ -985,7 +1073,7 @@ mod tests {
         };
         let stage_at = |s: &Session, secs| {
             let desired = DesiredPod::build(s, &SandboxConfig::default());
-            stage(s, desired, expires_at(s, at(secs)), at(secs))
+            stage(s, desired, Busy::IDLE, expires_at(s, at(secs)), at(secs))
         };
         let mut s = session(|spec| {
             spec.ttl_seconds = 60;
@@ -1012,7 +1100,15 @@ mod tests {
         idle_too.spec.suspend = false;
         assert_eq!(stage_at(&idle_too, 30), Stage::Suspended { idle: true });
         idle_too.spec.idle_timeout_seconds = None;
-        assert!(matches!(stage_at(&idle_too, 30), Stage::Running(_)));
+        assert!(matches!(
+            stage_at(&idle_too, 30),
+            Stage::Running { asleep: false, .. }
+        ));
+        idle_too.spec.sleep_after_seconds = Some(1);
+        assert!(matches!(
+            stage_at(&idle_too, 30),
+            Stage::Running { asleep: true, .. }
+        ));
     }
 
     #[test]
@@ -1149,8 +1245,8 @@ mod tests {
         let s = applied(s.clone(), &plan_at(&s, None, 0));
         let s = applied(s.clone(), &plan_at(&s, Some(ready_pod(&s, 2)), 2));
         assert_eq!(s.phase(), SessionPhase::Ready);
-        assert!(!is_idle(&s, at(31)));
-        assert!(is_idle(&s, at(32)));
+        assert_eq!(idle_level(&s, Busy::IDLE, at(31)), IdleLevel::Awake);
+        assert_eq!(idle_level(&s, Busy::IDLE, at(32)), IdleLevel::DeepSleep);
 
         let p = plan_at(&s, Some(ready_pod(&s, 2)), 40);
         assert_eq!(p.events, [SessionEvent::Suspended { idle: true }]);
@@ -1170,7 +1266,243 @@ mod tests {
         assert_eq!(p.events, [SessionEvent::Resumed]);
         // The new Pod is not idled out while it starts, however long that takes.
         let s = applied(s, &p);
-        assert!(!is_idle(&s, at(500)));
+        assert_eq!(idle_level(&s, Busy::IDLE, at(500)), IdleLevel::Awake);
+    }
+
+    #[test]
+    fn sleep_lowers_the_requests_in_place_and_keeps_the_pod() {
+        let (s, pod) = sleepy();
+        let before = plan_at(&s, Some(pod.clone()), 11);
+        assert_eq!(before.pod, PodAction::Keep);
+        assert_eq!(
+            before.requeue_after,
+            Some(Duration::from_secs(1)),
+            "sleeps at 12"
+        );
+
+        let p = plan_at(&s, Some(pod.clone()), 12);
+        assert_eq!(p.pod, PodAction::Resize { requests: asleep() });
+        assert_eq!(p.events, [SessionEvent::Slept { requests: asleep() }]);
+        let status = p.status.clone().expect("status");
+        assert_eq!(status.phase, Some(SessionPhase::Sleeping));
+        assert_eq!(status.pod_name.as_deref(), Some("demo-sandbox"));
+        assert_eq!(ready_reason(&p), Some(("False".into(), "Sleeping".into())));
+        assert!(status.message.unwrap_or_default().contains("cpu 10m"));
+        assert_eq!(
+            p.requeue_after,
+            Some(Duration::from_secs(50)),
+            "deep sleep at 62"
+        );
+
+        // Resized: nothing more to do, no second Event, and no ping of the runner.
+        let s = applied(s, &p);
+        let pod = resized(pod, &asleep(), &asleep());
+        assert!(answered_before(&s));
+        let again = plan_at(&s, Some(pod), 20);
+        assert_eq!(again.pod, PodAction::Keep);
+        assert!(again.events.is_empty());
+        assert_eq!(again.status, None);
+    }
+
+    #[test]
+    fn activity_wakes_a_sleeping_session_once_the_kubelet_applied_the_resize() {
+        let (s, pod) = sleepy();
+        let s = applied(s.clone(), &plan_at(&s, Some(pod.clone()), 12));
+        let pod = resized(pod, &asleep(), &asleep());
+        let ready_at = s.status.as_ref().and_then(|st| st.ready_at.clone());
+
+        // Activity newer than the sleep: restore the requests; not Ready yet.
+        let s = with_status(s, |st| st.last_activity_at = Some(Time(at(30))));
+        let p = plan_at(&s, Some(pod.clone()), 30);
+        assert_eq!(p.pod, PodAction::Resize { requests: awake() });
+        assert!(p.events.is_empty());
+        assert_eq!(ready_reason(&p), Some(("False".into(), "Waking".into())));
+        assert_eq!(
+            p.status.clone().expect("status").phase,
+            Some(SessionPhase::Sleeping)
+        );
+        assert_eq!(p.requeue_after, Some(WAKE_POLL));
+
+        // Asked for, not applied yet: still waking, no second resize.
+        let s = applied(s, &p);
+        let asked = resized(pod.clone(), &awake(), &asleep());
+        let p = plan_at(&s, Some(asked), 31);
+        assert_eq!(p.pod, PodAction::Keep);
+        assert_eq!(p.status, None, "still waking: nothing changed");
+        assert_eq!(p.requeue_after, Some(WAKE_POLL));
+
+        // The kubelet reports the requests applied (in its own notation): Ready, Woke.
+        let done = resized(pod.clone(), &awake(), &requests("0.1", "53687092"));
+        let p = plan_at(&s, Some(done), 31);
+        assert_eq!(p.pod, PodAction::Keep);
+        assert_eq!(p.events, [SessionEvent::Woke { detail: None }]);
+        let status = p.status.clone().expect("status");
+        assert_eq!(status.phase, Some(SessionPhase::Ready));
+        assert_eq!(status.ready_at, ready_at, "the Pod did not start anew");
+        assert_eq!(status.message, None);
+        assert_eq!(ready_reason(&p), Some(("True".into(), "PodReady".into())));
+    }
+
+    #[test]
+    fn a_resize_the_kubelet_defers_does_not_hold_back_the_wake() {
+        let (s, pod) = sleepy();
+        let s = applied(s.clone(), &plan_at(&s, Some(pod.clone()), 12));
+        let s = with_status(s, |st| st.last_activity_at = Some(Time(at(30))));
+        let mut deferred = resized(pod, &awake(), &asleep());
+        if let Some(status) = deferred.status.as_mut() {
+            status
+                .conditions
+                .get_or_insert_with(Vec::new)
+                .push(PodCondition {
+                    type_: "PodResizePending".into(),
+                    status: "True".into(),
+                    reason: Some("Deferred".into()),
+                    message: Some("Node didn't have enough capacity".into()),
+                    ..PodCondition::default()
+                });
+        }
+        let p = plan_at(&s, Some(deferred), 31);
+        assert!(
+            matches!(&p.events[..], [SessionEvent::Woke { detail: Some(d) }] if d.contains("Deferred"))
+        );
+        let status = p.status.expect("status");
+        assert_eq!(status.phase, Some(SessionPhase::Ready));
+        assert!(status
+            .message
+            .unwrap_or_default()
+            .contains("sleep requests"));
+    }
+
+    #[test]
+    fn deep_sleep_follows_sleep_and_deletes_the_pod() {
+        let (s, pod) = sleepy();
+        let s = applied(s.clone(), &plan_at(&s, Some(pod.clone()), 12));
+        let pod = resized(pod, &asleep(), &asleep());
+        let p = plan_at(&s, Some(pod), 62);
+        assert!(matches!(p.pod, PodAction::Delete { .. }));
+        assert_eq!(p.events, [SessionEvent::Suspended { idle: true }]);
+        assert_eq!(ready_reason(&p), Some(("False".into(), "Idle".into())));
+        assert_eq!(
+            p.status.expect("status").phase,
+            Some(SessionPhase::Suspended)
+        );
+    }
+
+    #[test]
+    fn executions_hold_back_sleep_and_deep_sleep() {
+        let (s, pod) = sleepy();
+        let pending = Busy {
+            pending: 1,
+            ..Busy::IDLE
+        };
+        let unknown = Busy::default();
+        for busy in [running(1), pending, unknown] {
+            for secs in [12, 100] {
+                let p = plan_busy(&s, Some(pod.clone()), busy, secs);
+                assert_eq!(p.pod, PodAction::Keep, "{busy:?} at {secs}");
+                assert!(p.events.is_empty());
+                assert_eq!(p.requeue_after, Some(BUSY_POLL), "looks again soon");
+            }
+        }
+        // A sleeping Session with a waiting Execution wakes.
+        let asleep_s = applied(s.clone(), &plan_at(&s, Some(pod.clone()), 12));
+        let p = plan_busy(
+            &asleep_s,
+            Some(resized(pod, &asleep(), &asleep())),
+            pending,
+            20,
+        );
+        assert_eq!(p.pod, PodAction::Resize { requests: awake() });
+    }
+
+    #[test]
+    fn the_ttl_waits_for_running_executions_but_not_for_pending_ones() {
+        let s = session(|spec| spec.ttl_seconds = 60);
+        let s = with_status(s, |st| {
+            st.phase = Some(SessionPhase::Ready);
+            st.pod_name = Some("demo-sandbox".into());
+        });
+        let p = plan_busy(&s, Some(ready_pod(&s, 1)), running(2), 60);
+        assert!(!p.delete_session);
+        assert_eq!(p.pod, PodAction::Keep);
+        assert_eq!(p.events, [SessionEvent::Expired]);
+        let status = p.status.clone().expect("status");
+        assert_eq!(status.phase, Some(SessionPhase::Expired));
+        assert!(status.message.unwrap_or_default().contains("2 running"));
+        assert_eq!(p.requeue_after, Some(BUSY_POLL));
+
+        let s = applied(s, &p);
+        let pending = Busy {
+            pending: 3,
+            ..Busy::IDLE
+        };
+        let p = plan_busy(&s, Some(ready_pod(&s, 1)), pending, 70);
+        assert!(p.delete_session);
+        assert!(p.events.is_empty(), "Expired was announced once");
+    }
+
+    #[test]
+    fn a_spec_change_waits_for_running_executions() {
+        let s = session(|_| {});
+        let s = applied(s.clone(), &plan_at(&s, None, 0));
+        let pod = ready_pod(&s, 1);
+        let s = applied(s.clone(), &plan_at(&s, Some(pod.clone()), 1));
+        let mut changed = s.clone();
+        changed.spec.image = Some("other:1".into());
+
+        let p = plan_busy(&changed, Some(pod.clone()), running(1), 5);
+        assert_eq!(p.pod, PodAction::Keep);
+        assert_eq!(
+            p.events,
+            [SessionEvent::WaitingForExecutions { running: 1 }]
+        );
+        assert_eq!(
+            ready_reason(&p),
+            Some(("False".into(), "WaitingForExecutions".into()))
+        );
+        let status = p.status.clone().expect("status");
+        assert_eq!(status.phase, Some(SessionPhase::Pending));
+        assert_eq!(status.pod_name.as_deref(), Some("demo-sandbox"));
+        assert_eq!(p.requeue_after, Some(BUSY_POLL));
+
+        // Still running: no second Event. Finished: replaced.
+        let changed = applied(changed, &p);
+        assert!(plan_busy(&changed, Some(pod.clone()), running(1), 8)
+            .events
+            .is_empty());
+        let p = plan_at(&changed, Some(pod), 10);
+        assert!(matches!(p.pod, PodAction::Delete { .. }));
+        assert_eq!(p.events, [SessionEvent::SpecChanged]);
+    }
+
+    #[test]
+    fn sleep_never_raises_a_request_and_keeps_a_guaranteed_pods() {
+        // 50m CPU × 0.1 = 5m awake, below the 10m sleep value: kept at 5m.
+        let small = session(|spec| spec.resources.cpu = Some("50m".into()));
+        let desired = DesiredPod::build(&small, &SandboxConfig::default()).expect("valid");
+        assert_eq!(desired.sleep_requests()["cpu"], "5m");
+        assert_eq!(desired.sleep_requests()["memory"], "16Mi");
+
+        // Ratio 1: Guaranteed QoS, which a resize may not change: nothing to lower.
+        let config = SandboxConfig {
+            request_ratio: 1.0,
+            ..SandboxConfig::default()
+        };
+        let s = session(|spec| spec.sleep_after_seconds = Some(10));
+        let desired = DesiredPod::build(&s, &config).expect("valid");
+        assert_eq!(desired.sleep_requests(), desired.awake_requests());
+        let s = applied(s.clone(), &plan(&s, &observed(None), &config, at(0)));
+        let mut pod = ready_pod(&s, 2);
+        pod.spec = build_pod(&s, &config).expect("pod").spec;
+        let s = applied(
+            s.clone(),
+            &plan(&s, &observed(Some(pod.clone())), &config, at(2)),
+        );
+        let p = plan(&s, &observed(Some(pod)), &config, at(12));
+        assert_eq!(p.pod, PodAction::Keep, "no resize");
+        let status = p.status.expect("status");
+        assert_eq!(status.phase, Some(SessionPhase::Sleeping));
+        assert!(status.message.unwrap_or_default().contains("requests kept"));
     }
 
     #[test]
@@ -1338,6 +1670,7 @@ mod tests {
                 why: "exit 7".into(),
             },
             adopted_from: None,
+            busy: Busy::IDLE,
         };
         let p = plan(&s, &silent, &SandboxConfig::default(), at(4));
         let status = p.status.clone().expect("status");

@@ -13,9 +13,7 @@ use crate::operator::config::SandboxConfig;
 
 use crate::crd::quantity::Quantity;
 
-use super::build::{
-    build_pod, pod_shape_hash, pod_spec_hash, sandbox_resources, SandboxResources,
-};
+use super::build::{build_pod, pod_shape_hash, pod_spec_hash, sandbox_resources, SandboxResources};
 
 /// The awake and the sleep requests (CPU and memory) of a sandbox with these resources.
 fn requests_by_state(
