@@ -97,8 +97,7 @@ async fn sleep_keeps_processes_deep_sleep_keeps_files_and_a_request_wakes_either
             json["stdout"].as_str().unwrap_or_default().to_string()
         }
     };
-    execute("sleep 1000 >/dev/null 2>&1 & echo $! > /workspace/bg.pid; echo kept > note.txt")
-        .await;
+    execute("sleep 1000 >/dev/null 2>&1 & echo $! > /workspace/bg.pid; echo kept > note.txt").await;
 
     // Sleep: the Pod stays, its CPU request drops to the operator's sleep value (10m), as the
     // kubelet reports it; the limit does not change.
@@ -217,10 +216,7 @@ async fn a_long_run_holds_back_deep_sleep_and_a_spec_change_waits_for_it() {
         |s: &Session| ready_reason(s).as_deref() == Some("WaitingForExecutions"),
     )
     .await;
-    let message = waiting
-        .status
-        .and_then(|s| s.message)
-        .unwrap_or_default();
+    let message = waiting.status.and_then(|s| s.message).unwrap_or_default();
     assert!(message.contains("running executions"), "{message}");
     assert_eq!(pods.get(&pod_name).await.expect("pod").uid(), uid);
 

@@ -213,7 +213,16 @@ pub fn idle_level(session: &Session, busy: Busy, now: Timestamp) -> IdleLevel {
     if !may_idle || busy.in_use() {
         return IdleLevel::Awake;
     }
-    session.spec.idle_level(status, now)
+    // A wake in progress is not undone by the sleep clock (the kubelet may take longer to
+    // apply the resize than a short sleepAfterSeconds): it finishes, then the clock counts
+    // from the activity that woke it. Deep sleep still applies.
+    let waking = session.phase() == SessionPhase::Sleeping
+        && find_condition(&status.conditions, READY)
+            .is_some_and(|c| c.reason == conditions::REASON_WAKING);
+    match session.spec.idle_level(status, now) {
+        IdleLevel::Sleep if waking => IdleLevel::Awake,
+        level => level,
+    }
 }
 
 /// True when the Session is already Ready (or asleep) on its Pod (the one its status names,
@@ -1330,6 +1339,11 @@ mod tests {
         assert_eq!(p.pod, PodAction::Keep);
         assert_eq!(p.status, None, "still waking: nothing changed");
         assert_eq!(p.requeue_after, Some(WAKE_POLL));
+
+        // Past the sleep deadline again while waking: the wake goes on.
+        let p = plan_at(&s, Some(resized(pod.clone(), &awake(), &asleep())), 45);
+        assert_eq!(p.pod, PodAction::Keep);
+        assert_eq!(p.status, None, "still waking, not asleep again");
 
         // The kubelet reports the requests applied (in its own notation): Ready, Woke.
         let done = resized(pod.clone(), &awake(), &requests("0.1", "53687092"));
