@@ -336,7 +336,8 @@ pub struct SessionStatus {
     #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
     pub pod_ip: Option<String>,
 
-    /// When the current Pod became ready.
+    /// When the Session last became Ready: its current Pod's runner answered, or it woke from
+    /// sleep. The idle clock counts from the later of this and `lastActivityAt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_at: Option<Time>,
 

@@ -770,7 +770,8 @@ fn relabel(pod: Option<&Pod>, desired: &DesiredPod, draft: &mut Draft) {
 }
 
 /// The runner answered, and the Session is Ready from that moment. `woke` is the Event of a
-/// Session that was asleep on this Pod (its `readyAt` stays: the Pod did not start anew).
+/// Session that was asleep on this Pod; `readyAt` is the moment it is Ready again, so its
+/// idle clock starts after the wake, however long the kubelet took.
 fn ready(
     session: &Session,
     pod: &str,
@@ -787,7 +788,6 @@ fn ready(
         )),
         _ => None,
     };
-    let was_asleep = woke.is_some();
     match woke {
         Some(event) => draft.event(event),
         None if newly => draft.event(SessionEvent::Ready),
@@ -802,7 +802,7 @@ fn ready(
     if ip.is_some() {
         status.pod_ip = ip;
     }
-    if (newly && !was_asleep) || status.ready_at.is_none() {
+    if newly || status.ready_at.is_none() {
         status.ready_at = Some(Time(now));
     }
     status.message = message;
@@ -1352,7 +1352,8 @@ mod tests {
         assert_eq!(p.events, [SessionEvent::Woke { detail: None }]);
         let status = p.status.clone().expect("status");
         assert_eq!(status.phase, Some(SessionPhase::Ready));
-        assert_eq!(status.ready_at, ready_at, "the Pod did not start anew");
+        assert_ne!(status.ready_at, ready_at);
+        assert_eq!(status.ready_at, Some(Time(at(31))), "the idle clock restarts at the wake");
         assert_eq!(status.message, None);
         assert_eq!(ready_reason(&p), Some(("True".into(), "PodReady".into())));
     }
