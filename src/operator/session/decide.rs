@@ -1353,7 +1353,11 @@ mod tests {
         let status = p.status.clone().expect("status");
         assert_eq!(status.phase, Some(SessionPhase::Ready));
         assert_ne!(status.ready_at, ready_at);
-        assert_eq!(status.ready_at, Some(Time(at(31))), "the idle clock restarts at the wake");
+        assert_eq!(
+            status.ready_at,
+            Some(Time(at(31))),
+            "the idle clock restarts at the wake"
+        );
         assert_eq!(status.message, None);
         assert_eq!(ready_reason(&p), Some(("True".into(), "PodReady".into())));
     }
