@@ -386,6 +386,9 @@ impl Context {
             SandboxConfig::default(),
             None,
         );
+        // As after the Execution watch's first list: no Execution runs anywhere.
+        ctx.executions_by_session
+            .observe(&kube::runtime::watcher::Event::InitDone);
         (Arc::new(ctx), ApiServerVerifier(handle))
     }
 }

@@ -90,7 +90,7 @@ pub trait Cluster: Send + Sync + 'static {
     ) -> BoxFuture<'a, ApiResult<Created<Session>>>;
     /// Deletes a Session; false when there was none.
     fn delete_session<'a>(&'a self, ns: &'a str, name: &'a str) -> BoxFuture<'a, ApiResult<bool>>;
-    /// Records activity on a Session, which resumes one suspended for idling.
+    /// Records activity on a Session, which wakes a sleeping one and resumes one in deep sleep.
     fn touch_session<'a>(&'a self, ns: &'a str, name: &'a str) -> BoxFuture<'a, ApiResult<()>>;
     /// Watches a Session until `done` holds or `timeout` passes; returns its last state
     /// (`None` once deleted).

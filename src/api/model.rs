@@ -52,7 +52,7 @@ pub struct ResourceLimits {
 pub struct SessionResponse {
     /// The session's id.
     pub session_id: String,
-    /// `pending`, `ready`, `suspended`, `expired`, `failed` or `terminating`.
+    /// `pending`, `ready`, `sleeping`, `suspended`, `expired`, `failed` or `terminating`.
     pub status: String,
     /// When it was created (RFC 3339).
     pub created_at: String,

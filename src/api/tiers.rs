@@ -57,6 +57,11 @@ impl FromStr for Tier {
     }
 }
 
+/// Default `sleepAfterSeconds` of every tier: 5 minutes, as in the hosted API.
+pub const DEFAULT_SLEEP_AFTER_SECONDS: u64 = 300;
+/// Default `deepSleepAfterSeconds` of every tier: 30 minutes, as in the hosted API.
+pub const DEFAULT_DEEP_SLEEP_AFTER_SECONDS: u64 = 1800;
+
 /// The limits of one tier. Sizes are in bytes, "MB" as in the hosted API (10^6).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -99,6 +104,12 @@ pub struct TierLimits {
     /// Warm sandboxes kept for each tenant of this tier (its SessionPool `kubexec-<tier>`):
     /// a REST session of the default shape adopts one instead of starting a Pod. 0: none.
     pub pool_size: usize,
+    /// Seconds without activity before a REST session sleeps (Pod and processes kept,
+    /// requests given back); 0: never. Set as the Session's `spec.sleepAfterSeconds`.
+    pub sleep_after_seconds: u64,
+    /// Seconds without activity before a REST session deep-sleeps (Pod deleted, workspace
+    /// kept); 0: never. Set as the Session's `spec.idleTimeoutSeconds`.
+    pub deep_sleep_after_seconds: u64,
 }
 
 impl Default for TierLimits {
@@ -127,7 +138,19 @@ impl TierLimits {
             run_output_bytes: 64 << 20,
             run_output_max_age_seconds: 3600,
             pool_size: 1,
+            sleep_after_seconds: DEFAULT_SLEEP_AFTER_SECONDS,
+            deep_sleep_after_seconds: DEFAULT_DEEP_SLEEP_AFTER_SECONDS,
         }
+    }
+
+    /// The Session's `spec.sleepAfterSeconds` and `spec.idleTimeoutSeconds` for a REST
+    /// session of this tier (`None`: never).
+    pub fn idle_policy(&self) -> (Option<i64>, Option<i64>) {
+        let seconds = |v: u64| (v > 0).then(|| i64::try_from(v).unwrap_or(i64::MAX));
+        (
+            seconds(self.sleep_after_seconds),
+            seconds(self.deep_sleep_after_seconds),
+        )
     }
 
     /// Sustained requests per second per key.
@@ -231,6 +254,8 @@ impl TierLimits {
             run_output_bytes: 256 << 20,
             run_output_max_age_seconds: 24 * 3600,
             pool_size: 2,
+            sleep_after_seconds: DEFAULT_SLEEP_AFTER_SECONDS,
+            deep_sleep_after_seconds: DEFAULT_DEEP_SLEEP_AFTER_SECONDS,
         }
     }
 }
@@ -370,6 +395,14 @@ pub enum TiersError {
         /// The Execution's largest timeout.
         max: u32,
     },
+    /// The idle policy is out of range, or deep sleep does not come after sleep.
+    #[error("tiers file: {tier}: sleepAfterSeconds and deepSleepAfterSeconds must be at most {max} (0: never), and sleep must come before deep sleep")]
+    IdlePolicy {
+        /// The tier.
+        tier: Tier,
+        /// The largest value (a week, the longest TTL).
+        max: i64,
+    },
     /// Limits that must be positive are not.
     #[error("tiers file: {tier}: {limits} must be positive")]
     NotPositive {
@@ -405,6 +438,12 @@ fn check(tier: Tier, limits: &TierLimits) -> Result<(), TiersError> {
         return not_positive(
             "concurrentSessions, liveExecutions, storedBytes and concurrentStreams",
         );
+    }
+    let (sleep, deep) = limits.idle_policy();
+    let max = crate::crd::MAX_TTL_SECONDS;
+    let in_range = |v: Option<i64>| v.is_none_or(|v| v <= max);
+    if !in_range(sleep) || !in_range(deep) || sleep.zip(deep).is_some_and(|(s, d)| s >= d) {
+        return Err(TiersError::IdlePolicy { tier, max });
     }
     Ok(())
 }

@@ -85,8 +85,17 @@ pub mod conditions {
     pub const REASON_POD_STARTING: &str = "PodStarting";
     /// `Ready` reason: `spec.suspend` is true.
     pub const REASON_SUSPENDED: &str = "Suspended";
-    /// `Ready` reason: suspended after `idleTimeoutSeconds` without activity.
+    /// `Ready` reason: deep sleep: suspended after `idleTimeoutSeconds` without activity.
     pub const REASON_IDLE: &str = "Idle";
+    /// `Ready` reason: asleep after `sleepAfterSeconds` without activity: the Pod and its
+    /// processes are kept, its requests lowered. The next request wakes it.
+    pub const REASON_SLEEPING: &str = "Sleeping";
+    /// `Ready` reason: waking from sleep: the requests are being restored, and the Session is
+    /// Ready once the kubelet reports them applied.
+    pub const REASON_WAKING: &str = "Waking";
+    /// `Ready` reason: the spec changed and needs a new Pod, which waits until the Session's
+    /// running executions finish.
+    pub const REASON_WAITING_FOR_EXECUTIONS: &str = "WaitingForExecutions";
     /// `Ready` reason: the TTL has passed.
     pub const REASON_EXPIRED: &str = "Expired";
     /// `Ready` reason: the spec cannot be turned into a Pod.

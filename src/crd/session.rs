@@ -39,10 +39,13 @@ pub const MAX_SESSION_NAME: usize = 63;
     doc = "A code-execution sandbox: a hardened, resource-limited Pod with a /workspace. Executions run in it.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Pod", type_ = "string", json_path = ".status.podName"),
+    printcolumn(name = "Active", type_ = "date", json_path = ".status.lastActivityAt"),
     printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("size(self.metadata.name) <= 63")
-        .message("Session names are at most 63 characters long (the name is used as a label value)")
+        .message("Session names are at most 63 characters long (the name is used as a label value)"),
+    validation = Rule::new("!has(self.spec.sleepAfterSeconds) || !has(self.spec.idleTimeoutSeconds) || self.spec.sleepAfterSeconds < self.spec.idleTimeoutSeconds")
+        .message("spec.sleepAfterSeconds must be less than spec.idleTimeoutSeconds (sleep comes before deep sleep)")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SessionSpec {
@@ -75,9 +78,19 @@ pub struct SessionSpec {
     #[schemars(range(min = 1, max = 604800))]
     pub ttl_seconds: i64,
 
-    /// Suspend the Session after this many seconds without activity (no execution started or
-    /// finished): the Pod is deleted and the workspace kept. The next execution resumes it.
-    /// Unset: never idles out.
+    /// Put the Session to sleep after this many seconds without activity (no execution
+    /// running, started or finished, no api request): the Pod and its processes are kept, and
+    /// its CPU and memory requests are lowered in place (limits unchanged), so the node's
+    /// reserved compute is given back. The next request wakes it: the requests are restored.
+    /// Less than `idleTimeoutSeconds`. Unset: never sleeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub sleep_after_seconds: Option<i64>,
+
+    /// Deep sleep: suspend the Session after this many seconds without activity (no execution
+    /// running, started or finished, no api request): the Pod is deleted and the workspace
+    /// kept (files survive only in a persistent workspace). The next request resumes it with
+    /// a new Pod. Unset: never deep-sleeps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 604800))]
     pub idle_timeout_seconds: Option<i64>,
@@ -123,6 +136,7 @@ impl Default for SessionSpec {
             workspace: WorkspaceSpec::default(),
             env: Vec::new(),
             ttl_seconds: DEFAULT_TTL_SECONDS,
+            sleep_after_seconds: None,
             idle_timeout_seconds: None,
             default_timeout_seconds: None,
             suspend: false,
@@ -260,7 +274,11 @@ pub enum SessionPhase {
     Pending,
     /// The Pod is ready; executions can run.
     Ready,
-    /// The Pod was deleted (by `spec.suspend` or idling); the workspace is kept.
+    /// Asleep after `sleepAfterSeconds` without activity: the Pod and its processes are kept,
+    /// its requests lowered. The next request wakes it (`Ready` reason Sleeping, then Waking).
+    Sleeping,
+    /// The Pod was deleted (by `spec.suspend`, or deep sleep after `idleTimeoutSeconds`);
+    /// the workspace is kept.
     Suspended,
     /// The TTL has passed; the Session is being deleted.
     Expired,
@@ -272,9 +290,10 @@ pub enum SessionPhase {
 
 impl SessionPhase {
     /// Every phase, for metrics that report a value per phase.
-    pub const ALL: [SessionPhase; 6] = [
+    pub const ALL: [SessionPhase; 7] = [
         SessionPhase::Pending,
         SessionPhase::Ready,
+        SessionPhase::Sleeping,
         SessionPhase::Suspended,
         SessionPhase::Expired,
         SessionPhase::Failed,
@@ -286,6 +305,7 @@ impl SessionPhase {
         match self {
             SessionPhase::Pending => "Pending",
             SessionPhase::Ready => "Ready",
+            SessionPhase::Sleeping => "Sleeping",
             SessionPhase::Suspended => "Suspended",
             SessionPhase::Expired => "Expired",
             SessionPhase::Failed => "Failed",
@@ -298,12 +318,13 @@ impl SessionPhase {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionStatus {
-    /// Pending, Ready, Suspended, Expired, Failed or Terminating.
+    /// Pending, Ready, Sleeping, Suspended, Expired, Failed or Terminating.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<SessionPhase>,
 
     /// `Ready` is True while executions can run; its reason says why not otherwise
-    /// (PodStarting, Suspended, Idle, Expired, InvalidSpec).
+    /// (PodStarting, Sleeping, Waking, WaitingForExecutions, Suspended, Idle, Expired,
+    /// InvalidSpec).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -316,13 +337,14 @@ pub struct SessionStatus {
     #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
     pub pod_ip: Option<String>,
 
-    /// When the current Pod became ready.
+    /// When the Session last became Ready: its current Pod's runner answered, or it woke from
+    /// sleep. The idle clock counts from the later of this and `lastActivityAt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_at: Option<Time>,
 
-    /// When an execution last started or finished in this Session. Written by the execution
-    /// controller; bumping it also resumes a Session suspended for idling (see
-    /// `kubexec::operator::session::RESUME_FIELD`).
+    /// When an execution last started or finished in this Session, or the api last used it.
+    /// Written by the execution controller and the api; bumping it also wakes a sleeping
+    /// Session and resumes one in deep sleep (see `kubexec::shared::activity::RESUME_FIELD`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity_at: Option<Time>,
 
@@ -343,6 +365,64 @@ pub struct SessionStatus {
     /// Human-readable detail about the phase (why the Pod is not ready, why the spec is invalid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// How idle a Session is by its clock: the later of its last activity and the moment its
+/// current Pod became ready, against `sleepAfterSeconds` and `idleTimeoutSeconds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IdleLevel {
+    /// Used recently enough (or it has no idle policy).
+    Awake,
+    /// `sleepAfterSeconds` passed.
+    Sleep,
+    /// `idleTimeoutSeconds` passed.
+    DeepSleep,
+}
+
+impl SessionSpec {
+    /// The idle level `status` is at `now`. Activity recorded after the Session went to sleep
+    /// puts it back below the threshold it passed: that is how activity wakes it.
+    pub fn idle_level(&self, status: &SessionStatus, now: jiff::Timestamp) -> IdleLevel {
+        let Some(since) = [status.last_activity_at.as_ref(), status.ready_at.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|t| t.0)
+            .max()
+        else {
+            return IdleLevel::Awake;
+        };
+        let passed = |seconds: Option<i64>| {
+            seconds
+                .and_then(|s| since.checked_add(jiff::SignedDuration::from_secs(s)).ok())
+                .is_some_and(|deadline| now >= deadline)
+        };
+        if passed(self.idle_timeout_seconds) {
+            IdleLevel::DeepSleep
+        } else if passed(self.sleep_after_seconds) {
+            IdleLevel::Sleep
+        } else {
+            IdleLevel::Awake
+        }
+    }
+
+    /// When `status` reaches its next idle level after `now`, if it ever does.
+    pub fn next_idle_deadline(
+        &self,
+        status: &SessionStatus,
+        now: jiff::Timestamp,
+    ) -> Option<jiff::Timestamp> {
+        let since = [status.last_activity_at.as_ref(), status.ready_at.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|t| t.0)
+            .max()?;
+        [self.sleep_after_seconds, self.idle_timeout_seconds]
+            .into_iter()
+            .flatten()
+            .filter_map(|s| since.checked_add(jiff::SignedDuration::from_secs(s)).ok())
+            .filter(|deadline| *deadline > now)
+            .min()
+    }
 }
 
 impl Session {

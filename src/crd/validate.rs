@@ -81,11 +81,22 @@ pub fn validate_session(name: &str, spec: &SessionSpec) -> Result {
             format!("must be between 1 and {MAX_TTL_SECONDS}"),
         ));
     }
-    if let Some(idle) = spec.idle_timeout_seconds {
-        if !(1..=MAX_TTL_SECONDS).contains(&idle) {
+    for (field, value) in [
+        ("spec.sleepAfterSeconds", spec.sleep_after_seconds),
+        ("spec.idleTimeoutSeconds", spec.idle_timeout_seconds),
+    ] {
+        if value.is_some_and(|seconds| !(1..=MAX_TTL_SECONDS).contains(&seconds)) {
             return Err(ValidationError::new(
-                "spec.idleTimeoutSeconds",
+                field,
                 format!("must be between 1 and {MAX_TTL_SECONDS}"),
+            ));
+        }
+    }
+    if let (Some(sleep), Some(deep)) = (spec.sleep_after_seconds, spec.idle_timeout_seconds) {
+        if sleep >= deep {
+            return Err(ValidationError::new(
+                "spec.sleepAfterSeconds",
+                "must be less than spec.idleTimeoutSeconds (sleep comes before deep sleep)",
             ));
         }
     }

@@ -132,6 +132,17 @@ pub struct OperatorArgs {
     #[arg(long, env = "KUBEXEC_REQUEST_RATIO", default_value_t = 0.1)]
     pub request_ratio: f64,
 
+    /// CPU request of a sleeping sandbox (`spec.sleepAfterSeconds`), set by an in-place resize
+    /// of its Pod; never more than its awake request. Limits do not change.
+    #[arg(long, env = "KUBEXEC_SLEEP_CPU", default_value = "10m")]
+    pub sleep_cpu: String,
+
+    /// Memory request of a sleeping sandbox; never more than its awake request. A sleeping
+    /// sandbox using more than this is among the first the kubelet evicts under memory
+    /// pressure.
+    #[arg(long, env = "KUBEXEC_SLEEP_MEMORY", default_value = "16Mi")]
+    pub sleep_memory: String,
+
     /// Address of the `/metrics` and `/healthz` endpoint. Use 0.0.0.0:9464 inside a cluster.
     #[arg(long, env = "KUBEXEC_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: SocketAddr,
@@ -278,6 +289,8 @@ impl OperatorArgs {
             default_pids: self.default_pids,
             max_pids: self.max_pids,
             request_ratio: self.request_ratio,
+            sleep_cpu: quantity("sleep-cpu", &self.sleep_cpu)?,
+            sleep_memory: quantity("sleep-memory", &self.sleep_memory)?,
             user_namespaces: self.user_namespaces,
             enablement: Enablement {
                 role: self.sandbox_role.clone(),
@@ -337,6 +350,10 @@ pub struct SandboxConfig {
     pub max_pids: i64,
     /// Requests = limits × this.
     pub request_ratio: f64,
+    /// CPU request of a sleeping sandbox (a valid quantity).
+    pub sleep_cpu: String,
+    /// Memory request of a sleeping sandbox (a valid quantity).
+    pub sleep_memory: String,
     /// Sandbox Pods get `hostUsers: false`.
     pub user_namespaces: bool,
     /// How a namespace is enabled for sandboxes, for the status of one that is not.
@@ -355,6 +372,8 @@ impl Default for SandboxConfig {
             default_pids: 512,
             max_pids: 32768,
             request_ratio: 0.1,
+            sleep_cpu: "10m".into(),
+            sleep_memory: "16Mi".into(),
             user_namespaces: false,
             enablement: Enablement::default(),
         }

@@ -11,7 +11,10 @@ use crate::sandbox::ChannelPool;
 
 use super::{
     config::{ExecutionSettings, SandboxConfig},
-    execution::{admission::RunLimits, observe::Caches, tracker::TrackerMetrics, Tracker},
+    execution::{
+        admission::RunLimits, observe::Caches, pending::PendingBySession, tracker::TrackerMetrics,
+        Tracker,
+    },
     metrics::Metrics,
     netpol::build::PolicySet,
 };
@@ -39,6 +42,9 @@ pub struct Context {
     pub caches: Caches,
     /// The runner channels runs go over; `None` with `--exec-transport exec` (one exec per run).
     pub channels: Option<ChannelPool>,
+    /// Unfinished Executions by Session, kept by the Execution controller's watch and read by
+    /// the Session controller (no Session sleeps, expires or loses its Pod under a run).
+    pub executions_by_session: std::sync::Arc<PendingBySession>,
     /// Consecutive failures per object, for error backoff.
     backoff: Backoff,
 }
@@ -63,6 +69,7 @@ impl Context {
             config,
             network_policies: None,
             channels: None,
+            executions_by_session: std::sync::Arc::default(),
             backoff: Backoff::default(),
         }
     }

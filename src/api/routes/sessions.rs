@@ -54,8 +54,11 @@ pub fn session_spec(request: &CreateSessionRequest, limits: &TierLimits) -> ApiR
     }
     let size = sandbox_size(request.resource_limits.as_ref(), limits)?;
     let millicores = (size.cores * 1000.0).round().max(1.0) as u64;
+    let (sleep_after_seconds, idle_timeout_seconds) = limits.idle_policy();
     let spec = SessionSpec {
         ttl_seconds: ttl,
+        sleep_after_seconds,
+        idle_timeout_seconds,
         default_timeout_seconds: Some(i32::try_from(size.timeout_seconds).unwrap_or(30)),
         metadata: metadata_as_strings(request),
         resources: crate::crd::SessionResources {

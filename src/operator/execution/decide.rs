@@ -7,7 +7,9 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
-use crate::crd::{Execution, ExecutionPhase, Session, SessionPhase, MAX_TIMEOUT_SECONDS};
+use crate::crd::{
+    Execution, ExecutionPhase, IdleLevel, Session, SessionPhase, MAX_TIMEOUT_SECONDS,
+};
 use crate::layout::SANDBOX_CONTAINER;
 use crate::operator::reconciler::until;
 use crate::shared::deadlines::{run_deadline, RESULT_GRACE};
@@ -358,6 +360,13 @@ fn plan_unready_session(session: &Session, wait: &SessionWait, now: Timestamp) -
         } else {
             Plan::ResumeSession(Resume::Idle)
         }),
+        // Asleep: recording activity wakes it. Activity already newer than its sleep means
+        // it is waking; wait for that.
+        SessionPhase::Sleeping => Some(if still_asleep(session, now) {
+            Plan::ResumeSession(Resume::Idle)
+        } else {
+            wait.because("waking from sleep".into())
+        }),
         SessionPhase::Ready => None,
         SessionPhase::Pending => {
             let why = if session_message.is_empty() {
@@ -424,6 +433,14 @@ fn ready_env(
         // Not resolved (observe only resolves for a ready Session); look again soon.
         None => Err(wait.because("resolving the environment".into())),
     }
+}
+
+/// True when no activity was recorded since the Session fell asleep (by its own clock).
+fn still_asleep(session: &Session, now: Timestamp) -> bool {
+    session
+        .status
+        .as_ref()
+        .is_some_and(|status| session.spec.idle_level(status, now) != IdleLevel::Awake)
 }
 
 fn recently_active(session: &Session, now: Timestamp) -> bool {
@@ -626,6 +643,38 @@ mod tests {
         assert_eq!(
             plan(&execution(0), &observed, RunState::Unknown, at(NOW)),
             Plan::ResumeSession(Resume::Unsuspend)
+        );
+    }
+
+    #[test]
+    fn a_sleeping_session_is_woken_once() {
+        let mut asleep = session(SessionPhase::Sleeping);
+        asleep.spec.sleep_after_seconds = Some(10);
+        if let Some(st) = asleep.status.as_mut() {
+            st.ready_at = Some(Time(at(NOW - 60)));
+            // Active 15 s ago: within the suspended-session debounce, yet asleep for 5 s.
+            st.last_activity_at = Some(Time(at(NOW - 15)));
+        }
+        let observed = Observed {
+            session: Some(asleep.clone()),
+            ..Observed::default()
+        };
+        assert_eq!(
+            plan(&execution(0), &observed, RunState::Unknown, at(NOW)),
+            Plan::ResumeSession(Resume::Idle)
+        );
+        // Activity newer than the sleep: it is waking; wait for Ready.
+        if let Some(st) = asleep.status.as_mut() {
+            st.last_activity_at = Some(Time(at(NOW - 1)));
+        }
+        let observed = Observed {
+            session: Some(asleep),
+            ..Observed::default()
+        };
+        let waiting = plan(&execution(0), &observed, RunState::Unknown, at(NOW));
+        assert!(
+            matches!(&waiting, Plan::Wait { pending: Some((_, why)), .. } if why.contains("waking")),
+            "{waiting:?}"
         );
     }
 

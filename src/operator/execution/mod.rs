@@ -99,7 +99,6 @@ use decide::{
 };
 use failure::Failure;
 use outcome::RunOutcome;
-use pending::PendingBySession;
 
 /// Metric and log name of this controller.
 pub const CONTROLLER: &str = "execution";
@@ -327,7 +326,7 @@ pub fn controller(
     // The cache keeps no output and no field managers (see `slim_execution`), and feeds the
     // index of pending Executions by Session.
     let (store, writer) = reflector::store();
-    let pending = Arc::new(PendingBySession::default());
+    let pending = ctx.executions_by_session.clone();
     let indexed = pending.clone();
     let runs = ctx.runs.clone();
     let changes = watcher(executions, watcher::Config::default())

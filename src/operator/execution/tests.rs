@@ -276,7 +276,7 @@ async fn an_unreachable_apiserver_is_a_transient_error() {
 
 #[test]
 fn pending_executions_of_a_session_are_found() {
-    let index = PendingBySession::default();
+    let index = super::pending::PendingBySession::default();
     let pending = execution();
     let mut done = finished(None, 1);
     done.metadata.name = Some("done".into());
@@ -297,8 +297,13 @@ fn pending_executions_of_a_session_are_found() {
         phase: Some(ExecutionPhase::Running),
         ..Default::default()
     });
-    index.observe(&watcher::Event::Apply(running));
+    index.observe(&watcher::Event::Apply(running.clone()));
     assert!(index.waiting_on(&ready_session()).is_empty());
+
+    // Nothing is known before the first list is done: the Session counts as busy.
+    let busy = index.busy(NS, &running.spec.session_ref.name);
+    assert_eq!((busy.running, busy.pending, busy.known), (1, 0, false));
+    assert!(busy.running() && busy.in_use());
 
     // A relist replaces the index whole.
     index.observe(&watcher::Event::Init);
@@ -309,8 +314,13 @@ fn pending_executions_of_a_session_are_found() {
     );
     index.observe(&watcher::Event::InitDone);
     assert_eq!(index.waiting_on(&ready_session()).len(), 1);
+    let session = &pending.spec.session_ref.name.clone();
+    let busy = index.busy(NS, session);
+    assert_eq!((busy.running, busy.pending, busy.known), (0, 1, true));
+    assert!(!busy.running() && busy.in_use(), "waiting, not running");
     index.observe(&watcher::Event::Delete(pending));
     assert!(index.waiting_on(&ready_session()).is_empty());
+    assert_eq!(index.busy(NS, session), super::pending::Busy::IDLE);
 }
 
 fn sandbox_pod() -> k8s_openapi::api::core::v1::Pod {

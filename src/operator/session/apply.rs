@@ -63,6 +63,25 @@ pub async fn pod_action(
             Err(e) if is_gone_or_conflict(&e) => Ok(()),
             Err(e) => Err(Error::kube("delete pod")(e)),
         },
+        PodAction::Resize { requests } => {
+            let patch = serde_json::json!({ "spec": { "containers": [{
+                "name": crate::layout::SANDBOX_CONTAINER,
+                "resources": { "requests": requests },
+            }]}});
+            match pods
+                .patch_subresource(
+                    "resize",
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(&patch),
+                )
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if is_status(&e, 404) => Ok(()),
+                Err(e) => Err(Error::kube("resize pod")(e)),
+            }
+        }
         PodAction::Relabel { labels } => {
             let patch = serde_json::json!({ "metadata": { "labels": labels } });
             match pods
@@ -102,9 +121,46 @@ impl SessionEvent {
             ),
             SessionEvent::Suspended { idle: true } => (
                 EventType::Normal,
-                "Suspended",
+                "DeepSlept",
                 "DeletePod",
-                "idle timeout reached: Pod deleted, workspace kept".into(),
+                format!(
+                    "idleTimeoutSeconds {} without activity: Pod deleted, workspace kept",
+                    session.spec.idle_timeout_seconds.unwrap_or_default()
+                ),
+            ),
+            SessionEvent::Slept { requests } => (
+                EventType::Normal,
+                "Slept",
+                "ResizePod",
+                format!(
+                    "sleepAfterSeconds {} without activity: requests lowered to {} (processes kept)",
+                    session.spec.sleep_after_seconds.unwrap_or_default(),
+                    requests
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            SessionEvent::Woke { detail: None } => (
+                EventType::Normal,
+                "Woke",
+                "ResizePod",
+                "activity: requests restored, the sandbox is ready".into(),
+            ),
+            SessionEvent::Woke {
+                detail: Some(detail),
+            } => (
+                EventType::Warning,
+                "Woke",
+                "ResizePod",
+                format!("awake on its sleep requests: the kubelet has not applied the resize ({detail})"),
+            ),
+            SessionEvent::WaitingForExecutions { running } => (
+                EventType::Normal,
+                "WaitingForExecutions",
+                "DeletePod",
+                format!("the spec changed; the sandbox Pod is replaced once its {running} running execution(s) finish"),
             ),
             SessionEvent::Suspended { idle: false } => (
                 EventType::Normal,

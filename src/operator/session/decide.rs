@@ -13,17 +13,21 @@ use crate::crd::{
     conditions::{self, READY},
     find_condition, next_condition,
     validate::ValidationError,
-    Session, SessionPhase, SessionStatus,
+    IdleLevel, Session, SessionPhase, SessionStatus,
 };
 use crate::layout::{pod_name, RUNNER_PATH};
 use crate::operator::config::SandboxConfig;
+use crate::operator::execution::pending::Busy;
 use crate::operator::reconciler::until;
 
 use super::{
     build::build_workspace_claim,
     desired::DesiredPod,
     observe::Observed,
-    pod_state::{pod_state, PodState, RunnerAnswer},
+    pod_state::{
+        pod_state, requests_match, resize_pending, sandbox_requests, PodState, Requests,
+        RunnerAnswer,
+    },
 };
 use crate::operator::config::RUNNER_DELIVERY_VALUE;
 
@@ -31,6 +35,12 @@ use crate::operator::config::RUNNER_DELIVERY_VALUE;
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// How soon to look again while an old Pod is still terminating.
 pub const TERMINATING_POLL: Duration = Duration::from_secs(2);
+/// How soon to look again while running Executions hold back a sleep, an expiry or a new Pod
+/// (a finished run also records activity, which brings the Session back sooner).
+pub const BUSY_POLL: Duration = Duration::from_secs(5);
+/// A safety recheck while the kubelet applies a wake's resize (its Pod status update brings
+/// the Session back first).
+pub const WAKE_POLL: Duration = Duration::from_secs(1);
 
 /// A transition worth a Kubernetes Event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,10 +56,26 @@ pub enum SessionEvent {
     },
     /// The Pod became ready.
     Ready,
-    /// The Pod was deleted because of `spec.suspend` (`idle: false`) or idling (`idle: true`).
+    /// The Pod was deleted because of `spec.suspend` (`idle: false`) or idling (`idle: true`,
+    /// deep sleep: Event `DeepSlept`).
     Suspended {
         /// Suspended for idling rather than by `spec.suspend`.
         idle: bool,
+    },
+    /// Asleep: the Pod's requests are lowered to these (its processes keep running).
+    Slept {
+        /// The sleep requests.
+        requests: Requests,
+    },
+    /// Awake again: the kubelet applied the restored requests (or said it cannot yet, `detail`).
+    Woke {
+        /// Why the requests are not restored yet, if they are not.
+        detail: Option<String>,
+    },
+    /// The spec changed, and the new Pod waits for the running executions.
+    WaitingForExecutions {
+        /// How many run.
+        running: usize,
     },
     /// A suspended Session got a new Pod.
     Resumed,
@@ -107,6 +133,12 @@ pub enum PodAction {
         /// The labels to set.
         labels: BTreeMap<String, String>,
     },
+    /// Resize the sandbox container's requests in place (the Pod's `resize` subresource):
+    /// down to sleep, back up to wake. Limits never change, and nothing restarts.
+    Resize {
+        /// The CPU and memory requests to set.
+        requests: Requests,
+    },
 }
 
 /// Why a Pod is being recreated, for the metric.
@@ -162,56 +194,58 @@ pub fn expires_at(session: &Session, now: Timestamp) -> Timestamp {
         .unwrap_or(Timestamp::MAX)
 }
 
-/// When the Session counts as idle: `idleTimeoutSeconds` after the later of the last activity
-/// and the moment its Pod became ready. `None` when it cannot idle (no idle timeout, or it never
-/// became ready).
-pub fn idle_deadline(session: &Session) -> Option<Timestamp> {
-    idle_deadline_after(session.spec.idle_timeout_seconds?, session.status.as_ref()?)
-}
-
-/// [`idle_deadline`] for a status not written yet.
-fn idle_deadline_after(timeout: i64, status: &SessionStatus) -> Option<Timestamp> {
-    let last = [status.last_activity_at.as_ref(), status.ready_at.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|t| t.0)
-        .max()?;
-    last.checked_add(SignedDuration::from_secs(timeout)).ok()
-}
-
-/// True when the Session should be suspended for idling now. Only a Ready Session, or one
-/// already suspended for idling, can be idle: a Pod that is still starting does not idle out,
-/// and a Session resumed from `spec.suspend` starts a fresh idle clock once ready.
-pub fn is_idle(session: &Session, now: Timestamp) -> bool {
-    let Some(deadline) = idle_deadline(session) else {
-        return false;
+/// How idle the Session is now: asleep after `sleepAfterSeconds`, in deep sleep after
+/// `idleTimeoutSeconds`, both counted from the later of the last activity and the moment its
+/// Pod became ready. Never while an Execution of it runs or waits to (`busy`). Only a Session
+/// that was Ready (or already sleeps) can idle: a Pod that is still starting does not, and a
+/// Session resumed from `spec.suspend` starts a fresh idle clock once ready.
+pub fn idle_level(session: &Session, busy: Busy, now: Timestamp) -> IdleLevel {
+    let Some(status) = session.status.as_ref() else {
+        return IdleLevel::Awake;
     };
-    let status = session.status.as_ref();
-    let phase = session.phase();
-    let idle_suspended = phase == SessionPhase::Suspended
-        && status
-            .and_then(|s| find_condition(&s.conditions, READY))
+    let idle_suspended = session.phase() == SessionPhase::Suspended
+        && find_condition(&status.conditions, READY)
             .is_some_and(|c| c.reason == conditions::REASON_IDLE);
-    (phase == SessionPhase::Ready || idle_suspended) && now >= deadline
+    let may_idle = matches!(
+        session.phase(),
+        SessionPhase::Ready | SessionPhase::Sleeping
+    ) || idle_suspended;
+    if !may_idle || busy.in_use() {
+        return IdleLevel::Awake;
+    }
+    // A wake in progress is not undone by the sleep clock (the kubelet may take longer to
+    // apply the resize than a short sleepAfterSeconds): it finishes, then the clock counts
+    // from the activity that woke it. Deep sleep still applies.
+    let waking = session.phase() == SessionPhase::Sleeping
+        && find_condition(&status.conditions, READY)
+            .is_some_and(|c| c.reason == conditions::REASON_WAKING);
+    match session.spec.idle_level(status, now) {
+        IdleLevel::Sleep if waking => IdleLevel::Awake,
+        level => level,
+    }
 }
 
-/// True when the Session is already Ready on its Pod (the one its status names, which is the
-/// one observed): its runner answered once, and is not pinged again while the Pod runs.
+/// True when the Session is already Ready (or asleep) on its Pod (the one its status names,
+/// which is the one observed): its runner answered once, and is not pinged again while the
+/// Pod runs.
 pub fn answered_before(session: &Session) -> bool {
     let has_pod = session
         .status
         .as_ref()
         .is_some_and(|s| s.pod_name.is_some());
-    session.phase() == SessionPhase::Ready && has_pod
+    matches!(
+        session.phase(),
+        SessionPhase::Ready | SessionPhase::Sleeping
+    ) && has_pod
 }
 
 /// True when the Session should have a running Pod now: it is not being deleted, has not
-/// expired, and is neither suspended nor idle. Only then may it adopt a warm Pod.
-pub fn wants_pod(session: &Session, now: Timestamp) -> bool {
+/// expired, and is neither suspended nor in deep sleep. Only then may it adopt a warm Pod.
+pub fn wants_pod(session: &Session, busy: Busy, now: Timestamp) -> bool {
     session.metadata.deletion_timestamp.is_none()
         && now < expires_at(session, now)
         && !session.spec.suspend
-        && !is_idle(session, now)
+        && idle_level(session, busy, now) != IdleLevel::DeepSleep
 }
 
 /// How soon to look again after a round of pings the runner did not answer.
@@ -288,12 +322,15 @@ fn plan_with(
         draft.status.workspace_claim = Some(claim.clone());
     }
     let pod = observed.pod.as_ref();
-    match stage(session, desired, draft.expires, now) {
+    let busy = observed.busy;
+    match stage(session, desired, busy, draft.expires, now) {
         Stage::Terminating => terminating(&mut draft),
-        Stage::Expired => expired(session, &mut draft),
+        Stage::Expired => expired(session, busy, &mut draft),
         Stage::Invalid(invalid) => invalid_spec(session, invalid, &mut draft),
         Stage::Suspended { idle } => suspended(session, pod, idle, &mut draft),
-        Stage::Running(desired) => running(session, pod, desired, &mut draft),
+        Stage::Running { desired, asleep } => {
+            running(session, pod, desired, asleep, busy, &mut draft)
+        }
     }
     draft.finish(&current)
 }
@@ -307,10 +344,10 @@ enum Stage {
     Expired,
     /// The spec cannot be turned into a Pod.
     Invalid(ValidationError),
-    /// The Pod must go: by `spec.suspend` (`idle: false`) or for idling (`idle: true`).
+    /// The Pod must go: by `spec.suspend` (`idle: false`) or for deep sleep (`idle: true`).
     Suspended { idle: bool },
-    /// The Session should have this Pod running.
-    Running(DesiredPod),
+    /// The Session should have this Pod running: awake, or asleep on lowered requests.
+    Running { desired: DesiredPod, asleep: bool },
 }
 
 /// The first stage that applies wins: a Session that is deleted or expired is not reported
@@ -318,6 +355,7 @@ enum Stage {
 fn stage(
     session: &Session,
     desired: Result<DesiredPod, ValidationError>,
+    busy: Busy,
     expires: Timestamp,
     now: Timestamp,
 ) -> Stage {
@@ -330,8 +368,13 @@ fn stage(
     match desired {
         Err(invalid) => Stage::Invalid(invalid),
         Ok(_) if session.spec.suspend => Stage::Suspended { idle: false },
-        Ok(_) if is_idle(session, now) => Stage::Suspended { idle: true },
-        Ok(desired) => Stage::Running(desired),
+        Ok(desired) => match idle_level(session, busy, now) {
+            IdleLevel::DeepSleep => Stage::Suspended { idle: true },
+            level => Stage::Running {
+                desired,
+                asleep: level == IdleLevel::Sleep,
+            },
+        },
     }
 }
 
@@ -439,10 +482,21 @@ fn terminating(draft: &mut Draft) {
     draft.plan.requeue_after = None;
 }
 
-/// The TTL passed: delete the Session. Owner references take its Pod and claim with it.
-fn expired(session: &Session, draft: &mut Draft) {
+/// The TTL passed: delete the Session. Owner references take its Pod and claim with it. A
+/// Session with running Executions keeps its Pod until they finish (each has a deadline, so
+/// this is bounded by the longest timeout); no new one starts in an Expired Session.
+fn expired(session: &Session, busy: Busy, draft: &mut Draft) {
     if session.phase() != SessionPhase::Expired {
         draft.event(SessionEvent::Expired);
+    }
+    if busy.running() {
+        let message = format!(
+            "the TTL of {}s passed at {}; the Session is deleted once its running executions finish ({} running)",
+            session.spec.ttl_seconds, draft.expires, busy.running
+        );
+        draft.not_ready(SessionPhase::Expired, conditions::REASON_EXPIRED, message);
+        draft.plan.requeue_after = Some(BUSY_POLL);
+        return;
     }
     let message = format!(
         "the TTL of {}s passed at {}; the Session is deleted",
@@ -477,7 +531,7 @@ fn suspended(session: &Session, pod: Option<&Pod>, idle: bool, draft: &mut Draft
     let (reason, message) = if idle {
         (
             conditions::REASON_IDLE,
-            "suspended after idling; the next execution resumes it",
+            "deep sleep after idling: Pod deleted, workspace kept; the next request resumes it",
         )
     } else {
         (
@@ -497,8 +551,16 @@ fn suspended(session: &Session, pod: Option<&Pod>, idle: bool, draft: &mut Draft
     draft.plan.requeue_after = Some(until(draft.now, draft.expires).min(RESYNC));
 }
 
-/// The Session should have a running Pod: create, replace or report on it.
-fn running(session: &Session, pod: Option<&Pod>, desired: DesiredPod, draft: &mut Draft) {
+/// The Session should have a running Pod: create, replace or report on it; put it to sleep
+/// or wake it.
+fn running(
+    session: &Session,
+    pod: Option<&Pod>,
+    desired: DesiredPod,
+    asleep: bool,
+    busy: Busy,
+    draft: &mut Draft,
+) {
     let name = pod.map_or_else(|| pod_name(&session.name_any()), |p| p.name_any());
     let before = answered_before(session);
     match pod_state(pod, &desired, &draft.runner, before) {
@@ -516,6 +578,7 @@ fn running(session: &Session, pod: Option<&Pod>, desired: DesiredPod, draft: &mu
             draft.plan.recreate = Some(Recreate::Failed);
             draft.starting(&format!("replacing the Pod, which stopped ({why})"), None);
         }
+        PodState::Outdated { .. } if busy.running() => wait_for_executions(&name, busy, draft),
         PodState::Outdated { uid } => {
             draft.plan.pod = PodAction::Delete { uid };
             draft.event(SessionEvent::SpecChanged);
@@ -524,7 +587,11 @@ fn running(session: &Session, pod: Option<&Pod>, desired: DesiredPod, draft: &mu
         PodState::RunnerMissing { detail } => runner_missing(session, &name, &detail, draft),
         PodState::Ready { ip, .. } => {
             relabel(pod, &desired, draft);
-            ready(session, &name, ip, draft);
+            match pod {
+                Some(pod) if asleep => sleep(session, pod, &desired, &name, ip, draft),
+                Some(pod) => wake_or_ready(session, pod, &desired, &name, ip, draft),
+                None => ready(session, &name, ip, None, draft),
+            }
         }
         PodState::Starting { waiting, ip } => {
             relabel(pod, &desired, draft);
@@ -536,7 +603,128 @@ fn running(session: &Session, pod: Option<&Pod>, desired: DesiredPod, draft: &mu
             }
         }
     }
-    draft.plan.requeue_after = Some(running_requeue(session, draft));
+    draft.plan.requeue_after = Some(running_requeue(session, busy, draft));
+}
+
+/// The spec changed and needs a new Pod, but Executions run in this one: keep it until they
+/// finish. New executions wait (the Session is not Ready) and run on the new Pod.
+fn wait_for_executions(pod: &str, busy: Busy, draft: &mut Draft) {
+    let reported = draft.previous_ready.as_ref().map(|c| c.reason.as_str());
+    if reported != Some(conditions::REASON_WAITING_FOR_EXECUTIONS) {
+        draft.event(SessionEvent::WaitingForExecutions {
+            running: busy.running,
+        });
+    }
+    let message = format!(
+        "the spec changed: the Pod is replaced once its running executions finish ({} running); new executions wait for the new Pod",
+        busy.running
+    );
+    draft.not_ready(
+        SessionPhase::Pending,
+        conditions::REASON_WAITING_FOR_EXECUTIONS,
+        message,
+    );
+    draft.status.pod_name = Some(pod.to_string());
+    draft.plan.requeue_after = Some(BUSY_POLL);
+}
+
+/// Asleep: the Pod keeps running with its requests lowered to the sleep values (limits
+/// unchanged). Not Ready: the next request records activity, which wakes it.
+fn sleep(
+    session: &Session,
+    pod: &Pod,
+    desired: &DesiredPod,
+    name: &str,
+    ip: Option<String>,
+    draft: &mut Draft,
+) {
+    let target = desired.sleep_requests();
+    let (wanted, _) = sandbox_requests(pod);
+    if !requests_match(&wanted, target) && draft.plan.pod == PodAction::Keep {
+        draft.plan.pod = PodAction::Resize {
+            requests: target.clone(),
+        };
+    }
+    if session.phase() != SessionPhase::Sleeping {
+        draft.event(SessionEvent::Slept {
+            requests: target.clone(),
+        });
+    }
+    let lowered = target != desired.awake_requests();
+    let message = if lowered {
+        format!(
+            "asleep after {}s without activity: requests lowered to {} (limits unchanged, processes kept); the next request wakes it",
+            session.spec.sleep_after_seconds.unwrap_or_default(),
+            describe(target)
+        )
+    } else {
+        format!(
+            "asleep after {}s without activity, requests kept ({}): a Pod whose requests equal its limits cannot lower them in place; the next request wakes it",
+            session.spec.sleep_after_seconds.unwrap_or_default(),
+            describe(target)
+        )
+    };
+    draft.not_ready(SessionPhase::Sleeping, conditions::REASON_SLEEPING, message);
+    draft.status.pod_name = Some(name.to_string());
+    if ip.is_some() {
+        draft.status.pod_ip = ip;
+    }
+}
+
+/// Awake: the Pod gets its awake requests back. A sleeping Session is Ready again once the
+/// kubelet reports them applied, or says it cannot apply them now (then it runs on its sleep
+/// requests until the node has room: limits never changed, so executions are not held back).
+fn wake_or_ready(
+    session: &Session,
+    pod: &Pod,
+    desired: &DesiredPod,
+    name: &str,
+    ip: Option<String>,
+    draft: &mut Draft,
+) {
+    let awake = desired.awake_requests();
+    let (wanted, applied) = sandbox_requests(pod);
+    let asked = requests_match(&wanted, awake);
+    if !asked && draft.plan.pod == PodAction::Keep {
+        draft.plan.pod = PodAction::Resize {
+            requests: awake.clone(),
+        };
+    }
+    if session.phase() != SessionPhase::Sleeping {
+        return ready(session, name, ip, None, draft);
+    }
+    let done = asked && applied.is_none_or(|applied| requests_match(&applied, awake));
+    let pending = (asked && !done).then(|| resize_pending(pod)).flatten();
+    if done || pending.is_some() {
+        return ready(
+            session,
+            name,
+            ip,
+            Some(SessionEvent::Woke { detail: pending }),
+            draft,
+        );
+    }
+    draft.not_ready(
+        SessionPhase::Sleeping,
+        conditions::REASON_WAKING,
+        format!(
+            "waking: restoring the requests to {}; Ready once the kubelet applies them",
+            describe(awake)
+        ),
+    );
+    draft.status.pod_name = Some(name.to_string());
+    if ip.is_some() {
+        draft.status.pod_ip = ip;
+    }
+    draft.plan.requeue_after = Some(WAKE_POLL);
+}
+
+fn describe(requests: &Requests) -> String {
+    requests
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// No Pod: create the desired one (after its claim, for a persistent workspace). A Pod name
@@ -585,11 +773,29 @@ fn relabel(pod: Option<&Pod>, desired: &DesiredPod, draft: &mut Draft) {
     draft.plan.pod = PodAction::Relabel { labels };
 }
 
-/// The runner answered, and the Session is Ready from that moment.
-fn ready(session: &Session, pod: &str, ip: Option<String>, draft: &mut Draft) {
+/// The runner answered, and the Session is Ready from that moment. `woke` is the Event of a
+/// Session that was asleep on this Pod; `readyAt` is the moment it is Ready again, so its
+/// idle clock starts after the wake, however long the kubelet took.
+fn ready(
+    session: &Session,
+    pod: &str,
+    ip: Option<String>,
+    woke: Option<SessionEvent>,
+    draft: &mut Draft,
+) {
     let newly = session.phase() != SessionPhase::Ready;
-    if newly {
-        draft.event(SessionEvent::Ready);
+    let message = match &woke {
+        Some(SessionEvent::Woke {
+            detail: Some(detail),
+        }) => Some(format!(
+            "awake on its sleep requests: the kubelet has not applied the resize yet ({detail})"
+        )),
+        _ => None,
+    };
+    match woke {
+        Some(event) => draft.event(event),
+        None if newly => draft.event(SessionEvent::Ready),
+        None => {}
     }
     let now = draft.now;
     let status = &mut draft.status;
@@ -603,7 +809,7 @@ fn ready(session: &Session, pod: &str, ip: Option<String>, draft: &mut Draft) {
     if newly || status.ready_at.is_none() {
         status.ready_at = Some(Time(now));
     }
-    status.message = None;
+    status.message = message;
     draft.set_ready(
         true,
         conditions::REASON_POD_READY,
@@ -632,18 +838,23 @@ fn runner_missing(session: &Session, pod: &str, detail: &str, draft: &mut Draft)
     draft.status.pod_ip = None;
 }
 
-/// While running, look again at the expiry, at the idle deadline once Ready, or sooner when a
-/// step asked to.
-fn running_requeue(session: &Session, draft: &Draft) -> Duration {
+/// While running, look again at the expiry, at the next idle deadline once Ready or asleep,
+/// soon while Executions hold back an idle level already reached, or sooner when a step asked
+/// to.
+fn running_requeue(session: &Session, busy: Busy, draft: &Draft) -> Duration {
     let asked = draft.plan.requeue_after.unwrap_or(RESYNC);
     let mut next = until(draft.now, draft.expires).min(asked);
-    if draft.status.phase == Some(SessionPhase::Ready) {
-        let deadline = session
-            .spec
-            .idle_timeout_seconds
-            .and_then(|timeout| idle_deadline_after(timeout, &draft.status));
-        if let Some(deadline) = deadline {
+    if matches!(
+        draft.status.phase,
+        Some(SessionPhase::Ready | SessionPhase::Sleeping)
+    ) {
+        if let Some(deadline) = session.spec.next_idle_deadline(&draft.status, draft.now) {
             next = next.min(until(draft.now, deadline));
+        }
+        let held_back = session.spec.idle_level(&draft.status, draft.now) != IdleLevel::Awake
+            && draft.status.phase == Some(SessionPhase::Ready);
+        if busy.in_use() && held_back {
+            next = next.min(BUSY_POLL);
         }
     }
     next
@@ -726,12 +937,94 @@ mod tests {
         Observed {
             pod,
             runner,
+            busy: Busy::IDLE,
             ..Observed::default()
         }
     }
 
     fn plan_at(s: &Session, pod: Option<Pod>, secs: i64) -> Plan {
         plan(s, &observed(pod), &SandboxConfig::default(), at(secs))
+    }
+
+    fn plan_busy(s: &Session, pod: Option<Pod>, busy: Busy, secs: i64) -> Plan {
+        let observed = Observed {
+            busy,
+            ..observed(pod)
+        };
+        plan(s, &observed, &SandboxConfig::default(), at(secs))
+    }
+
+    fn running(n: usize) -> Busy {
+        Busy {
+            running: n,
+            ..Busy::IDLE
+        }
+    }
+
+    fn requests(cpu: &str, memory: &str) -> Requests {
+        Requests::from([
+            ("cpu".to_string(), cpu.to_string()),
+            ("memory".to_string(), memory.to_string()),
+        ])
+    }
+
+    /// The Pod after a resize to `wanted`, with the kubelet reporting `applied`.
+    fn resized(mut pod: Pod, wanted: &Requests, applied: &Requests) -> Pod {
+        let quantities = |r: &Requests| {
+            r.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        k8s_openapi::apimachinery::pkg::api::resource::Quantity(v.clone()),
+                    )
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        if let Some(spec) = pod.spec.as_mut() {
+            let container = spec
+                .containers
+                .iter_mut()
+                .find(|c| c.name == "sandbox")
+                .expect("sandbox container");
+            let resources = container.resources.get_or_insert_with(Default::default);
+            resources.requests = Some(quantities(wanted));
+        }
+        let status = pod.status.get_or_insert_with(Default::default);
+        status.container_statuses = Some(vec![k8s_openapi::api::core::v1::ContainerStatus {
+            name: "sandbox".into(),
+            resources: Some(k8s_openapi::api::core::v1::ResourceRequirements {
+                requests: Some(quantities(applied)),
+                ..Default::default()
+            }),
+            state: Some(k8s_openapi::api::core::v1::ContainerState {
+                running: Some(Default::default()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        pod
+    }
+
+    /// A Session Ready since 2 s with sleep after 10 s and deep sleep after 60 s, and its Pod.
+    fn sleepy() -> (Session, Pod) {
+        let s = session(|spec| {
+            spec.sleep_after_seconds = Some(10);
+            spec.idle_timeout_seconds = Some(60);
+        });
+        let s = applied(s.clone(), &plan_at(&s, None, 0));
+        let pod = ready_pod(&s, 2);
+        let s = applied(s.clone(), &plan_at(&s, Some(pod.clone()), 2));
+        assert_eq!(s.phase(), SessionPhase::Ready);
+        (s, pod)
+    }
+
+    /// Default config: limits 1 CPU and 512Mi, ratio 0.1; sleep values 10m and 16Mi.
+    fn awake() -> Requests {
+        requests("100m", "53687092")
+    }
+
+    fn asleep() -> Requests {
+        requests("10m", "16Mi")
     }
 
     fn ready_reason(plan: &Plan) -> Option<(String, String)> {
@@ -793,7 +1086,7 @@ mod tests {
         };
         let stage_at = |s: &Session, secs| {
             let desired = DesiredPod::build(s, &SandboxConfig::default());
-            stage(s, desired, expires_at(s, at(secs)), at(secs))
+            stage(s, desired, Busy::IDLE, expires_at(s, at(secs)), at(secs))
         };
         let mut s = session(|spec| {
             spec.ttl_seconds = 60;
@@ -820,7 +1113,15 @@ mod tests {
         idle_too.spec.suspend = false;
         assert_eq!(stage_at(&idle_too, 30), Stage::Suspended { idle: true });
         idle_too.spec.idle_timeout_seconds = None;
-        assert!(matches!(stage_at(&idle_too, 30), Stage::Running(_)));
+        assert!(matches!(
+            stage_at(&idle_too, 30),
+            Stage::Running { asleep: false, .. }
+        ));
+        idle_too.spec.sleep_after_seconds = Some(1);
+        assert!(matches!(
+            stage_at(&idle_too, 30),
+            Stage::Running { asleep: true, .. }
+        ));
     }
 
     #[test]
@@ -957,8 +1258,8 @@ mod tests {
         let s = applied(s.clone(), &plan_at(&s, None, 0));
         let s = applied(s.clone(), &plan_at(&s, Some(ready_pod(&s, 2)), 2));
         assert_eq!(s.phase(), SessionPhase::Ready);
-        assert!(!is_idle(&s, at(31)));
-        assert!(is_idle(&s, at(32)));
+        assert_eq!(idle_level(&s, Busy::IDLE, at(31)), IdleLevel::Awake);
+        assert_eq!(idle_level(&s, Busy::IDLE, at(32)), IdleLevel::DeepSleep);
 
         let p = plan_at(&s, Some(ready_pod(&s, 2)), 40);
         assert_eq!(p.events, [SessionEvent::Suspended { idle: true }]);
@@ -978,7 +1279,253 @@ mod tests {
         assert_eq!(p.events, [SessionEvent::Resumed]);
         // The new Pod is not idled out while it starts, however long that takes.
         let s = applied(s, &p);
-        assert!(!is_idle(&s, at(500)));
+        assert_eq!(idle_level(&s, Busy::IDLE, at(500)), IdleLevel::Awake);
+    }
+
+    #[test]
+    fn sleep_lowers_the_requests_in_place_and_keeps_the_pod() {
+        let (s, pod) = sleepy();
+        let before = plan_at(&s, Some(pod.clone()), 11);
+        assert_eq!(before.pod, PodAction::Keep);
+        assert_eq!(
+            before.requeue_after,
+            Some(Duration::from_secs(1)),
+            "sleeps at 12"
+        );
+
+        let p = plan_at(&s, Some(pod.clone()), 12);
+        assert_eq!(p.pod, PodAction::Resize { requests: asleep() });
+        assert_eq!(p.events, [SessionEvent::Slept { requests: asleep() }]);
+        let status = p.status.clone().expect("status");
+        assert_eq!(status.phase, Some(SessionPhase::Sleeping));
+        assert_eq!(status.pod_name.as_deref(), Some("demo-sandbox"));
+        assert_eq!(ready_reason(&p), Some(("False".into(), "Sleeping".into())));
+        assert!(status.message.unwrap_or_default().contains("cpu 10m"));
+        assert_eq!(
+            p.requeue_after,
+            Some(Duration::from_secs(50)),
+            "deep sleep at 62"
+        );
+
+        // Resized: nothing more to do, no second Event, and no ping of the runner.
+        let s = applied(s, &p);
+        let pod = resized(pod, &asleep(), &asleep());
+        assert!(answered_before(&s));
+        let again = plan_at(&s, Some(pod), 20);
+        assert_eq!(again.pod, PodAction::Keep);
+        assert!(again.events.is_empty());
+        assert_eq!(again.status, None);
+    }
+
+    #[test]
+    fn activity_wakes_a_sleeping_session_once_the_kubelet_applied_the_resize() {
+        let (s, pod) = sleepy();
+        let s = applied(s.clone(), &plan_at(&s, Some(pod.clone()), 12));
+        let pod = resized(pod, &asleep(), &asleep());
+        let ready_at = s.status.as_ref().and_then(|st| st.ready_at.clone());
+
+        // Activity newer than the sleep: restore the requests; not Ready yet.
+        let s = with_status(s, |st| st.last_activity_at = Some(Time(at(30))));
+        let p = plan_at(&s, Some(pod.clone()), 30);
+        assert_eq!(p.pod, PodAction::Resize { requests: awake() });
+        assert!(p.events.is_empty());
+        assert_eq!(ready_reason(&p), Some(("False".into(), "Waking".into())));
+        assert_eq!(
+            p.status.clone().expect("status").phase,
+            Some(SessionPhase::Sleeping)
+        );
+        assert_eq!(p.requeue_after, Some(WAKE_POLL));
+
+        // Asked for, not applied yet: still waking, no second resize.
+        let s = applied(s, &p);
+        let asked = resized(pod.clone(), &awake(), &asleep());
+        let p = plan_at(&s, Some(asked), 31);
+        assert_eq!(p.pod, PodAction::Keep);
+        assert_eq!(p.status, None, "still waking: nothing changed");
+        assert_eq!(p.requeue_after, Some(WAKE_POLL));
+
+        // Past the sleep deadline again while waking: the wake goes on.
+        let p = plan_at(&s, Some(resized(pod.clone(), &awake(), &asleep())), 45);
+        assert_eq!(p.pod, PodAction::Keep);
+        assert_eq!(p.status, None, "still waking, not asleep again");
+
+        // The kubelet reports the requests applied (in its own notation): Ready, Woke.
+        let done = resized(pod.clone(), &awake(), &requests("0.1", "53687092"));
+        let p = plan_at(&s, Some(done), 31);
+        assert_eq!(p.pod, PodAction::Keep);
+        assert_eq!(p.events, [SessionEvent::Woke { detail: None }]);
+        let status = p.status.clone().expect("status");
+        assert_eq!(status.phase, Some(SessionPhase::Ready));
+        assert_ne!(status.ready_at, ready_at);
+        assert_eq!(
+            status.ready_at,
+            Some(Time(at(31))),
+            "the idle clock restarts at the wake"
+        );
+        assert_eq!(status.message, None);
+        assert_eq!(ready_reason(&p), Some(("True".into(), "PodReady".into())));
+    }
+
+    #[test]
+    fn a_resize_the_kubelet_defers_does_not_hold_back_the_wake() {
+        let (s, pod) = sleepy();
+        let s = applied(s.clone(), &plan_at(&s, Some(pod.clone()), 12));
+        let s = with_status(s, |st| st.last_activity_at = Some(Time(at(30))));
+        let mut deferred = resized(pod, &awake(), &asleep());
+        if let Some(status) = deferred.status.as_mut() {
+            status
+                .conditions
+                .get_or_insert_with(Vec::new)
+                .push(PodCondition {
+                    type_: "PodResizePending".into(),
+                    status: "True".into(),
+                    reason: Some("Deferred".into()),
+                    message: Some("Node didn't have enough capacity".into()),
+                    ..PodCondition::default()
+                });
+        }
+        let p = plan_at(&s, Some(deferred), 31);
+        assert!(
+            matches!(&p.events[..], [SessionEvent::Woke { detail: Some(d) }] if d.contains("Deferred"))
+        );
+        let status = p.status.expect("status");
+        assert_eq!(status.phase, Some(SessionPhase::Ready));
+        assert!(status
+            .message
+            .unwrap_or_default()
+            .contains("sleep requests"));
+    }
+
+    #[test]
+    fn deep_sleep_follows_sleep_and_deletes_the_pod() {
+        let (s, pod) = sleepy();
+        let s = applied(s.clone(), &plan_at(&s, Some(pod.clone()), 12));
+        let pod = resized(pod, &asleep(), &asleep());
+        let p = plan_at(&s, Some(pod), 62);
+        assert!(matches!(p.pod, PodAction::Delete { .. }));
+        assert_eq!(p.events, [SessionEvent::Suspended { idle: true }]);
+        assert_eq!(ready_reason(&p), Some(("False".into(), "Idle".into())));
+        assert_eq!(
+            p.status.expect("status").phase,
+            Some(SessionPhase::Suspended)
+        );
+    }
+
+    #[test]
+    fn executions_hold_back_sleep_and_deep_sleep() {
+        let (s, pod) = sleepy();
+        let pending = Busy {
+            pending: 1,
+            ..Busy::IDLE
+        };
+        let unknown = Busy::default();
+        for busy in [running(1), pending, unknown] {
+            for secs in [12, 100] {
+                let p = plan_busy(&s, Some(pod.clone()), busy, secs);
+                assert_eq!(p.pod, PodAction::Keep, "{busy:?} at {secs}");
+                assert!(p.events.is_empty());
+                assert_eq!(p.requeue_after, Some(BUSY_POLL), "looks again soon");
+            }
+        }
+        // A sleeping Session with a waiting Execution wakes.
+        let asleep_s = applied(s.clone(), &plan_at(&s, Some(pod.clone()), 12));
+        let p = plan_busy(
+            &asleep_s,
+            Some(resized(pod, &asleep(), &asleep())),
+            pending,
+            20,
+        );
+        assert_eq!(p.pod, PodAction::Resize { requests: awake() });
+    }
+
+    #[test]
+    fn the_ttl_waits_for_running_executions_but_not_for_pending_ones() {
+        let s = session(|spec| spec.ttl_seconds = 60);
+        let s = with_status(s, |st| {
+            st.phase = Some(SessionPhase::Ready);
+            st.pod_name = Some("demo-sandbox".into());
+        });
+        let p = plan_busy(&s, Some(ready_pod(&s, 1)), running(2), 60);
+        assert!(!p.delete_session);
+        assert_eq!(p.pod, PodAction::Keep);
+        assert_eq!(p.events, [SessionEvent::Expired]);
+        let status = p.status.clone().expect("status");
+        assert_eq!(status.phase, Some(SessionPhase::Expired));
+        assert!(status.message.unwrap_or_default().contains("2 running"));
+        assert_eq!(p.requeue_after, Some(BUSY_POLL));
+
+        let s = applied(s, &p);
+        let pending = Busy {
+            pending: 3,
+            ..Busy::IDLE
+        };
+        let p = plan_busy(&s, Some(ready_pod(&s, 1)), pending, 70);
+        assert!(p.delete_session);
+        assert!(p.events.is_empty(), "Expired was announced once");
+    }
+
+    #[test]
+    fn a_spec_change_waits_for_running_executions() {
+        let s = session(|_| {});
+        let s = applied(s.clone(), &plan_at(&s, None, 0));
+        let pod = ready_pod(&s, 1);
+        let s = applied(s.clone(), &plan_at(&s, Some(pod.clone()), 1));
+        let mut changed = s.clone();
+        changed.spec.image = Some("other:1".into());
+
+        let p = plan_busy(&changed, Some(pod.clone()), running(1), 5);
+        assert_eq!(p.pod, PodAction::Keep);
+        assert_eq!(
+            p.events,
+            [SessionEvent::WaitingForExecutions { running: 1 }]
+        );
+        assert_eq!(
+            ready_reason(&p),
+            Some(("False".into(), "WaitingForExecutions".into()))
+        );
+        let status = p.status.clone().expect("status");
+        assert_eq!(status.phase, Some(SessionPhase::Pending));
+        assert_eq!(status.pod_name.as_deref(), Some("demo-sandbox"));
+        assert_eq!(p.requeue_after, Some(BUSY_POLL));
+
+        // Still running: no second Event. Finished: replaced.
+        let changed = applied(changed, &p);
+        assert!(plan_busy(&changed, Some(pod.clone()), running(1), 8)
+            .events
+            .is_empty());
+        let p = plan_at(&changed, Some(pod), 10);
+        assert!(matches!(p.pod, PodAction::Delete { .. }));
+        assert_eq!(p.events, [SessionEvent::SpecChanged]);
+    }
+
+    #[test]
+    fn sleep_never_raises_a_request_and_keeps_a_guaranteed_pods() {
+        // 50m CPU × 0.1 = 5m awake, below the 10m sleep value: kept at 5m.
+        let small = session(|spec| spec.resources.cpu = Some("50m".into()));
+        let desired = DesiredPod::build(&small, &SandboxConfig::default()).expect("valid");
+        assert_eq!(desired.sleep_requests()["cpu"], "5m");
+        assert_eq!(desired.sleep_requests()["memory"], "16Mi");
+
+        // Ratio 1: Guaranteed QoS, which a resize may not change: nothing to lower.
+        let config = SandboxConfig {
+            request_ratio: 1.0,
+            ..SandboxConfig::default()
+        };
+        let s = session(|spec| spec.sleep_after_seconds = Some(10));
+        let desired = DesiredPod::build(&s, &config).expect("valid");
+        assert_eq!(desired.sleep_requests(), desired.awake_requests());
+        let s = applied(s.clone(), &plan(&s, &observed(None), &config, at(0)));
+        let mut pod = ready_pod(&s, 2);
+        pod.spec = build_pod(&s, &config).expect("pod").spec;
+        let s = applied(
+            s.clone(),
+            &plan(&s, &observed(Some(pod.clone())), &config, at(2)),
+        );
+        let p = plan(&s, &observed(Some(pod)), &config, at(12));
+        assert_eq!(p.pod, PodAction::Keep, "no resize");
+        let status = p.status.expect("status");
+        assert_eq!(status.phase, Some(SessionPhase::Sleeping));
+        assert!(status.message.unwrap_or_default().contains("requests kept"));
     }
 
     #[test]
@@ -1145,6 +1692,7 @@ mod tests {
             runner: RunnerAnswer::Silent {
                 why: "exit 7".into(),
             },
+            busy: Busy::IDLE,
             ..Observed::default()
         };
         let p = plan(&s, &silent, &SandboxConfig::default(), at(4));

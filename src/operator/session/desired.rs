@@ -11,7 +11,54 @@ use crate::crd::{
 };
 use crate::operator::config::SandboxConfig;
 
-use super::build::{build_pod, pod_shape_hash, pod_spec_hash};
+use crate::crd::quantity::Quantity;
+
+use super::build::{build_pod, pod_shape_hash, pod_spec_hash, sandbox_resources, SandboxResources};
+
+/// The awake and the sleep requests (CPU and memory) of a sandbox with these resources.
+fn requests_by_state(
+    resources: &SandboxResources,
+    config: &SandboxConfig,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let awake: BTreeMap<String, String> = RESIZABLE
+        .iter()
+        .filter_map(|k| Some((k.to_string(), resources.requests.get(*k)?.clone())))
+        .collect();
+    let guaranteed = RESIZABLE
+        .iter()
+        .all(|k| same_quantity(resources.requests.get(*k), resources.limits.get(*k)));
+    if guaranteed {
+        return (awake.clone(), awake);
+    }
+    let sleep = awake
+        .iter()
+        .map(|(key, awake_value)| {
+            let configured = if key == "cpu" {
+                &config.sleep_cpu
+            } else {
+                &config.sleep_memory
+            };
+            let lower = match (Quantity::parse(configured), Quantity::parse(awake_value)) {
+                (Ok(sleep), Ok(awake)) if sleep < awake => configured.clone(),
+                _ => awake_value.clone(),
+            };
+            (key.clone(), lower)
+        })
+        .collect();
+    (awake, sleep)
+}
+
+/// True when both are the same quantity, however written (`100m` and `0.1`).
+pub fn same_quantity(a: Option<&String>, b: Option<&String>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => match (Quantity::parse(a), Quantity::parse(b)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        },
+        (None, None) => true,
+        _ => false,
+    }
+}
 
 /// The Pod built from a valid Session spec, with the hash of the spec it was built from.
 /// The only way to get one is [`DesiredPod::build`], so holding one means the spec is valid.
@@ -20,7 +67,12 @@ pub struct DesiredPod {
     pod: Box<Pod>,
     spec_hash: String,
     shape_hash: String,
+    awake_requests: BTreeMap<String, String>,
+    sleep_requests: BTreeMap<String, String>,
 }
+
+/// The requests an in-place resize may change (the kubelet resizes CPU and memory only).
+pub const RESIZABLE: [&str; 2] = ["cpu", "memory"];
 
 impl DesiredPod {
     /// Validates the Session's spec and builds its Pod. Either step can reject the spec: the
@@ -28,11 +80,28 @@ impl DesiredPod {
     pub fn build(session: &Session, config: &SandboxConfig) -> Result<Self, ValidationError> {
         validate_session(&session.name_any(), &session.spec)?;
         let pod = build_pod(session, config)?;
+        let resources = sandbox_resources(&session.spec, config)?;
+        let (awake_requests, sleep_requests) = requests_by_state(&resources, config);
         Ok(Self {
             pod: Box::new(pod),
             spec_hash: pod_spec_hash(&session.spec),
             shape_hash: pod_shape_hash(&session.spec),
+            awake_requests,
+            sleep_requests,
         })
+    }
+
+    /// The sandbox container's CPU and memory requests while the Session is awake.
+    pub fn awake_requests(&self) -> &BTreeMap<String, String> {
+        &self.awake_requests
+    }
+
+    /// The sandbox container's CPU and memory requests while the Session sleeps: the
+    /// operator's sleep values, never above the awake ones. A Guaranteed Pod (requests equal
+    /// to limits, `--request-ratio 1`) keeps its requests: lowering them would change its QoS
+    /// class, which the apiserver refuses for a running Pod.
+    pub fn sleep_requests(&self) -> &BTreeMap<String, String> {
+        &self.sleep_requests
     }
 
     /// The Pod to create.

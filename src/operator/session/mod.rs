@@ -23,11 +23,24 @@
 //!   every later Pod of the Session mounts that claim.
 //! - **TTL**: `expiresAt` = creationTimestamp + `ttlSeconds`. Once passed, phase `Expired`
 //!   (Event `Expired`) and the Session is deleted; the Pod and claim are garbage-collected.
-//! - **Suspend**: `spec.suspend: true`, or `idleTimeoutSeconds` since the later of
-//!   `status.lastActivityAt` and `readyAt` while Ready, deletes the Pod and keeps the claim.
-//!   Phase `Suspended`, `Ready` False with reason `Suspended` or `Idle`.
-//! - **Resume**: setting `spec.suspend` back to false, or (for an idle suspension) recording
-//!   activity in [`RESUME_FIELD`](crate::shared::activity::RESUME_FIELD), creates a new Pod.
+//! - **Sleep**: `sleepAfterSeconds` since the later of `status.lastActivityAt` and `readyAt`
+//!   while Ready, with no Execution of the Session running or waiting, lowers the sandbox
+//!   container's CPU and memory requests in place (the Pod's `resize` subresource; limits
+//!   unchanged, nothing restarts). Phase `Sleeping`, `Ready` False with reason `Sleeping`,
+//!   Event `Slept`.
+//! - **Wake**: activity recorded in [`RESUME_FIELD`](crate::shared::activity::RESUME_FIELD)
+//!   (an Execution, an api request) restores the requests (reason `Waking`); the Session is
+//!   Ready once the kubelet reports them in `status.containerStatuses[].resources`, or says it
+//!   cannot apply them now (`PodResizePending`). Event `Woke`.
+//! - **Deep sleep / suspend**: `spec.suspend: true`, or `idleTimeoutSeconds` without activity
+//!   (same clock, same rule about Executions), deletes the Pod and keeps the claim. Phase
+//!   `Suspended`, `Ready` False with reason `Suspended` or `Idle` (Event `DeepSlept`).
+//! - **Resume**: setting `spec.suspend` back to false, or (for deep sleep) recording
+//!   activity, creates a new Pod.
+//! - **Running Executions** (from the Execution controller's watch, [`Busy`](super::execution::pending::Busy)):
+//!   hold back sleep and deep sleep (pending ones too), the TTL's deletion (phase `Expired`
+//!   with the Pod kept until they finish; new ones fail) and a Pod replacement for a spec
+//!   change (phase `Pending`, reason `WaitingForExecutions`; new ones wait for the new Pod).
 //! - **Lost Pod**: a Pod that vanished, failed or was evicted is replaced, with a Warning Event
 //!   `PodLost` and `kubexec_session_pods_recreated_total`.
 //! - **Spec change**: a Pod built from an older spec (annotation `kubexec.dev/spec-hash`) is
@@ -108,8 +121,11 @@ async fn run_pipeline(session: &Session, ctx: &Context, now: Timestamp) -> Resul
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let mut observed = observe::observe(&ctx.client, session).await?;
+    observed.busy = ctx
+        .executions_by_session
+        .busy(&namespace, &session.name_any());
     let mut pool_uid = None;
-    if observed.pod.is_none() && decide::wants_pod(session, now) {
+    if observed.pod.is_none() && decide::wants_pod(session, observed.busy, now) {
         if let Some(adopted) = adopt_warm_pod(session, ctx, &namespace).await? {
             observed.pod = Some(adopted.pod);
             observed.adopted_from = Some(adopted.pool);
@@ -140,6 +156,7 @@ async fn run_pipeline(session: &Session, ctx: &Context, now: Timestamp) -> Resul
         decide::PodAction::Create { .. } => "create",
         decide::PodAction::Delete { .. } => "delete",
         decide::PodAction::Relabel { .. } => "relabel",
+        decide::PodAction::Resize { .. } => "resize",
     };
     debug!(events = ?plan.events, pod_action, "planned");
 

@@ -9,6 +9,7 @@ use crate::operator::{Error, Result};
 use crate::layout::pod_name;
 
 use super::{build::is_owned_by, pod_state::RunnerAnswer};
+use crate::operator::execution::pending::Busy;
 
 /// What the cluster holds for a Session right now.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -22,6 +23,8 @@ pub struct Observed {
     /// The workspace claim of a pool's Pod that the Session now owns, when the status does
     /// not record it yet.
     pub adopted_claim: Option<String>,
+    /// The Session's unfinished Executions, from the Execution controller's watch.
+    pub busy: Busy,
 }
 
 /// The name of the Session's Pod: the one in its status (an adopted warm Pod has its pool's
@@ -64,6 +67,7 @@ pub async fn observe(client: &kube::Client, session: &Session) -> Result<Observe
         runner: RunnerAnswer::NotAsked,
         adopted_from: None,
         adopted_claim: None,
+        busy: Busy::default(),
     })
 }
 

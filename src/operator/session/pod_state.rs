@@ -4,12 +4,17 @@
 //! the kubelet's next relist reports the container: exec works as soon as the container has
 //! started, a relist (up to a second) earlier.
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::core::v1::{ContainerStatus, Pod},
+    apimachinery::pkg::api::resource::Quantity,
+};
 use kube::ResourceExt;
 
 use crate::layout::{INSTALL_CONTAINER, SANDBOX_CONTAINER};
 
-use super::desired::DesiredPod;
+use super::desired::{same_quantity, DesiredPod};
 
 /// What pinging the sandbox's runner found out, this reconcile.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -133,6 +138,53 @@ pub fn needs_ping(pod: Option<&Pod>, answered_before: bool) -> bool {
         && !sandbox_down(pod)
         && runner_missing(pod).is_none()
         && !(answered_before && sandbox_running(pod))
+}
+
+/// The requests of the sandbox container in `pod`'s spec (what a resize asked for) and as the
+/// kubelet reports them applied (`status.containerStatuses[].resources`; `None` when it
+/// reports none, as kubelets without in-place resize do).
+pub fn sandbox_requests(pod: &Pod) -> (Requests, Option<Requests>) {
+    let wanted = pod
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.containers.iter().find(|c| c.name == SANDBOX_CONTAINER))
+        .and_then(|c| c.resources.as_ref()?.requests.as_ref())
+        .map(to_strings)
+        .unwrap_or_default();
+    let applied = sandbox_status(pod)
+        .and_then(|c| c.resources.as_ref()?.requests.as_ref())
+        .map(to_strings);
+    (wanted, applied)
+}
+
+/// Resource requests by name, as quantity strings.
+pub type Requests = BTreeMap<String, String>;
+
+fn to_strings(map: &BTreeMap<String, Quantity>) -> Requests {
+    map.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect()
+}
+
+/// True when `actual` holds every request of `want` with the same quantity.
+pub fn requests_match(actual: &Requests, want: &Requests) -> bool {
+    want.iter()
+        .all(|(key, value)| same_quantity(actual.get(key), Some(value)))
+}
+
+/// Why the kubelet has not applied a resize, when it says it cannot now (`PodResizePending`:
+/// `Deferred` until the node has room, or `Infeasible`).
+pub fn resize_pending(pod: &Pod) -> Option<String> {
+    let condition = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodResizePending" && c.status == "True")?;
+    let reason = condition.reason.clone().unwrap_or_else(|| "Pending".into());
+    Some(match condition.message.as_deref() {
+        Some(message) if !message.is_empty() => format!("{reason}: {message}"),
+        _ => reason,
+    })
 }
 
 fn sandbox_status(pod: &Pod) -> Option<&ContainerStatus> {
