@@ -11,7 +11,7 @@
 //! - `sleep`: phase Sleeping and the kubelet reports the lowered requests; the wake restores
 //!   them in place and waits for the kubelet to report them applied.
 //! - `deep-sleep`: phase Suspended (reason Idle), the Pod deleted; the wake is a cold start of
-//!   a new Pod (an emptyDir workspace here: REST sessions get no persistent one on this branch).
+//!   a new Pod that mounts the session's workspace claim (every REST session has one).
 //!
 //! `KUBEXEC_BENCH_WAKE_RUNS` (default 20) runs per state. `test = false` in e2e/Cargo.toml keeps
 //! it out of `cargo test` unless named.
