@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod browser;
+pub mod chart;
 pub mod proxy;
 
 use std::fmt::Debug;

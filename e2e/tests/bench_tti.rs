@@ -27,6 +27,7 @@ use kube::api::{DeleteParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use kubexec::crd::{Execution, ExecutionPhase, Session, SessionPhase, SessionPool};
+use kubexec_e2e::chart::{ms, percentile_bars, Layout};
 use kubexec_e2e::{repo_root, wait_for, TestNs};
 use serde_json::json;
 use tokio::sync::Notify;
@@ -196,10 +197,6 @@ impl Bench {
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// p50, p95, p99 of a set of durations.
@@ -394,61 +391,18 @@ fn report(samples: &[Sample], runs: usize) {
     let dir = repo_root().join("docs/benchmarks");
     std::fs::create_dir_all(&dir).expect("docs/benchmarks");
     std::fs::write(dir.join("tti.csv"), csv).expect("write tti.csv");
-    std::fs::write(dir.join("tti.svg"), chart(&rows)).expect("write tti.svg");
+    std::fs::write(
+        dir.join("tti.svg"),
+        percentile_bars(
+            "kubexec time to interactive (create → first command returned), log scale",
+            Layout {
+                left: 170.0,
+                width: 560.0,
+            },
+            &rows,
+            &[(150.0, "150 ms"), (1000.0, "1 s")],
+        ),
+    )
+    .expect("write tti.svg");
     println!("wrote docs/benchmarks/tti.csv and docs/benchmarks/tti.svg");
-}
-
-/// A horizontal bar chart of TTI p50/p95/p99 per scenario, on a log scale from 10 ms to 10 s,
-/// with the issue's targets (150 ms sequential p50, 1 s burst p99) as lines.
-fn chart(rows: &[(&str, [Duration; 3])]) -> String {
-    let (left, width, row_h) = (170.0, 560.0, 54.0);
-    let height = 60.0 + row_h * rows.len() as f64;
-    let x = |d: f64| left + width * ((d.max(10.0).min(10_000.0)).log10() - 1.0) / 3.0;
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"760\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"10\" y=\"18\" font-size=\"14\">kubexec time to interactive (create → first command returned), log scale</text>\n"
-    );
-    for tick in [10.0, 100.0, 1000.0, 10_000.0] {
-        svg.push_str(&format!(
-            "<line x1=\"{0}\" y1=\"28\" x2=\"{0}\" y2=\"{1}\" stroke=\"#ddd\"/><text x=\"{0}\" y=\"{2}\" text-anchor=\"middle\">{3} ms</text>\n",
-            x(tick),
-            height - 22.0,
-            height - 8.0,
-            tick
-        ));
-    }
-    for (target, label) in [(150.0, "150 ms"), (1000.0, "1 s")] {
-        svg.push_str(&format!(
-            "<line x1=\"{0}\" y1=\"28\" x2=\"{0}\" y2=\"{1}\" stroke=\"#c00\" stroke-dasharray=\"4 3\"/><text x=\"{0}\" y=\"38\" fill=\"#c00\" text-anchor=\"middle\">target {label}</text>\n",
-            x(target),
-            height - 22.0
-        ));
-    }
-    for (i, (name, [p50, p95, p99])) in rows.iter().enumerate() {
-        let y = 44.0 + row_h * i as f64;
-        svg.push_str(&format!(
-            "<text x=\"10\" y=\"{}\">{name}</text>\n",
-            y + 22.0
-        ));
-        for (j, (d, color, label)) in [
-            (p50, "#2b6cb0", "p50"),
-            (p95, "#63b3ed", "p95"),
-            (p99, "#bee3f8", "p99"),
-        ]
-        .iter()
-        .enumerate()
-        {
-            let by = y + 4.0 + 14.0 * j as f64;
-            let w = x(ms(**d)) - left;
-            svg.push_str(&format!(
-                "<rect x=\"{left}\" y=\"{by}\" width=\"{w:.1}\" height=\"12\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\">{label} {:.0} ms</text>\n",
-                left + w + 4.0,
-                by + 10.0,
-                ms(**d)
-            ));
-        }
-    }
-    svg.push_str("</svg>\n");
-    svg
 }
