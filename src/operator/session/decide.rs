@@ -628,6 +628,19 @@ fn wait_for_executions(pod: &str, busy: Busy, draft: &mut Draft) {
     draft.plan.requeue_after = Some(BUSY_POLL);
 }
 
+/// Plans a resize of `pod`'s requests to `target` unless its spec already asks for them (or
+/// another Pod action is planned); true when it already asks for them.
+fn resize_towards(pod: &Pod, target: &Requests, draft: &mut Draft) -> bool {
+    let (wanted, _) = sandbox_requests(pod);
+    let asked = requests_match(&wanted, target);
+    if !asked && draft.plan.pod == PodAction::Keep {
+        draft.plan.pod = PodAction::Resize {
+            requests: target.clone(),
+        };
+    }
+    asked
+}
+
 /// Asleep: the Pod keeps running with its requests lowered to the sleep values (limits
 /// unchanged). Not Ready: the next request records activity, which wakes it.
 fn sleep(
@@ -639,12 +652,7 @@ fn sleep(
     draft: &mut Draft,
 ) {
     let target = desired.sleep_requests();
-    let (wanted, _) = sandbox_requests(pod);
-    if !requests_match(&wanted, target) && draft.plan.pod == PodAction::Keep {
-        draft.plan.pod = PodAction::Resize {
-            requests: target.clone(),
-        };
-    }
+    resize_towards(pod, target, draft);
     if session.phase() != SessionPhase::Sleeping {
         draft.event(SessionEvent::Slept {
             requests: target.clone(),
@@ -683,13 +691,8 @@ fn wake_or_ready(
     draft: &mut Draft,
 ) {
     let awake = desired.awake_requests();
-    let (wanted, applied) = sandbox_requests(pod);
-    let asked = requests_match(&wanted, awake);
-    if !asked && draft.plan.pod == PodAction::Keep {
-        draft.plan.pod = PodAction::Resize {
-            requests: awake.clone(),
-        };
-    }
+    let asked = resize_towards(pod, awake, draft);
+    let (_, applied) = sandbox_requests(pod);
     if session.phase() != SessionPhase::Sleeping {
         return ready(session, name, ip, None, draft);
     }
