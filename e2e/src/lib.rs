@@ -353,10 +353,75 @@ where
         Ok(Ok(None)) => panic!("{name} was deleted while waiting for {what}"),
         Ok(Err(e)) => panic!("watch of {name} failed while waiting for {what}: {e}"),
         Err(_) => {
-            let last = api.get_opt(name).await.ok().flatten();
-            panic!("timed out after {timeout:?} waiting for {name}: {what}; last state: {last:#?}")
+            let mut last = api.get_opt(name).await.ok().flatten();
+            let namespace = last.as_ref().and_then(|o| o.meta().namespace.clone());
+            if let Some(obj) = last.as_mut() {
+                // Field ownership is noise here and long enough to hide the status.
+                obj.meta_mut().managed_fields = None;
+            }
+            let around = namespace
+                .map(|ns| namespace_report(&ns))
+                .unwrap_or_default();
+            panic!(
+                "timed out after {timeout:?} waiting for {name}: {what}; last state: {last:#?}\n{around}"
+            )
         }
     }
+}
+
+/// The host's free disk, memory and process count, and its load.
+fn host_report() -> String {
+    let out = Command::new("sh")
+        .args(["-c", "df -h / | tail -1; free -m | sed -n 2p; echo processes $(ls /proc | grep -c '^[0-9]'); cat /proc/loadavg"])
+        .output();
+    out.map(|o| format!("$ host\n{}", String::from_utf8_lossy(&o.stdout)))
+        .unwrap_or_default()
+}
+
+/// What a failed wait prints about its namespace: its Pods (with their conditions and
+/// container states), its newest Events, the node's conditions and the tail of each operator
+/// log of this namespace, so that a CI log alone explains a timeout.
+pub fn namespace_report(namespace: &str) -> String {
+    let run = |args: &[&str]| {
+        let out = kubectl(args);
+        format!(
+            "$ kubectl {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let pods = "{range .items[*]}{.metadata.name} phase={.status.phase} ip={.status.podIP} \
+                conditions={range .status.conditions[*]}{.type}={.status}({.reason}) {end} \
+                containers={range .status.containerStatuses[*]}{.name}:{.state} {end}{\"\\n\"}{end}";
+    let node = "{range .items[*].status.conditions[*]}{.type}={.status} {end}";
+    let mut report = [
+        run(&[
+            "-n",
+            namespace,
+            "get",
+            "pods",
+            "-o",
+            &format!("jsonpath={pods}"),
+        ]),
+        run(&["-n", namespace, "get", "events", "--sort-by=.lastTimestamp"]),
+        run(&["get", "nodes", "-o", &format!("jsonpath={node}")]),
+        run(&["get", "pods", "--all-namespaces", "--no-headers"]),
+        host_report(),
+    ]
+    .join("\n");
+    let logs = repo_root().join("target/e2e-logs");
+    let ours = std::fs::read_dir(&logs).into_iter().flatten().flatten();
+    for entry in ours.filter(|e| e.file_name().to_string_lossy().starts_with(namespace)) {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        report.push_str(&format!(
+            "\n--- {} (last 40 lines)\n{tail}\n",
+            entry.path().display()
+        ));
+    }
+    report
 }
 
 /// Waits until an object is gone.

@@ -28,7 +28,7 @@ use crate::{
     },
     shared::{
         activity::ActivityWriter,
-        kube_status::{is_quota_exceeded, is_status},
+        kube_status::{is_quota_exceeded, is_quota_uncounted, is_status},
     },
 };
 
@@ -297,6 +297,25 @@ pub async fn wait_execution(
     }
 }
 
+/// What a create of `kind` (`context` in the log) that the apiserver refused answers: 429
+/// `QUOTA_EXCEEDED` when the tenant's ResourceQuota is used up; 503 `QUOTA_NOT_COUNTED` while
+/// the cluster has not counted it yet (a user cannot fix that, a retry soon passes); else 500.
+fn refused_create(kind: &str, context: &'static str, err: kube::Error) -> ApiError {
+    if is_quota_exceeded(&err) {
+        quota_exceeded(kind)
+    } else if is_quota_uncounted(&err) {
+        ApiError::Unavailable {
+            code: super::errors::codes::QUOTA_NOT_COUNTED,
+            message: format!(
+                "the tenant's quota of {kind} is not counted by the cluster yet; retry shortly"
+            ),
+            retry_after: 5,
+        }
+    } else {
+        ApiError::internal(context, err)
+    }
+}
+
 /// The tenant namespace's ResourceQuota refused a create: 429 `QUOTA_EXCEEDED`. Objects of
 /// the kind come back as others finish or expire, so a retry later may pass.
 pub fn quota_exceeded(kind: &str) -> ApiError {
@@ -416,8 +435,7 @@ impl Cluster for KubeCluster {
             {
                 Ok(created) => Ok(Created::New(created)),
                 Err(e) if is_status(&e, 409) => Ok(Created::Exists),
-                Err(e) if is_quota_exceeded(&e) => Err(quota_exceeded("Sessions")),
-                Err(e) => Err(ApiError::internal("create session", e)),
+                Err(e) => Err(refused_create("Sessions", "create session", e)),
             }
         }
         .boxed()
@@ -468,13 +486,7 @@ impl Cluster for KubeCluster {
                 .create(&PostParams::default(), secret)
                 .await
                 .map(drop)
-                .map_err(|e| {
-                    if is_quota_exceeded(&e) {
-                        quota_exceeded("Secrets")
-                    } else {
-                        ApiError::internal("create env secret", e)
-                    }
-                })
+                .map_err(|e| refused_create("Secrets", "create env secret", e))
         }
         .boxed()
     }
@@ -524,8 +536,7 @@ impl Cluster for KubeCluster {
             {
                 Ok(created) => Ok(Created::New(created)),
                 Err(e) if is_status(&e, 409) => Ok(Created::Exists),
-                Err(e) if is_quota_exceeded(&e) => Err(quota_exceeded("Executions")),
-                Err(e) => Err(ApiError::internal("create execution", e)),
+                Err(e) => Err(refused_create("Executions", "create execution", e)),
             }
         }
         .boxed()
@@ -679,5 +690,36 @@ impl Upload for ProcessUpload {
         max_stdout: usize,
     ) -> BoxFuture<'static, Result<HelperOutput, SandboxError>> {
         self.0.collect(max_stdout).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::errors::codes;
+    use crate::shared::kube_status::api_error;
+
+    /// A create the tenant's quota refuses is never a 500: used up is a 429 to back off from,
+    /// not counted yet (a new namespace, CRDs just installed) a 503 to retry soon.
+    #[test]
+    fn a_quota_refusal_is_a_429_or_a_503_and_anything_else_a_500() {
+        let answer = |message: &str| {
+            let error = refused_create("Sessions", "create session", api_error(403, message));
+            (error.status().as_u16(), error.body().error.code)
+        };
+        assert_eq!(
+            answer("exceeded quota: kubexec-tenant, requested: count/sessions.kubexec.dev=1"),
+            (429, codes::QUOTA_EXCEEDED.to_string())
+        );
+        assert_eq!(
+            answer(
+                "status unknown for quota: kubexec-tenant, resources: count/sessions.kubexec.dev"
+            ),
+            (503, codes::QUOTA_NOT_COUNTED.to_string())
+        );
+        assert_eq!(
+            answer("User \"x\" cannot create resource \"sessions\""),
+            (500, codes::INTERNAL.to_string())
+        );
     }
 }

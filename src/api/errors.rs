@@ -89,6 +89,9 @@ pub mod codes {
     pub const OUTPUT_COLLECTED: &str = "OUTPUT_COLLECTED";
     /// The api's copy of the API keys is stale (its watch is broken): no key can be checked.
     pub const KEYS_STALE: &str = "KEYS_STALE";
+    /// The tenant namespace's ResourceQuota is not counted yet (a new namespace or a kind the
+    /// cluster's quota controller has not discovered yet): a retry soon passes.
+    pub const QUOTA_NOT_COUNTED: &str = "QUOTA_NOT_COUNTED";
 }
 
 /// Everything a request can fail with.

@@ -362,22 +362,70 @@ pub fn quota_is_counted(quota: &ResourceQuota) -> bool {
     }
 }
 
-/// Waits (at most two minutes) until the tenant's quota is counted, so that the tenant can
+/// Waits (at most three minutes) until the tenant's quota is counted, so that the tenant can
 /// create Sessions as soon as its key is printed. A quota on a kind the controller has not
-/// discovered yet (CRDs installed moments ago) takes up to its discovery period.
+/// discovered yet (CRDs installed moments ago) is counted at the controller's next full resync
+/// (5 minutes by default) after its discovery (every 30 s) finds the kind, or sooner when the
+/// quota's `spec.hard` changes: [`nudge_quota`] changes it and back every few seconds.
 async fn wait_for_quota(client: &Client, namespace: &str) {
     let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), namespace);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        match quotas.get_opt(GUARDRAIL_NAME).await {
-            Ok(Some(quota)) if !quota_is_counted(&quota) => {}
+    let started = std::time::Instant::now();
+    let mut told = false;
+    for round in 0u32.. {
+        let quota = match quotas.get_opt(GUARDRAIL_NAME).await {
+            Ok(Some(quota)) if !quota_is_counted(&quota) => quota,
             _ => return,
-        }
-        if std::time::Instant::now() > deadline {
+        };
+        let waited = started.elapsed();
+        if waited > std::time::Duration::from_secs(180) {
             eprintln!("warning: the quota of {namespace} is not counted yet; new Sessions are refused until it is");
             return;
         }
+        if !told && waited > std::time::Duration::from_secs(5) {
+            eprintln!("waiting for the cluster to count the quota of {namespace} (new CRDs take up to a minute)");
+            told = true;
+        }
+        if round % 10 == 9 {
+            nudge_quota(&quotas, &quota).await;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// A limit the tenant quota does not set, which [`nudge_quota`] adds and removes again. The
+/// quota controller can always count it (a core kind), and a new tenant namespace holds none.
+const RECOUNT_PROBE: &str = "count/configmaps";
+
+/// The two merge patches of [`nudge_quota`]: add [`RECOUNT_PROBE`] to `spec.hard`, then remove
+/// it. None when the quota sets that limit itself (an admin's), which is never touched.
+pub fn recount_patches(quota: &ResourceQuota) -> Option<[serde_json::Value; 2]> {
+    let hard = quota.spec.as_ref().and_then(|s| s.hard.as_ref());
+    if hard.is_some_and(|h| h.contains_key(RECOUNT_PROBE)) {
+        return None;
+    }
+    let with =
+        |value: serde_json::Value| serde_json::json!({"spec": {"hard": {RECOUNT_PROBE: value}}});
+    Some([
+        with(serde_json::json!("1000000")),
+        with(serde_json::Value::Null),
+    ])
+}
+
+/// Makes the quota controller count `quota` now: it recounts a quota whose `spec.hard` changed
+/// (and ignores every other update), so the probe limit is added and removed again. Best
+/// effort: a failed patch only means waiting for the controller's own resync.
+async fn nudge_quota(quotas: &Api<ResourceQuota>, quota: &ResourceQuota) {
+    let Some(patches) = recount_patches(quota) else {
+        return;
+    };
+    for patch in &patches {
+        let _ = quotas
+            .patch(
+                GUARDRAIL_NAME,
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await;
     }
 }
 
@@ -575,6 +623,20 @@ mod tests {
         assert_eq!(subjects[0].kind, "ServiceAccount");
         assert_eq!(subjects[0].name, "kubexec-api");
         assert_eq!(subjects[0].namespace.as_deref(), Some("kubexec-system"));
+    }
+
+    #[test]
+    fn a_nudge_adds_and_removes_a_limit_the_tenant_quota_does_not_set() {
+        let mut quota = tenant_quota("kubexec-acme", &TierLimits::free());
+        let [add, remove] = recount_patches(&quota).expect("the tenant quota has no probe");
+        assert_eq!(add["spec"]["hard"][RECOUNT_PROBE], "1000000");
+        assert!(remove["spec"]["hard"][RECOUNT_PROBE].is_null());
+        assert_eq!(remove["spec"]["hard"].as_object().map(|h| h.len()), Some(1));
+        // An admin's own limit on the probe kind is never touched.
+        if let Some(hard) = quota.spec.as_mut().and_then(|s| s.hard.as_mut()) {
+            hard.insert(RECOUNT_PROBE.into(), Quantity("10".into()));
+        }
+        assert!(recount_patches(&quota).is_none());
     }
 
     #[test]

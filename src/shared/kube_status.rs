@@ -17,3 +17,40 @@ pub fn is_quota_exceeded(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(status)
         if status.code == 403 && status.message.contains("exceeded quota"))
 }
+
+/// True when the apiserver refused a create because the quota controller has not counted a
+/// resource of a ResourceQuota of the namespace yet (403 "status unknown for quota"): a new
+/// namespace, or a kind (a CRD) the controller has not discovered yet. It passes once the
+/// controller catches up, within its discovery and resync periods.
+pub fn is_quota_uncounted(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status)
+        if status.code == 403 && status.message.contains("status unknown for quota"))
+}
+
+/// The apiserver answering `code` with `message`, as the kube client reports it (for tests).
+#[cfg(test)]
+pub fn api_error(code: u16, message: &str) -> kube::Error {
+    let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+        "status": "Failure", "code": code, "message": message
+    }))
+    .expect("a Status");
+    kube::Error::Api(Box::new(status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_used_up_quota_and_an_uncounted_quota_are_told_apart_from_other_refusals() {
+        let used_up = api_error(403, "sessions.kubexec.dev \"a\" is forbidden: exceeded quota: kubexec-tenant, requested: count/sessions.kubexec.dev=1, used: count/sessions.kubexec.dev=5, limited: count/sessions.kubexec.dev=5");
+        let uncounted = api_error(403, "sessions.kubexec.dev \"a\" is forbidden: status unknown for quota: kubexec-tenant, resources: count/sessions.kubexec.dev");
+        let rbac = api_error(
+            403,
+            "sessions.kubexec.dev is forbidden: User \"x\" cannot create resource",
+        );
+        assert!(is_quota_exceeded(&used_up) && !is_quota_uncounted(&used_up));
+        assert!(is_quota_uncounted(&uncounted) && !is_quota_exceeded(&uncounted));
+        assert!(!is_quota_exceeded(&rbac) && !is_quota_uncounted(&rbac));
+    }
+}
