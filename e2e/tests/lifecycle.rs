@@ -135,14 +135,17 @@ async fn sleep_keeps_processes_deep_sleep_keeps_files_and_a_request_wakes_either
     assert_eq!(out, "alive\n");
     let awake = sessions.get("nap").await.expect("session");
     assert_eq!(phase(&awake), Some(SessionPhase::Ready));
-    let pod = pods.get(&pod_name).await.expect("pod");
-    assert_eq!(pod.uid(), uid, "same Pod");
+    // Ready as soon as the apiserver took the resize; the kubelet applies it at its next sync.
     let awake_cpu = Quantity::parse("100m").ok();
-    assert_eq!(
-        cpu_requests(&pod),
-        (awake_cpu, awake_cpu),
-        "requests restored"
-    );
+    let pod = wait_for(
+        &pods,
+        &pod_name,
+        Duration::from_secs(30),
+        "the kubelet reports the requests restored",
+        move |pod: &Pod| cpu_requests(pod) == (awake_cpu, awake_cpu),
+    )
+    .await;
+    assert_eq!(pod.uid(), uid, "same Pod");
 
     // Deep sleep: the Pod goes, the workspace stays; a request resumes it with the files.
     wait_for(

@@ -91,7 +91,7 @@ pub mod conditions {
     /// processes are kept, its requests lowered. The next request wakes it.
     pub const REASON_SLEEPING: &str = "Sleeping";
     /// `Ready` reason: waking from sleep: the requests are being restored, and the Session is
-    /// Ready once the kubelet reports them applied.
+    /// Ready once the apiserver accepts the resize.
     pub const REASON_WAKING: &str = "Waking";
     /// `Ready` reason: the spec changed and needs a new Pod, which waits until the Session's
     /// running executions finish.

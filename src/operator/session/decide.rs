@@ -679,9 +679,12 @@ fn sleep(
     }
 }
 
-/// Awake: the Pod gets its awake requests back. A sleeping Session is Ready again once the
-/// kubelet reports them applied, or says it cannot apply them now (then it runs on its sleep
-/// requests until the node has room: limits never changed, so executions are not held back).
+/// Awake: the Pod gets its awake requests back. A sleeping Session is Ready again as soon as
+/// the apiserver has accepted the resize (the Pod's spec asks for the awake requests): its
+/// limits never changed, so nothing an execution can use waits for the kubelet, which applies
+/// the requests at its next sync. A resize the kubelet cannot apply now (`PodResizePending`,
+/// the node filled up meanwhile) is said in the message and the `Woke` Event: the Session runs
+/// on its sleep requests until the node has room.
 fn wake_or_ready(
     session: &Session,
     pod: &Pod,
@@ -692,13 +695,11 @@ fn wake_or_ready(
 ) {
     let awake = desired.awake_requests();
     let asked = resize_towards(pod, awake, draft);
-    let (_, applied) = sandbox_requests(pod);
     if session.phase() != SessionPhase::Sleeping {
         return ready(session, name, ip, None, draft);
     }
-    let done = asked && applied.is_none_or(|applied| requests_match(&applied, awake));
-    let pending = (asked && !done).then(|| resize_pending(pod)).flatten();
-    if done || pending.is_some() {
+    if asked {
+        let pending = resize_pending(pod);
         return ready(
             session,
             name,
@@ -711,7 +712,7 @@ fn wake_or_ready(
         SessionPhase::Sleeping,
         conditions::REASON_WAKING,
         format!(
-            "waking: restoring the requests to {}; Ready once the kubelet applies them",
+            "waking: restoring the requests to {}; Ready once the apiserver accepts the resize",
             describe(awake)
         ),
     );
@@ -1321,7 +1322,7 @@ mod tests {
     }
 
     #[test]
-    fn activity_wakes_a_sleeping_session_once_the_kubelet_applied_the_resize() {
+    fn activity_wakes_a_sleeping_session_once_the_apiserver_accepted_the_resize() {
         let (s, pod) = sleepy();
         let s = applied(s.clone(), &plan_at(&s, Some(pod.clone()), 12));
         let pod = resized(pod, &asleep(), &asleep());
@@ -1339,22 +1340,16 @@ mod tests {
         );
         assert_eq!(p.requeue_after, Some(WAKE_POLL));
 
-        // Asked for, not applied yet: still waking, no second resize.
+        // Past the sleep deadline again before the resize is accepted: the wake goes on.
         let s = applied(s, &p);
-        let asked = resized(pod.clone(), &awake(), &asleep());
-        let p = plan_at(&s, Some(asked), 31);
-        assert_eq!(p.pod, PodAction::Keep);
-        assert_eq!(p.status, None, "still waking: nothing changed");
-        assert_eq!(p.requeue_after, Some(WAKE_POLL));
-
-        // Past the sleep deadline again while waking: the wake goes on.
-        let p = plan_at(&s, Some(resized(pod.clone(), &awake(), &asleep())), 45);
-        assert_eq!(p.pod, PodAction::Keep);
+        let p = plan_at(&s, Some(pod.clone()), 45);
+        assert_eq!(p.pod, PodAction::Resize { requests: awake() });
         assert_eq!(p.status, None, "still waking, not asleep again");
 
-        // The kubelet reports the requests applied (in its own notation): Ready, Woke.
-        let done = resized(pod.clone(), &awake(), &requests("0.1", "53687092"));
-        let p = plan_at(&s, Some(done), 31);
+        // The apiserver accepted it (the kubelet has not applied it yet): Ready, Woke, and no
+        // second resize. Nothing an execution uses waits for the kubelet: limits never changed.
+        let asked = resized(pod.clone(), &awake(), &asleep());
+        let p = plan_at(&s, Some(asked), 31);
         assert_eq!(p.pod, PodAction::Keep);
         assert_eq!(p.events, [SessionEvent::Woke { detail: None }]);
         let status = p.status.clone().expect("status");
@@ -1367,6 +1362,14 @@ mod tests {
         );
         assert_eq!(status.message, None);
         assert_eq!(ready_reason(&p), Some(("True".into(), "PodReady".into())));
+
+        // The kubelet applying it later (in its own notation) changes nothing more.
+        let s = applied(s, &p);
+        let done = resized(pod, &awake(), &requests("0.1", "53687092"));
+        let p = plan_at(&s, Some(done), 32);
+        assert_eq!(p.pod, PodAction::Keep);
+        assert!(p.events.is_empty());
+        assert_eq!(p.status, None);
     }
 
     #[test]
