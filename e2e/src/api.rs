@@ -340,14 +340,24 @@ impl Http {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        self.try_connect().await.expect("connect to the api")
+    }
+
+    /// [`Http::connect`], with a refused or broken connection as an error.
+    async fn try_connect<B>(&self) -> Result<hyper::client::conn::http1::SendRequest<B>, String>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream = tokio::net::TcpStream::connect(self.addr)
             .await
-            .expect("connect to the api");
+            .map_err(|e| format!("connect to the api: {e}"))?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .expect("http handshake");
+            .map_err(|e| format!("http handshake: {e}"))?;
         tokio::spawn(connection);
-        sender
+        Ok(sender)
     }
 
     async fn send(
@@ -358,7 +368,20 @@ impl Http {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> hyper::Response<hyper::body::Incoming> {
-        let mut sender = self.connect().await;
+        self.try_send(method, path, key, headers, body)
+            .await
+            .expect("response")
+    }
+
+    async fn try_send(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        let mut sender = self.try_connect().await?;
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -373,7 +396,10 @@ impl Http {
             request = request.header(*name, *value);
         }
         let request = request.body(Full::new(Bytes::from(body))).expect("request");
-        sender.send_request(request).await.expect("response")
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("response: {e}"))
     }
 
     /// Sends a request and reads the whole response.
@@ -385,20 +411,35 @@ impl Http {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Reply {
-        let response = self.send(method, path, key, headers, body).await;
+        self.try_request(method, path, key, headers, body)
+            .await
+            .expect("a response")
+    }
+
+    /// [`Http::request`], with a refused connection or one cut before the whole response as
+    /// an error (what a client sees while the api restarts).
+    pub async fn try_request(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Reply, String> {
+        let response = self.try_send(method, path, key, headers, body).await?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = response
             .into_body()
             .collect()
             .await
-            .expect("body")
+            .map_err(|e| format!("body: {e}"))?
             .to_bytes();
-        Reply {
+        Ok(Reply {
             status,
             headers,
             body,
-        }
+        })
     }
 
     /// POSTs a body of `chunks` × `chunk_bytes` spaces with chunked transfer encoding (no
@@ -533,6 +574,20 @@ pub struct Fixture {
     pub http: Http,
     pub key: String,
     pub session: String,
+}
+
+/// The chart-installed api as `make up` leaves it: a client for `KUBEXEC_URL`, and
+/// `KUBEXEC_API_KEY` (`e2e/run-all` sets both from `e2e/deploy/up`'s output).
+pub fn deployed() -> (Http, String) {
+    let url = std::env::var("KUBEXEC_URL").expect("KUBEXEC_URL: run e2e/deploy/up (make up) first");
+    let key = std::env::var("KUBEXEC_API_KEY")
+        .expect("KUBEXEC_API_KEY: run e2e/deploy/up (make up) first");
+    let addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("KUBEXEC_URL is http://IP:PORT");
+    (Http::at(addr), key)
 }
 
 pub async fn fixture(prefix: &str) -> Fixture {

@@ -6,7 +6,6 @@
 //! (`e2e/run-all` does both). The other suites run their own operators and must not run at the
 //! same time as this one.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -14,24 +13,12 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::Client;
 use kubexec::crd::{Execution, ExecutionPhase};
-use kubexec_e2e::api::Http;
+use kubexec_e2e::api::deployed;
 use kubexec_e2e::{kubectl, repo_root, wait_for};
 use serde_json::json;
 
 const RELEASE_NAMESPACE: &str = "kubexec-system";
 const TENANT_NAMESPACE: &str = "kubexec-demo";
-
-fn deployed() -> (Http, String) {
-    let url = std::env::var("KUBEXEC_URL").expect("KUBEXEC_URL: run e2e/deploy/up (make up) first");
-    let key = std::env::var("KUBEXEC_API_KEY")
-        .expect("KUBEXEC_API_KEY: run e2e/deploy/up (make up) first");
-    let addr: SocketAddr = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("KUBEXEC_URL is http://IP:PORT");
-    (Http::at(addr), key)
-}
 
 fn finished(e: &Execution) -> bool {
     matches!(

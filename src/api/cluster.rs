@@ -28,7 +28,7 @@ use crate::{
     },
     shared::{
         activity::ActivityWriter,
-        kube_status::{is_quota_exceeded, is_quota_uncounted, is_status},
+        kube_status::{is_quota_exceeded, is_quota_uncounted, is_status, is_unavailable},
     },
 };
 
@@ -272,7 +272,7 @@ impl ExecutionWatch for SharedExecutionWatch {
             self.api
                 .get_opt(&self.name)
                 .await
-                .map_err(ApiError::internal_from("get execution"))
+                .map_err(cluster_error("get execution"))
         }
         .boxed()
     }
@@ -312,7 +312,30 @@ fn refused_create(kind: &str, context: &'static str, err: kube::Error) -> ApiErr
             retry_after: 5,
         }
     } else {
-        ApiError::internal(context, err)
+        cluster_error(context)(err)
+    }
+}
+
+/// What a failed call to the apiserver answers (`context` in the log): 503
+/// `CLUSTER_UNAVAILABLE` when the apiserver cannot answer now (a restart, an overload: retry
+/// soon), else 500.
+pub fn cluster_error(context: &'static str) -> impl FnOnce(kube::Error) -> ApiError {
+    move |err| {
+        if is_unavailable(&err) {
+            cluster_unavailable(context, &err)
+        } else {
+            ApiError::internal(context, err)
+        }
+    }
+}
+
+/// 503 `CLUSTER_UNAVAILABLE`, with `error` logged.
+fn cluster_unavailable(context: &'static str, error: &dyn std::fmt::Display) -> ApiError {
+    tracing::warn!(context, error = %error, "the apiserver cannot answer now");
+    ApiError::Unavailable {
+        code: super::errors::codes::CLUSTER_UNAVAILABLE,
+        message: "the cluster's apiserver cannot answer right now; retry shortly".into(),
+        retry_after: 2,
     }
 }
 
@@ -340,11 +363,12 @@ where
     });
     match tokio::time::timeout(timeout, watched).await {
         Ok(Ok(obj)) => Ok(obj),
-        Ok(Err(e)) => Err(ApiError::internal("watch", e)),
+        // A watch that broke (the apiserver restarted, say): the caller retries.
+        Ok(Err(e)) => Err(cluster_unavailable("watch", &e)),
         Err(_) => api
             .get_opt(name)
             .await
-            .map_err(ApiError::internal_from("get after watch timeout")),
+            .map_err(cluster_error("get after watch timeout")),
     }
 }
 
@@ -388,7 +412,7 @@ impl Cluster for KubeCluster {
                     &Patch::Apply(patch),
                 )
                 .await
-                .map_err(ApiError::internal_from("apply session pool"))?;
+                .map_err(cluster_error("apply session pool"))?;
             if let Ok(mut applied) = self.pools_applied.lock() {
                 applied.insert(key, Instant::now());
             }
@@ -406,7 +430,7 @@ impl Cluster for KubeCluster {
             self.sessions(ns)
                 .get_opt(name)
                 .await
-                .map_err(ApiError::internal_from("get session"))
+                .map_err(cluster_error("get session"))
         }
         .boxed()
     }
@@ -417,7 +441,7 @@ impl Cluster for KubeCluster {
                 .list(&ListParams::default())
                 .await
                 .map(|list| list.items)
-                .map_err(ApiError::internal_from("list sessions"))
+                .map_err(cluster_error("list sessions"))
         }
         .boxed()
     }
@@ -450,7 +474,7 @@ impl Cluster for KubeCluster {
             {
                 Ok(_) => Ok(true),
                 Err(e) if is_status(&e, 404) => Ok(false),
-                Err(e) => Err(ApiError::internal("delete session", e)),
+                Err(e) => Err(cluster_error("delete session")(e)),
             }
         }
         .boxed()
@@ -461,7 +485,7 @@ impl Cluster for KubeCluster {
             ActivityWriter::API
                 .record(&self.client, ns, name, Timestamp::now())
                 .await
-                .map_err(ApiError::internal_from("record session activity"))
+                .map_err(cluster_error("record session activity"))
         }
         .boxed()
     }
@@ -503,7 +527,7 @@ impl Cluster for KubeCluster {
                 .patch(name, &PatchParams::default(), &Patch::Merge(patch))
                 .await
                 .map(drop)
-                .map_err(ApiError::internal_from("set env secret owner"))
+                .map_err(cluster_error("set env secret owner"))
         }
         .boxed()
     }
@@ -517,7 +541,7 @@ impl Cluster for KubeCluster {
             {
                 Ok(_) => Ok(()),
                 Err(e) if is_status(&e, 404) => Ok(()),
-                Err(e) => Err(ApiError::internal("delete env secret", e)),
+                Err(e) => Err(cluster_error("delete env secret")(e)),
             }
         }
         .boxed()
@@ -626,7 +650,7 @@ impl Cluster for KubeCluster {
                 .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map(drop)
-                .map_err(ApiError::internal_from("annotate session"))
+                .map_err(cluster_error("annotate session"))
         }
         .boxed()
     }

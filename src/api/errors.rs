@@ -92,6 +92,9 @@ pub mod codes {
     /// The tenant namespace's ResourceQuota is not counted yet (a new namespace or a kind the
     /// cluster's quota controller has not discovered yet): a retry soon passes.
     pub const QUOTA_NOT_COUNTED: &str = "QUOTA_NOT_COUNTED";
+    /// The cluster's apiserver cannot be reached or cannot answer now (restarting, overloaded):
+    /// a retry soon passes (with the same `Idempotency-Key`, an execute is not run twice).
+    pub const CLUSTER_UNAVAILABLE: &str = "CLUSTER_UNAVAILABLE";
 }
 
 /// Everything a request can fail with.

@@ -27,6 +27,17 @@ pub fn is_quota_uncounted(err: &kube::Error) -> bool {
         if status.code == 403 && status.message.contains("status unknown for quota"))
 }
 
+/// True when the apiserver could not be reached or could not answer now: no connection, a
+/// connection cut, or a 5xx or 429 of its own (restarting, etcd slow, overloaded). A retry
+/// later may pass; nothing about the request was wrong.
+pub fn is_unavailable(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => true,
+        kube::Error::Api(status) => matches!(status.code, 429 | 500 | 502 | 503 | 504),
+        _ => false,
+    }
+}
+
 /// The apiserver answering `code` with `message`, as the kube client reports it (for tests).
 #[cfg(test)]
 pub fn api_error(code: u16, message: &str) -> kube::Error {
@@ -52,5 +63,23 @@ mod tests {
         assert!(is_quota_exceeded(&used_up) && !is_quota_uncounted(&used_up));
         assert!(is_quota_uncounted(&uncounted) && !is_quota_exceeded(&uncounted));
         assert!(!is_quota_exceeded(&rbac) && !is_quota_uncounted(&rbac));
+    }
+
+    #[test]
+    fn an_apiserver_that_cannot_answer_now_is_unavailable_and_a_refusal_is_not() {
+        assert!(is_unavailable(&api_error(
+            503,
+            "the server is currently unable to handle the request"
+        )));
+        assert!(is_unavailable(&api_error(
+            504,
+            "the server was unable to return a response in the time allotted"
+        )));
+        assert!(is_unavailable(&kube::Error::Service(
+            "connection refused".into()
+        )));
+        assert!(!is_unavailable(&api_error(403, "forbidden")));
+        assert!(!is_unavailable(&api_error(404, "not found")));
+        assert!(!is_unavailable(&api_error(422, "invalid")));
     }
 }
