@@ -322,20 +322,10 @@ fn refused_create(kind: &str, context: &'static str, err: kube::Error) -> ApiErr
 pub fn cluster_error(context: &'static str) -> impl FnOnce(kube::Error) -> ApiError {
     move |err| {
         if is_unavailable(&err) {
-            cluster_unavailable(context, &err)
+            ApiError::cluster_unavailable(context, &err)
         } else {
             ApiError::internal(context, err)
         }
-    }
-}
-
-/// 503 `CLUSTER_UNAVAILABLE`, with `error` logged.
-fn cluster_unavailable(context: &'static str, error: &dyn std::fmt::Display) -> ApiError {
-    tracing::warn!(context, error = %error, "the apiserver cannot answer now");
-    ApiError::Unavailable {
-        code: super::errors::codes::CLUSTER_UNAVAILABLE,
-        message: "the cluster's apiserver cannot answer right now; retry shortly".into(),
-        retry_after: 2,
     }
 }
 
@@ -364,7 +354,7 @@ where
     match tokio::time::timeout(timeout, watched).await {
         Ok(Ok(obj)) => Ok(obj),
         // A watch that broke (the apiserver restarted, say): the caller retries.
-        Ok(Err(e)) => Err(cluster_unavailable("watch", &e)),
+        Ok(Err(e)) => Err(ApiError::cluster_unavailable("watch", &e)),
         Err(_) => api
             .get_opt(name)
             .await

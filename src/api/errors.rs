@@ -244,6 +244,19 @@ pub enum ApiError {
 pub type ApiResult<T, E = ApiError> = Result<T, E>;
 
 impl ApiError {
+    /// 503 `CLUSTER_UNAVAILABLE`: the apiserver or a node could not answer now (restarting,
+    /// overloaded); `error` is logged with `context`.
+    pub fn cluster_unavailable(context: &'static str, error: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(context, error = %error, "the cluster cannot answer now");
+        Self::Unavailable {
+            code: codes::CLUSTER_UNAVAILABLE,
+            message:
+                "the cluster cannot answer right now (a restart or an overload); retry shortly"
+                    .into(),
+            retry_after: 2,
+        }
+    }
+
     /// A 400 naming `field`.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid {

@@ -50,6 +50,7 @@ pub fn from_sandbox(error: SandboxError, not_found_code: &'static str) -> ApiErr
             session: String::new(),
             phase: "PodMissing".into(),
         },
+        other if other.is_transient() => ApiError::cluster_unavailable("sandbox exec", &other),
         other => ApiError::internal("sandbox exec", other),
     }
 }

@@ -34,6 +34,11 @@ pub enum SandboxError {
     #[error("the exec stream ended without an exit status")]
     StreamClosed,
 
+    /// A helper exited 0 but its answer never arrived: the stream lost its output (the node
+    /// restarted mid-exec). Nothing in the sandbox is wrong; asking again answers.
+    #[error("the helper's answer was lost on the way (empty output)")]
+    EmptyResponse,
+
     /// Reading from or writing to the exec stream failed.
     #[error("exec stream: {0}")]
     Stream(#[source] std::io::Error),
@@ -93,7 +98,41 @@ pub enum SandboxError {
     },
 }
 
+/// What the apiserver says in an exec's failure `Status` when it could not reach the kubelet,
+/// or the kubelet the container: the node restarting, not anything in the sandbox.
+/// The same for a container that is restarting (its PID 1 died): the runtime has no running
+/// task to exec into until the kubelet starts it again.
+const UNREACHABLE_EXEC: [&str; 9] = [
+    "error sending request",
+    "unable to upgrade connection",
+    "error dialing backend",
+    "connection refused",
+    "connection reset",
+    "i/o timeout",
+    "cannot exec in a stopped state",
+    "container not created",
+    "container not found",
+];
+
 impl SandboxError {
+    /// True when the sandbox could not be reached now, not that anything in it failed: the
+    /// connection to the apiserver or from it to the kubelet was refused or broke, or the
+    /// kubelet did not know the Pod or its container (just restarted). A retry later may pass.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SandboxError::Connect { source, .. } => {
+                crate::shared::kube_status::is_unavailable(source)
+            }
+            SandboxError::StreamClosed | SandboxError::Stream(_) | SandboxError::EmptyResponse => {
+                true
+            }
+            SandboxError::ExecFailed(message) => {
+                UNREACHABLE_EXEC.iter().any(|m| message.contains(m))
+            }
+            _ => false,
+        }
+    }
+
     /// True when the Pod is not there (any more).
     pub fn is_pod_not_found(&self) -> bool {
         matches!(self, SandboxError::PodNotFound { .. })
@@ -106,6 +145,7 @@ impl SandboxError {
             SandboxError::Connect { .. } => "connect",
             SandboxError::ExecFailed(_) => "exec_failed",
             SandboxError::StreamClosed => "stream_closed",
+            SandboxError::EmptyResponse => "empty_response",
             SandboxError::Stream(_) => "stream",
             SandboxError::Protocol(_) => "protocol",
             SandboxError::TooLarge { .. } => "too_large",
@@ -124,5 +164,36 @@ impl From<RunnerError> for SandboxError {
             code: error.code,
             message: error.message,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node restarting is retryable; a command the runtime cannot run, or a runner's answer,
+    /// is not.
+    #[test]
+    fn an_unreachable_node_is_transient_and_a_failure_in_the_sandbox_is_not() {
+        let transient = [
+            "Internal error occurred: error sending request: Post \"https://10.244.0.1:10250/exec/ns/p/sandbox\": dial tcp 10.244.0.1:10250: connect: connection refused",
+            "Internal error occurred: unable to upgrade connection: pod does not exist",
+            "Internal error occurred: unable to upgrade connection: container not found (\"sandbox\")",
+            "failed to create exec \"e4fe\": cannot exec in a stopped state",
+            "failed to create exec \"de52\": container not created: not found",
+        ];
+        for message in transient {
+            assert!(
+                SandboxError::ExecFailed(message.into()).is_transient(),
+                "{message}"
+            );
+        }
+        assert!(SandboxError::StreamClosed.is_transient());
+        let lasting = SandboxError::ExecFailed(
+            "OCI runtime exec failed: exec: \"/kubexec/bin/kubexec-runner\": no such file or directory".into(),
+        );
+        assert!(!lasting.is_transient());
+        assert!(!SandboxError::Protocol("garbage".into()).is_transient());
+        assert!(!SandboxError::PodNotFound { pod: "p".into() }.is_transient());
     }
 }

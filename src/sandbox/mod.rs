@@ -144,6 +144,10 @@ impl HelperOutput {
     /// [`check`](Self::check)s the exit, then parses stdout as the helper's JSON response.
     pub fn json<T: DeserializeOwned>(self) -> Result<T, SandboxError> {
         let output = self.check()?;
+        // Every helper answers something: nothing at all is output lost on the way.
+        if output.stdout.is_empty() {
+            return Err(SandboxError::EmptyResponse);
+        }
         serde_json::from_slice(&output.stdout)
             .map_err(|e| SandboxError::Protocol(format!("helper response: {e}")))
     }

@@ -121,10 +121,13 @@ serializeImagePulls: false
 # Images are imported, never pulled: never garbage-collect them.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
+# The node's disk is the build machine's: cargo's and Go's caches fill it while tests run. A
+# percentage of a large disk (1% of 250 GB) could put the node under DiskPressure with
+# gigabytes still free, and evict every sandbox; only a disk that is really full does here.
 evictionHard:
   memory.available: "100Mi"
-  nodefs.available: "1%"
-  imagefs.available: "1%"
+  nodefs.available: "256Mi"
+  imagefs.available: "256Mi"
   nodefs.inodesFree: "1%"
 evictionPressureTransitionPeriod: 5s
 nodeStatusReportFrequency: 10s
