@@ -39,7 +39,7 @@ const SETTLE_BOUND: Duration = Duration::from_secs(180);
 #[derive(Debug, Clone)]
 enum Answer {
     /// A 200 with the result.
-    Result { exit_code: i64 },
+    Result { exit_code: i64, stdout: String },
     /// A documented failure of the run itself (500 `EXECUTION_FAILED`, with its reason).
     Failed { reason: String },
     /// Anything else, or nothing within [`REQUEST_BOUND`]: an invariant broken.
@@ -84,8 +84,10 @@ async fn execute(http: &Http, key: &str, session: &str, id: &str, command: &str)
             .await;
         let last = match reply {
             Ok(r) if r.status == StatusCode::OK => {
-                let exit_code = r.json()["exitCode"].as_i64().unwrap_or(-1);
-                break Answer::Result { exit_code };
+                let body = r.json();
+                let exit_code = body["exitCode"].as_i64().unwrap_or(-1);
+                let stdout = body["stdout"].as_str().unwrap_or_default().to_string();
+                break Answer::Result { exit_code, stdout };
             }
             Ok(r) if r.json()["error"]["code"] == "EXECUTION_FAILED" => {
                 let reason = r.json()["error"]["details"]["reason"]
@@ -204,7 +206,7 @@ impl Sessions {
         for name in &names {
             let warm = execute(http, key, name, &format!("warm-{name}"), "true").await;
             assert!(
-                matches!(warm.answer, Answer::Result { exit_code: 0 }),
+                matches!(warm.answer, Answer::Result { exit_code: 0, .. }),
                 "{warm:?}"
             );
         }
@@ -366,26 +368,28 @@ async fn unsettled(client: &Client, sessions: &[String]) -> Vec<String> {
     wrong
 }
 
-/// The ledger lines of `session`: (id, token), read through the api.
+/// The ledger lines of `session`: (id, token), read through the api (retried like the load's
+/// requests: the tenant's rate limit may still be busy with them).
 async fn ledger(http: &Http, key: &str, session: &str) -> Result<Vec<(String, String)>, String> {
     let id = format!(
         "ledger-{session}-{}",
         jiff::Timestamp::now().as_millisecond()
     );
-    let reply = http
-        .post(
-            "/execute",
-            Some(key),
-            &json!({"sessionId": session, "command": "cat /workspace/ledger 2>/dev/null || true"}),
-        )
-        .await;
-    if reply.status != StatusCode::OK {
-        return Err(format!("{id}: {} {}", reply.status, reply.text()));
-    }
-    let stdout = reply.json()["stdout"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let read = execute(
+        http,
+        key,
+        session,
+        &id,
+        "cat /workspace/ledger 2>/dev/null || true",
+    )
+    .await;
+    let Answer::Result {
+        exit_code: 0,
+        stdout,
+    } = read.answer
+    else {
+        return Err(format!("{id}: {:?}", read.answer));
+    };
     Ok(stdout
         .lines()
         .map(|line| {
@@ -420,13 +424,13 @@ fn ledger_violations(
     }
     for o in outcomes {
         match &o.answer {
-            Answer::Result { exit_code: 0 } if seen.get(o.id.as_str()) != Some(&1) => {
+            Answer::Result { exit_code: 0, .. } if seen.get(o.id.as_str()) != Some(&1) => {
                 wrong.push(format!(
                     "{} answered success but is not in the ledger of {}",
                     o.id, o.session
                 ));
             }
-            Answer::Result { exit_code } if *exit_code != 0 => {
+            Answer::Result { exit_code, .. } if *exit_code != 0 => {
                 wrong.push(format!("{} exited {exit_code}", o.id));
             }
             Answer::Broken { last } => wrong.push(format!("{} unanswered: {last}", o.id)),
