@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use crate::{repo_root, TestNs};
 
-fn kubexec_binary() -> PathBuf {
+pub fn kubexec_binary() -> PathBuf {
     std::env::var_os("KUBEXEC_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/debug/kubexec"))

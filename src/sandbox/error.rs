@@ -102,7 +102,7 @@ pub enum SandboxError {
 /// or the kubelet the container: the node restarting, not anything in the sandbox.
 /// The same for a container that is restarting (its PID 1 died): the runtime has no running
 /// task to exec into until the kubelet starts it again.
-const UNREACHABLE_EXEC: [&str; 9] = [
+const UNREACHABLE_EXEC: [&str; 10] = [
     "error sending request",
     "unable to upgrade connection",
     "error dialing backend",
@@ -112,6 +112,7 @@ const UNREACHABLE_EXEC: [&str; 9] = [
     "cannot exec in a stopped state",
     "container not created",
     "container not found",
+    "no running task",
 ];
 
 impl SandboxError {
@@ -128,6 +129,11 @@ impl SandboxError {
             }
             SandboxError::ExecFailed(message) => {
                 UNREACHABLE_EXEC.iter().any(|m| message.contains(m))
+            }
+            // Killed with its container (SIGKILL, SIGTERM), having said nothing: the sandbox
+            // restarted under it.
+            SandboxError::HelperFailed { exit_code, stderr } => {
+                matches!(exit_code, 137 | 143) && stderr.trim().is_empty()
             }
             _ => false,
         }
@@ -181,6 +187,7 @@ mod tests {
             "Internal error occurred: unable to upgrade connection: container not found (\"sandbox\")",
             "failed to create exec \"e4fe\": cannot exec in a stopped state",
             "failed to create exec \"de52\": container not created: not found",
+            "failed to exec in container: failed to load task: no running task found: not found",
         ];
         for message in transient {
             assert!(
@@ -189,6 +196,13 @@ mod tests {
             );
         }
         assert!(SandboxError::StreamClosed.is_transient());
+        let killed = |exit_code, stderr: &str| SandboxError::HelperFailed {
+            exit_code,
+            stderr: stderr.into(),
+        };
+        assert!(killed(137, "").is_transient());
+        assert!(!killed(137, "{\"code\":\"Internal\"}").is_transient());
+        assert!(!killed(1, "").is_transient());
         let lasting = SandboxError::ExecFailed(
             "OCI runtime exec failed: exec: \"/kubexec/bin/kubexec-runner\": no such file or directory".into(),
         );
