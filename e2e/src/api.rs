@@ -333,17 +333,8 @@ impl Http {
         Http { addr }
     }
 
-    /// A fresh HTTP/1 connection to the api, sending bodies of type `B`.
-    async fn connect<B>(&self) -> hyper::client::conn::http1::SendRequest<B>
-    where
-        B: hyper::body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        self.try_connect().await.expect("connect to the api")
-    }
-
-    /// [`Http::connect`], with a refused or broken connection as an error.
+    /// A fresh HTTP/1 connection to the api, sending bodies of type `B`; a refused or broken
+    /// connection is an error.
     async fn try_connect<B>(&self) -> Result<hyper::client::conn::http1::SendRequest<B>, String>
     where
         B: hyper::body::Body + Send + 'static,
@@ -443,8 +434,9 @@ impl Http {
     }
 
     /// POSTs a body of `chunks` × `chunk_bytes` spaces with chunked transfer encoding (no
-    /// `Content-Length`), made as it is sent. Reads the answer, which may come before the body
-    /// is all sent.
+    /// `Content-Length`), made as it is sent. Reads the answer while the body is still being
+    /// sent: an api that refuses the body answers early and closes, and a client that only
+    /// reads after writing sees a broken pipe instead of the answer.
     pub async fn post_chunked(
         &self,
         path: &str,
@@ -452,32 +444,72 @@ impl Http {
         chunks: usize,
         chunk_bytes: usize,
     ) -> Reply {
-        let mut sender = self.connect().await;
-        let chunk = Bytes::from(vec![b' '; chunk_bytes]);
-        let frames = futures::stream::iter((0..chunks).map(move |_| {
-            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))
-        }));
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(path)
-            .header("host", self.addr.to_string())
-            .header("authorization", format!("Bearer {key}"))
-            .header("content-type", "application/json")
-            .body(http_body_util::StreamBody::new(frames))
-            .expect("request");
-        let response = sender.send_request(request).await.expect("response");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let stream = tokio::net::TcpStream::connect(self.addr)
             .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+            .expect("connect to the api");
+        let (mut reader, mut writer) = stream.into_split();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+            self.addr
+        );
+        let sending = tokio::spawn(async move {
+            let chunk = vec![b' '; chunk_bytes];
+            let size = format!("{chunk_bytes:x}\r\n");
+            writer.write_all(head.as_bytes()).await?;
+            for _ in 0..chunks {
+                writer.write_all(size.as_bytes()).await?;
+                writer.write_all(&chunk).await?;
+                writer.write_all(b"\r\n").await?;
+            }
+            writer.write_all(b"0\r\n\r\n").await
+        });
+        // The response head, then a body of its Content-Length (or up to the close).
+        let mut received = Vec::new();
+        let mut buf = vec![0u8; 64 << 10];
+        let head_end = loop {
+            if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let n = reader.read(&mut buf).await.expect("read the response");
+            assert!(n > 0, "the api closed without a response");
+            received.extend_from_slice(&buf[..n]);
+        };
+        let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|c| c.parse::<u16>().ok())
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .expect("a status line");
+        let mut headers = hyper::HeaderMap::new();
+        for line in lines.filter(|l| !l.is_empty()) {
+            if let Some((name, value)) = line.split_once(':') {
+                if let (Ok(name), Ok(value)) = (
+                    hyper::header::HeaderName::from_bytes(name.trim().as_bytes()),
+                    hyper::header::HeaderValue::from_str(value.trim()),
+                ) {
+                    headers.insert(name, value);
+                }
+            }
+        }
+        let length = headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut body = received[head_end..].to_vec();
+        while length.is_none_or(|l| body.len() < l) {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => body.extend_from_slice(&buf[..n]),
+            }
+        }
+        sending.abort();
         Reply {
             status,
             headers,
-            body,
+            body: Bytes::from(body),
         }
     }
 
