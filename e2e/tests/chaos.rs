@@ -306,7 +306,7 @@ where
 /// Everything the invariants say about the deployment now that is still wrong: Executions not
 /// ended, Sessions not in a steady phase, env Secrets without their Execution, sandbox Pods
 /// without an owner, and the operator or the api not Ready.
-async fn unsettled(client: &Client, sessions: &[String]) -> Vec<String> {
+async fn unsettled(client: &Client, sessions: &[String], known: &BTreeSet<String>) -> Vec<String> {
     let mut wrong = Vec::new();
     let executions: Api<Execution> = Api::namespaced(client.clone(), TENANT);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), TENANT);
@@ -330,7 +330,8 @@ async fn unsettled(client: &Client, sessions: &[String]) -> Vec<String> {
     if let Ok(list) = secrets.list(&env_secrets).await {
         for s in list.items {
             let owner = s.labels().get("kubexec.dev/execution").cloned();
-            if owner.as_ref().is_some_and(|o| !names.contains(o)) {
+            if owner.as_ref().is_some_and(|o| !names.contains(o)) && !known.contains(&s.name_any())
+            {
                 wrong.push(format!(
                     "env Secret {} outlives its Execution",
                     s.name_any()
@@ -455,6 +456,18 @@ fn ledger_violations(
     wrong
 }
 
+/// The env Secrets in the tenant namespace now: what an earlier run left is not this
+/// scenario's doing.
+async fn env_secrets(client: &Client) -> BTreeSet<String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), TENANT);
+    let env_secrets = ListParams::default().labels("kubexec.dev/execution");
+    secrets
+        .list(&env_secrets)
+        .await
+        .map(|l| l.items.iter().map(|s| s.name_any()).collect())
+        .unwrap_or_default()
+}
+
 /// A key of the suite's tenant, made once per run as `make up` makes the demo's.
 fn chaos_key() -> String {
     static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -491,8 +504,15 @@ where
     let (http, _) = deployed();
     let key = chaos_key();
     let client = Client::try_default().await.expect("kubeconfig");
+    let known = env_secrets(&client).await;
     let sessions = Sessions::create(&http, &key, 2).await;
-    let load = Load::start(name, http, &key, &sessions.names, 4);
+    // Ids (and so Idempotency-Keys) unique to this run: a cluster kept from an earlier run
+    // still has that run's executions.
+    let run = format!(
+        "{name}-{}",
+        jiff::Timestamp::now().as_millisecond() % 100_000_000
+    );
+    let load = Load::start(&run, http, &key, &sessions.names, 4);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut in_flight = Vec::new();
     for n in 0..times {
@@ -502,7 +522,7 @@ where
     }
     let outcomes = load.finish().await;
     let (mut violations, settled_in) =
-        settle(SETTLE_BOUND, || unsettled(&client, &sessions.names)).await;
+        settle(SETTLE_BOUND, || unsettled(&client, &sessions.names, &known)).await;
     let mut ledgers = BTreeMap::new();
     for session in &sessions.names {
         match ledger(&http, &key, session).await {
